@@ -1,0 +1,145 @@
+//! One error type for the whole cluster, named for what the caller should
+//! do about it, mapped to a gRPC status in exactly one place and back.
+
+use tonic::{Code, Status};
+
+/// Result with Dupla's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, by what the caller should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is wrong; retrying it unchanged will fail again.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing exists already or is being written by someone else.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A node is down or unreachable: retry, possibly elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored or transmitted bytes do not match their blake3.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The caller lacks the cluster secret or a valid token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but not allowed to do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Not enough space (or servers) to take the data.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The operation was interrupted midway; it can be run again.
+    #[error("{0}")]
+    Aborted(String),
+    /// A local disk or file error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A bug or broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether the same request may succeed if retried (here or on another node).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::Aborted(_) | Error::Io(_))
+    }
+
+    /// Map a gRPC status received from a peer back into an [`Error`].
+    pub fn from_status(status: Status) -> Self {
+        let msg = status.message().to_string();
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                Error::InvalidInput(msg)
+            }
+            Code::NotFound => Error::NotFound(msg),
+            Code::AlreadyExists => Error::AlreadyExists(msg),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                Error::Unavailable(if msg.is_empty() {
+                    "node unreachable".into()
+                } else {
+                    msg
+                })
+            }
+            Code::DataLoss => Error::Corrupt(msg),
+            Code::Unauthenticated => Error::Unauthenticated(msg),
+            Code::PermissionDenied => Error::PermissionDenied(msg),
+            Code::ResourceExhausted => Error::Exhausted(msg),
+            Code::Aborted => Error::Aborted(msg),
+            _ => Error::Internal(msg),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        match err {
+            Error::InvalidInput(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Corrupt(m) => Status::data_loss(format!("corrupt data: {m}")),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Exhausted(m) => Status::resource_exhausted(m),
+            Error::Aborted(m) => Status::aborted(m),
+            Error::Io(e) => Status::internal(format!("I/O error: {e}")),
+            Error::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        Error::from_status(status)
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(err: tonic::transport::Error) -> Self {
+        Error::Unavailable(format!("connection failed: {err}"))
+    }
+}
+
+/// `Err(Error::InvalidInput(format!(...)))`, for early returns.
+#[macro_export]
+macro_rules! errinput {
+    ($($arg:tt)*) => { Err($crate::Error::InvalidInput(format!($($arg)*))) };
+}
+
+/// `Err(Error::Corrupt(format!(...)))`, for early returns.
+#[macro_export]
+macro_rules! errcorrupt {
+    ($($arg:tt)*) => { Err($crate::Error::Corrupt(format!($($arg)*))) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trip_keeps_the_kind() {
+        let cases = [
+            Error::InvalidInput("x".into()),
+            Error::NotFound("x".into()),
+            Error::AlreadyExists("x".into()),
+            Error::Unavailable("x".into()),
+            Error::Corrupt("x".into()),
+            Error::Unauthenticated("x".into()),
+            Error::Exhausted("x".into()),
+        ];
+        for err in cases {
+            let name = format!("{err:?}");
+            let back = Error::from_status(Status::from(err));
+            assert_eq!(
+                name.split('(').next(),
+                format!("{back:?}").split('(').next()
+            );
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The small storage trait the manager keeps its state behind: named trees
+//! of ordered byte keys. sled implements it on disk; [`MemoryKv`] in memory
+//! for fast tests. Both run the same test suite below.
+
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Ordered key/value trees with durable flush.
+pub trait Kv: Send + Sync + 'static {
+    /// Value of `key` in `tree`.
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Set `key` to `value` in `tree`.
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Remove `key` from `tree`, returning the old value.
+    fn delete(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Every entry of `tree` whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Make every write so far durable (fsync).
+    fn flush(&self) -> Result<()>;
+}
+
+/// [`Kv`] on a sled database directory.
+pub struct SledKv {
+    db: sled::Db,
+}
+
+fn storage_err(e: sled::Error) -> Error {
+    Error::Internal(format!("database: {e}"))
+}
+
+impl SledKv {
+    /// Open (or create) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| Error::Unavailable(format!("cannot open database {}: {e}", dir.display())))?;
+        Ok(SledKv { db })
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree> {
+        self.db.open_tree(name).map_err(storage_err)
+    }
+}
+
+impl Kv for SledKv {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree)?.get(key).map_err(storage_err)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tree(tree)?.insert(key, value).map_err(storage_err)?;
+        Ok(())
+    }
+
+    fn delete(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree)?.remove(key).map_err(storage_err)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, v) = item.map_err(storage_err)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(storage_err)?;
+        Ok(())
+    }
+}
+
+/// [`Kv`] in memory, for tests.
+#[derive(Default)]
+pub struct MemoryKv {
+    trees: Mutex<BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl MemoryKv {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Kv for MemoryKv {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let trees = self.trees.lock().expect("kv lock poisoned");
+        Ok(trees.get(tree).and_then(|t| t.get(key).cloned()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut trees = self.trees.lock().expect("kv lock poisoned");
+        trees
+            .entry(tree.to_string())
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut trees = self.trees.lock().expect("kv lock poisoned");
+        Ok(trees.get_mut(tree).and_then(|t| t.remove(key)))
+    }
+
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let trees = self.trees.lock().expect("kv lock poisoned");
+        Ok(trees
+            .get(tree)
+            .map(|t| {
+                t.range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The suite every implementation must pass.
+    fn suite(kv: &dyn Kv) {
+        assert_eq!(kv.get("t", b"a").unwrap(), None);
+        kv.put("t", b"a", b"1").unwrap();
+        kv.put("t", b"ab", b"2").unwrap();
+        kv.put("t", b"b", b"3").unwrap();
+        kv.put("other", b"a", b"x").unwrap();
+        assert_eq!(kv.get("t", b"a").unwrap(), Some(b"1".to_vec()));
+        let scanned = kv.scan_prefix("t", b"a").unwrap();
+        assert_eq!(
+            scanned,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"ab".to_vec(), b"2".to_vec())]
+        );
+        assert_eq!(kv.scan_prefix("t", b"").unwrap().len(), 3);
+        assert_eq!(kv.delete("t", b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.delete("t", b"a").unwrap(), None);
+        assert_eq!(kv.get("other", b"a").unwrap(), Some(b"x".to_vec()));
+        kv.flush().unwrap();
+    }
+
+    #[test]
+    fn memory_passes_the_suite() {
+        suite(&MemoryKv::new());
+    }
+
+    #[test]
+    fn sled_passes_the_suite_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let kv = SledKv::open(dir.path()).unwrap();
+            suite(&kv);
+        }
+        let kv = SledKv::open(dir.path()).unwrap();
+        assert_eq!(kv.get("t", b"b").unwrap(), Some(b"3".to_vec()));
+    }
+}

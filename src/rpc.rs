@@ -1,0 +1,223 @@
+//! gRPC plumbing shared by every node: tuned endpoints and servers, the
+//! services every node offers (health, reflection, Greeter, Clock), and the
+//! cluster secret that guards internal calls.
+
+use crate::chunk::CHUNK_SIZE;
+use crate::clock::ClockService;
+use crate::greeter::GreeterService;
+use crate::shutdown::Shutdown;
+use crate::v1::{clock_server::ClockServer, greeter_server::GreeterServer};
+use crate::{Error, Result};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Status};
+
+/// Metadata key carrying the cluster secret on server-to-server calls.
+pub const SECRET_METADATA: &str = "x-dupla-secret";
+
+/// Per-stream HTTP/2 flow-control window. The default 64 KiB would stall a
+/// 1 MiB chunk for many round trips; 8 MiB lets several chunks fly per stream.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+
+/// Per-connection HTTP/2 window: room for a few concurrent streams at full speed.
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// Largest message a node accepts: one chunk plus generous framing, so a
+/// hostile peer cannot make a node buffer more than this per message.
+pub const MAX_MESSAGE_BYTES: usize = CHUNK_SIZE + (64 << 10);
+
+/// How long to wait for a TCP connection before calling a node unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// HTTP/2 pings keep idle connections honest and detect dead peers.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The `http://host:port` URI of a node address.
+pub fn uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// An endpoint to `addr` with Dupla's flow-control and timeout settings.
+pub fn endpoint(addr: &str) -> Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(uri(addr))
+        .map_err(|e| Error::InvalidInput(format!("bad node address {addr:?}: {e}")))?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true))
+}
+
+/// Connect to `addr` now, failing with `Unavailable` if it does not answer.
+pub async fn connect(addr: &str) -> Result<Channel> {
+    endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot reach {addr}: {e}")))
+}
+
+/// A channel to `addr` that connects on first use and reconnects by itself.
+pub fn connect_lazy(addr: &str) -> Result<Channel> {
+    Ok(endpoint(addr)?.connect_lazy())
+}
+
+/// A server builder with Dupla's flow-control settings.
+pub fn server() -> Server {
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+}
+
+/// A router with the services every node offers: health, reflection (v1 and
+/// v1alpha, since common grpcurl builds speak only the latter), Greeter and
+/// Clock. Returns the health reporter so the caller can mark its own
+/// services as serving.
+pub fn common_router(server: &mut Server) -> Result<(Router, tonic_health::server::HealthReporter)> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let router = server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(GreeterServer::new(GreeterService))
+        .add_service(ClockServer::new(ClockService));
+    Ok((router, health))
+}
+
+/// Bind a TCP listener, with a clear error when the address is taken.
+pub async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serve `router` on `listener` until `shutdown` fires, then drain.
+pub async fn serve(router: Router, listener: TcpListener, mut shutdown: Shutdown) -> Result<()> {
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)));
+    router
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.wait().await })
+        .await
+        .map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))
+}
+
+/// The cluster secret: shared by the manager and the servers, carried on
+/// every internal call, and never accepted from a client token.
+#[derive(Clone)]
+pub struct Secret(std::sync::Arc<str>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// Wrap a configured secret; it must not be empty.
+    pub fn new(secret: &str) -> Result<Self> {
+        if secret.trim().is_empty() {
+            return Err(Error::InvalidInput(
+                "the cluster secret is empty: set `secret` in node.toml, --secret or DUPLA_SECRET"
+                    .into(),
+            ));
+        }
+        Ok(Secret(secret.into()))
+    }
+
+    /// Wrap a message in a request that carries the secret.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        self.attach(&mut request);
+        request
+    }
+
+    /// Add the secret to an outgoing request.
+    pub fn attach<T>(&self, request: &mut Request<T>) {
+        let value = self
+            .0
+            .parse()
+            .expect("invariant: the secret was validated as ASCII metadata at startup");
+        request.metadata_mut().insert(SECRET_METADATA, value);
+    }
+
+    /// Refuse an incoming internal call that lacks the secret.
+    #[allow(clippy::result_large_err)]
+    pub fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let given = request
+            .metadata()
+            .get(SECRET_METADATA)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if constant_time_eq(given, self.0.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "this call is internal to the cluster and needs the cluster secret",
+            ))
+        }
+    }
+
+    /// Whether the secret can travel as gRPC metadata (visible ASCII).
+    pub fn validate(&self) -> Result<()> {
+        if self.0.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(
+                "the cluster secret must be printable ASCII without spaces".into(),
+            ))
+        }
+    }
+}
+
+/// Compare without an early exit, so timing does not leak the secret.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_checked() {
+        let secret = Secret::new("s3cret").unwrap();
+        assert!(secret.check(&secret.request(())).is_ok());
+        assert!(secret.check(&Request::new(())).is_err());
+        let other = Secret::new("other").unwrap();
+        assert!(secret.check(&other.request(())).is_err());
+        assert!(Secret::new("  ").is_err());
+        assert!(Secret::new("has space").unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn uri_adds_scheme_once() {
+        assert_eq!(uri("127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(uri("http://h:1"), "http://h:1");
+    }
+}
