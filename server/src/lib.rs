@@ -1,1 +1,88 @@
-//! placeholder
+//! A Dupla storage server: holds chunks on its disk, accepts uploads from
+//! clients (as the entry, forwarding when it is not a holder), stores and
+//! pipelines chunks as primary or replica, and serves downloads of any file.
+//!
+//! Follow an upload through the modules: `service` → `upload` (entry,
+//! placement, commit) → `pipeline` (verify, forward, write) →
+//! `chunk_store` (temp file, fsync, rename). A download: `service` →
+//! `download` (holder failover) → `chunk_store` or a peer's `fetch`.
+
+pub mod chunk_store;
+pub mod config;
+pub mod download;
+pub mod fetch;
+pub mod heartbeat_worker;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod pipeline;
+pub mod service;
+pub mod upload;
+
+pub use config::{Args, Config};
+
+use dupla::rpc::MAX_MESSAGE_BYTES;
+use dupla::shutdown::Shutdown;
+use dupla::v1::storage_server::StorageServer;
+use dupla::Result;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A started storage server.
+pub struct Running {
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// Its stable id.
+    pub id: String,
+    /// Resolves when it has shut down.
+    pub task: JoinHandle<Result<()>>,
+}
+
+/// Open the chunk store, bind, start heartbeating and serve in the background.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
+    std::fs::create_dir_all(&config.data)?;
+    let id = identity::load_or_create(&config.data)?;
+    let store = chunk_store::ChunkStore::open(&config.data, config.capacity)?;
+    let listener = dupla::rpc::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let secret = dupla::rpc::Secret::new(&config.secret)?;
+    let node = Arc::new(node::StorageNode::new(
+        id.clone(),
+        advertise.clone(),
+        store,
+        secret,
+        &config.manager,
+    )?);
+    let service = StorageServer::new(service::StorageService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut server = dupla::rpc::server();
+    let (router, health) = dupla::rpc::common_router(&mut server)?;
+    health.set_serving::<StorageServer<service::StorageService>>().await;
+    let router = router.add_service(service);
+    tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
+        capacity = config.capacity, manager = %config.manager, "storage server listening");
+    let heartbeats = tokio::spawn(heartbeat_worker::run(
+        node,
+        config.heartbeat_interval,
+        shutdown.clone(),
+    ));
+    let task = tokio::spawn(async move {
+        let result = dupla::rpc::serve(router, listener, shutdown).await;
+        let _ = heartbeats.await;
+        tracing::info!(%addr, "storage server stopped");
+        result
+    });
+    Ok(Running { addr, id, task })
+}
+
+/// Run the server until `shutdown` fires.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<()> {
+    let running = start(config, shutdown).await?;
+    running
+        .task
+        .await
+        .map_err(|e| dupla::Error::Internal(format!("server task: {e}")))?
+}

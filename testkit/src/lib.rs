@@ -1,1 +1,26 @@
-//! placeholder
+//! Test harness for Dupla: an in-process cluster (a manager and N storage
+//! servers on `127.0.0.1:0`, each with its own temporary directory and its
+//! own shutdown handle) and raw gRPC helpers to drive it, including with
+//! malformed input.
+
+pub mod cluster;
+pub mod raw;
+
+pub use cluster::TestCluster;
+
+/// Bound on every async test: generous, so only a hang trips it.
+pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Deterministic test bytes of length `len` (a cheap xorshift stream).
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,125 @@
+//! The manager's settings: `node.toml` in its directory, overridden by flags
+//! and `DUPLA_*` variables.
+
+use clap::Parser;
+use dupla::config::{load_toml, pick, resolve};
+use dupla::{Error, Result};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen address of the manager.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50050";
+/// Servers are expected to heartbeat this often.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A server silent this long is `suspect`: no new placements, reads go elsewhere.
+pub const DEFAULT_SUSPECT_AFTER: Duration = Duration::from_secs(3);
+/// A server silent this long is `down`.
+pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
+
+/// Command line of `dupla-manager`.
+#[derive(Parser, Debug, Default)]
+#[command(name = "dupla-manager", version, about = "Dupla manager: membership, placement, catalog")]
+pub struct Args {
+    /// Config file (default: ./node.toml if present).
+    #[arg(long, env = "DUPLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, host:port.
+    #[arg(long, env = "DUPLA_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the manager's database.
+    #[arg(long, env = "DUPLA_DATA")]
+    pub data: Option<PathBuf>,
+    /// Cluster secret shared with the storage servers.
+    #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Seconds of heartbeat silence before a server is suspect.
+    #[arg(long, env = "DUPLA_SUSPECT_AFTER_SECS")]
+    pub suspect_after_secs: Option<f64>,
+    /// Seconds of heartbeat silence before a server is down.
+    #[arg(long, env = "DUPLA_DOWN_AFTER_SECS")]
+    pub down_after_secs: Option<f64>,
+}
+
+/// The keys of the manager's `node.toml`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Database directory, relative to the node directory.
+    pub data: Option<PathBuf>,
+    /// Cluster secret.
+    pub secret: Option<String>,
+    /// Seconds of silence before suspect.
+    pub suspect_after_secs: Option<f64>,
+    /// Seconds of silence before down.
+    pub down_after_secs: Option<f64>,
+}
+
+/// Resolved manager settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port, for tests).
+    pub listen: String,
+    /// Directory holding the sled database.
+    pub data: PathBuf,
+    /// Cluster secret every internal call must carry.
+    pub secret: String,
+    /// Heartbeat period asked of the servers.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a server is suspect.
+    pub suspect_after: Duration,
+    /// Silence after which a server is down.
+    pub down_after: Duration,
+}
+
+impl Config {
+    /// Merge flags/env over `node.toml` over defaults.
+    pub fn load(args: Args) -> Result<Config> {
+        let file: FileConfig = load_toml(args.config.as_deref())?;
+        let base = std::env::current_dir()?;
+        let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
+        let config = Config {
+            listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
+            data: resolve(&base, &pick(args.data, file.data, || "data".into())),
+            secret: pick(args.secret, file.secret, String::new),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            suspect_after: args
+                .suspect_after_secs
+                .or(file.suspect_after_secs)
+                .map(secs)
+                .unwrap_or(DEFAULT_SUSPECT_AFTER),
+            down_after: args
+                .down_after_secs
+                .or(file.down_after_secs)
+                .map(secs)
+                .unwrap_or(DEFAULT_DOWN_AFTER),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config for tests: free port, given data dir and secret, quick timings.
+    pub fn for_test(data: PathBuf, secret: &str) -> Config {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            data,
+            secret: secret.into(),
+            heartbeat_interval: Duration::from_millis(200),
+            suspect_after: Duration::from_millis(1500),
+            down_after: Duration::from_secs(5),
+        }
+    }
+
+    /// Refuse settings the manager cannot run with.
+    pub fn validate(&self) -> Result<()> {
+        dupla::rpc::Secret::new(&self.secret)?.validate()?;
+        if self.suspect_after > self.down_after {
+            return Err(Error::InvalidInput(
+                "suspect_after_secs must not exceed down_after_secs".into(),
+            ));
+        }
+        Ok(())
+    }
+}

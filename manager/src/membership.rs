@@ -1,0 +1,214 @@
+//! Membership: which storage servers exist, how full and busy they are, and
+//! whether they are alive — judged only from heartbeats, with time passed in
+//! so the rules are testable without a clock.
+
+use dupla::placement::Candidate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A storage server's identity and address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// Stable id from the server's data directory.
+    pub id: String,
+    /// Current host:port.
+    pub addr: String,
+}
+
+/// What a heartbeat reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Bytes the server may use.
+    pub capacity: u64,
+    /// Bytes it uses.
+    pub used: u64,
+    /// Transfers in progress.
+    pub active: u32,
+    /// Peak resident memory, bytes.
+    pub peak_rss: u64,
+}
+
+/// Liveness as judged from heartbeat silence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Heartbeating on time: takes new placements.
+    Up,
+    /// Late: no new placements, reads prefer other holders.
+    Suspect,
+    /// Silent past the grace period (or not heard from since the manager started).
+    Down,
+}
+
+impl Liveness {
+    /// The wire/status spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Up => "up",
+            Liveness::Suspect => "suspect",
+            Liveness::Down => "down",
+        }
+    }
+}
+
+/// One known server.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Identity and address.
+    pub node: NodeRef,
+    /// Latest report.
+    pub report: Report,
+    /// When the last heartbeat arrived; `None` if not since this manager started.
+    pub last_seen: Option<Instant>,
+}
+
+/// Every known server, by id.
+#[derive(Debug)]
+pub struct Membership {
+    members: BTreeMap<String, Member>,
+    suspect_after: Duration,
+    down_after: Duration,
+}
+
+impl Membership {
+    /// Empty membership with the given silence thresholds.
+    pub fn new(suspect_after: Duration, down_after: Duration) -> Self {
+        Membership {
+            members: BTreeMap::new(),
+            suspect_after,
+            down_after,
+        }
+    }
+
+    /// Remember a server from a previous run (down until it heartbeats).
+    pub fn restore(&mut self, node: NodeRef) {
+        self.members.entry(node.id.clone()).or_insert(Member {
+            node,
+            report: Report::default(),
+            last_seen: None,
+        });
+    }
+
+    /// Record a heartbeat. Returns true when the server is new or changed
+    /// address (so the caller persists it).
+    pub fn heartbeat(&mut self, node: NodeRef, report: Report, now: Instant) -> bool {
+        match self.members.get_mut(&node.id) {
+            Some(member) => {
+                let changed = member.node.addr != node.addr;
+                member.node = node;
+                member.report = report;
+                member.last_seen = Some(now);
+                changed
+            }
+            None => {
+                self.members.insert(
+                    node.id.clone(),
+                    Member {
+                        node,
+                        report,
+                        last_seen: Some(now),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Liveness of a member at `now`.
+    pub fn liveness(&self, member: &Member, now: Instant) -> Liveness {
+        match member.last_seen {
+            None => Liveness::Down,
+            Some(seen) => {
+                let silent = now.saturating_duration_since(seen);
+                if silent >= self.down_after {
+                    Liveness::Down
+                } else if silent >= self.suspect_after {
+                    Liveness::Suspect
+                } else {
+                    Liveness::Up
+                }
+            }
+        }
+    }
+
+    /// Every member, ordered by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// A member by id.
+    pub fn get(&self, id: &str) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Servers that may take new data now, as placement candidates.
+    pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
+        self.members
+            .values()
+            .filter(|m| self.liveness(m, now) == Liveness::Up)
+            .map(|m| Candidate {
+                id: m.node.id.clone(),
+                free: m.report.capacity.saturating_sub(m.report.used),
+                active: m.report.active,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeRef {
+        NodeRef {
+            id: id.into(),
+            addr: format!("{id}:1"),
+        }
+    }
+
+    #[test]
+    fn silence_turns_up_into_suspect_then_down() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert!(m.heartbeat(node("a"), Report::default(), t0));
+        let a = m.get("a").unwrap().clone();
+        assert_eq!(m.liveness(&a, t0 + Duration::from_secs(2)), Liveness::Up);
+        assert_eq!(m.liveness(&a, t0 + Duration::from_secs(3)), Liveness::Suspect);
+        assert_eq!(m.liveness(&a, t0 + Duration::from_secs(30)), Liveness::Down);
+        assert!(!m.heartbeat(node("a"), Report::default(), t0 + Duration::from_secs(31)));
+        let a = m.get("a").unwrap().clone();
+        assert_eq!(m.liveness(&a, t0 + Duration::from_secs(31)), Liveness::Up);
+    }
+
+    #[test]
+    fn restored_members_are_down_until_heard_and_not_candidates() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        m.restore(node("a"));
+        let now = Instant::now();
+        assert_eq!(m.liveness(m.get("a").unwrap(), now), Liveness::Down);
+        assert!(m.candidates(now).is_empty());
+        m.heartbeat(
+            node("a"),
+            Report {
+                capacity: 10,
+                used: 4,
+                ..Default::default()
+            },
+            now,
+        );
+        assert_eq!(m.candidates(now)[0].free, 6);
+    }
+
+    #[test]
+    fn address_change_is_reported() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let now = Instant::now();
+        m.heartbeat(node("a"), Report::default(), now);
+        let moved = NodeRef {
+            id: "a".into(),
+            addr: "elsewhere:2".into(),
+        };
+        assert!(m.heartbeat(moved, Report::default(), now));
+        assert_eq!(m.get("a").unwrap().node.addr, "elsewhere:2");
+    }
+}

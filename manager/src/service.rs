@@ -1,0 +1,345 @@
+//! `dupla.v1.Manager`: the gRPC face of membership, placement and the
+//! catalog. Handlers only translate between wire messages and [`State`];
+//! the decisions live in `placement`, `membership` and `uploads`.
+
+use crate::catalog::{FileRecord, PlacementLog};
+use crate::membership::{Liveness, NodeRef, Report};
+use crate::state::State;
+use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::placement::{self, DEFAULT_LOAD_EPSILON};
+use dupla::v1::manager_server::Manager;
+use dupla::v1::{self as pb};
+use dupla::{clock, name, Error, Hash, Result};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// The Manager service over shared [`State`].
+#[derive(Clone)]
+pub struct ManagerService {
+    state: Arc<State>,
+}
+
+impl ManagerService {
+    /// Serve `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        ManagerService { state }
+    }
+
+    /// A catalog record as a wire entry, holders resolved to their current
+    /// addresses and ordered live-first (so readers try a live copy first,
+    /// primary first among equals).
+    fn entry(&self, record: &FileRecord) -> pb::FileEntry {
+        let now = Instant::now();
+        let membership = self.state.membership.lock().expect("membership lock poisoned");
+        let mut holders: Vec<(Liveness, pb::Node)> = record
+            .holders
+            .iter()
+            .map(|id| match membership.get(id) {
+                Some(m) => (
+                    membership.liveness(m, now),
+                    pb::Node {
+                        id: id.clone(),
+                        addr: m.node.addr.clone(),
+                    },
+                ),
+                None => (
+                    Liveness::Down,
+                    pb::Node {
+                        id: id.clone(),
+                        addr: String::new(),
+                    },
+                ),
+            })
+            .collect();
+        holders.sort_by_key(|(liveness, _)| *liveness as u8);
+        pb::FileEntry {
+            name: record.name.clone(),
+            size: record.size,
+            blake3: record.blake3.to_bytes(),
+            chunks: record.chunks.iter().map(Hash::to_bytes).collect(),
+            chunk_size: record.chunk_size,
+            holders: holders.into_iter().map(|(_, n)| n).collect(),
+            committed_unix_ms: record.committed_unix_ms,
+            version: record.version,
+        }
+    }
+
+    fn lookup_record(&self, name: &str) -> Result<FileRecord> {
+        self.state
+            .catalog
+            .get(name)?
+            .ok_or_else(|| Error::NotFound(format!("{name}: not found in the catalog")))
+    }
+
+    fn place(&self, req: pb::PlaceRequest) -> Result<pb::PlaceReply> {
+        name::validate(&req.name)?;
+        let now = Instant::now();
+        let (candidates, nodes) = {
+            let membership = self.state.membership.lock().expect("membership lock poisoned");
+            let candidates = membership.candidates(now);
+            let nodes: Vec<pb::Node> = candidates
+                .iter()
+                .map(|c| pb::Node {
+                    id: c.id.clone(),
+                    addr: membership.get(&c.id).map(|m| m.node.addr.clone()).unwrap_or_default(),
+                })
+                .collect();
+            (candidates, nodes)
+        };
+        let order = placement::choose(&req.name, req.size, &candidates, DEFAULT_LOAD_EPSILON);
+        if order.len() < 2 {
+            return Err(Error::Unavailable(format!(
+                "{} live storage server(s) with room for {} bytes; two copies need two: start another server or free space",
+                order.len(),
+                req.size
+            )));
+        }
+        let upload_id = random_id();
+        self.state
+            .uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .open(upload_id.clone(), &req.name, now)
+            .map_err(|other| {
+                Error::AlreadyExists(format!(
+                    "{}: another upload of this name is running (upload {}); try again when it finishes",
+                    req.name, other.id
+                ))
+            })?;
+        let ordered: Vec<pb::Node> = order.iter().map(|&i| nodes[i].clone()).collect();
+        self.state.catalog.log_placement(&PlacementLog {
+            upload_id: upload_id.clone(),
+            name: req.name.clone(),
+            size: req.size,
+            entry_id: req.entry_id,
+            candidates: candidates
+                .iter()
+                .map(|c| (c.id.clone(), c.free, c.active))
+                .collect(),
+            order: ordered.iter().map(|n| n.id.clone()).collect(),
+            unix_ms: clock::unix_ms(),
+        })?;
+        tracing::info!(upload = %upload_id, name = %req.name, size = req.size,
+            primary = %ordered[0].addr, replica = %ordered[1].addr, "placed");
+        Ok(pb::PlaceReply {
+            upload_id,
+            primary: Some(ordered[0].clone()),
+            replica: Some(ordered[1].clone()),
+            candidates: ordered,
+        })
+    }
+
+    fn commit(&self, req: pb::CommitRequest) -> Result<pb::CommitReply> {
+        let entry = req
+            .entry
+            .ok_or_else(|| Error::InvalidInput("commit without a file entry".into()))?;
+        let open = self
+            .state
+            .uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .get(&req.upload_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Aborted(format!(
+                    "upload {} is not open (expired, aborted or from before a manager restart); back the file up again",
+                    req.upload_id
+                ))
+            })?;
+        if open.name != entry.name {
+            return Err(Error::InvalidInput(format!(
+                "upload {} is for {:?}, not {:?}",
+                req.upload_id, open.name, entry.name
+            )));
+        }
+        let record = self.record_from_entry(entry)?;
+        self.state.catalog.put(&record)?;
+        self.state
+            .uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .close(&req.upload_id);
+        tracing::info!(upload = %req.upload_id, name = %record.name, size = record.size,
+            version = record.version, holders = ?record.holders, "committed");
+        Ok(pb::CommitReply {
+            entry: Some(self.entry(&record)),
+        })
+    }
+
+    /// Validate a committed entry and turn it into the next version's record.
+    fn record_from_entry(&self, entry: pb::FileEntry) -> Result<FileRecord> {
+        name::validate(&entry.name)?;
+        let chunks = entry
+            .chunks
+            .iter()
+            .map(|c| Hash::from_slice(c, "chunk hash"))
+            .collect::<Result<Vec<_>>>()?;
+        if chunks.len() as u64 != chunk_count(entry.size) {
+            return Err(Error::InvalidInput(format!(
+                "{} chunks listed for a {}-byte file",
+                chunks.len(),
+                entry.size
+            )));
+        }
+        if entry.holders.is_empty() {
+            return Err(Error::InvalidInput("commit without holders".into()));
+        }
+        let previous = self.state.catalog.get(&entry.name)?;
+        Ok(FileRecord {
+            name: entry.name,
+            size: entry.size,
+            blake3: Hash::from_slice(&entry.blake3, "file blake3")?,
+            chunks,
+            chunk_size: CHUNK_SIZE as u32,
+            holders: entry.holders.into_iter().map(|n| n.id).collect(),
+            committed_unix_ms: clock::unix_ms(),
+            version: previous.map_or(1, |p| p.version + 1),
+        })
+    }
+
+    fn status(&self) -> Result<pb::ClusterStatusReply> {
+        let records = self.state.catalog.all()?;
+        let now = Instant::now();
+        let membership = self.state.membership.lock().expect("membership lock poisoned");
+        let up = |id: &str| {
+            membership
+                .get(id)
+                .is_some_and(|m| membership.liveness(m, now) == Liveness::Up)
+        };
+        let under_replicated = records
+            .iter()
+            .filter(|r| r.holders.iter().filter(|h| up(h)).count() < 2)
+            .count() as u64;
+        let servers = membership
+            .members()
+            .map(|m| pb::ServerStatus {
+                node: Some(pb::Node {
+                    id: m.node.id.clone(),
+                    addr: m.node.addr.clone(),
+                }),
+                state: membership.liveness(m, now).as_str().into(),
+                capacity: m.report.capacity,
+                used: m.report.used,
+                files: records.iter().filter(|r| r.holders.contains(&m.node.id)).count() as u64,
+                active_transfers: m.report.active,
+                peak_rss: m.report.peak_rss,
+                last_seen_ms_ago: m
+                    .last_seen
+                    .map_or(u64::MAX, |t| now.saturating_duration_since(t).as_millis() as u64),
+            })
+            .collect();
+        Ok(pb::ClusterStatusReply {
+            servers,
+            files: records.len() as u64,
+            bytes: records.iter().map(|r| r.size).sum(),
+            under_replicated,
+        })
+    }
+}
+
+/// A random 128-bit id in hex.
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Manager for ManagerService {
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
+        self.state.secret.check(&request)?;
+        let req = request.into_inner();
+        let node = req
+            .node
+            .filter(|n| !n.id.is_empty() && !n.addr.is_empty())
+            .ok_or_else(|| Status::invalid_argument("heartbeat without a node id and address"))?;
+        let node = NodeRef {
+            id: node.id,
+            addr: node.addr,
+        };
+        let report = Report {
+            capacity: req.capacity,
+            used: req.used,
+            active: req.active_transfers,
+            peak_rss: req.peak_rss,
+        };
+        let changed = self
+            .state
+            .membership
+            .lock()
+            .expect("membership lock poisoned")
+            .heartbeat(node.clone(), report, Instant::now());
+        if changed {
+            tracing::info!(id = %node.id, addr = %node.addr, "server joined");
+            self.state.catalog.save_server(&node)?;
+        }
+        Ok(Response::new(pb::HeartbeatReply {
+            interval_ms: self.state.config.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn place(&self, request: Request<pb::PlaceRequest>) -> Reply<pb::PlaceReply> {
+        self.state.secret.check(&request)?;
+        Ok(Response::new(self.place(request.into_inner())?))
+    }
+
+    async fn commit(&self, request: Request<pb::CommitRequest>) -> Reply<pb::CommitReply> {
+        self.state.secret.check(&request)?;
+        Ok(Response::new(self.commit(request.into_inner())?))
+    }
+
+    async fn abort(&self, request: Request<pb::AbortRequest>) -> Reply<pb::AbortReply> {
+        self.state.secret.check(&request)?;
+        let req = request.into_inner();
+        if let Some(upload) = self
+            .state
+            .uploads
+            .lock()
+            .expect("uploads lock poisoned")
+            .close(&req.upload_id)
+        {
+            tracing::warn!(upload = %upload.id, name = %upload.name, reason = %req.reason, "upload aborted");
+        }
+        Ok(Response::new(pb::AbortReply {}))
+    }
+
+    async fn lookup(&self, request: Request<pb::LookupRequest>) -> Reply<pb::FileEntry> {
+        let record = self.lookup_record(&request.into_inner().name)?;
+        Ok(Response::new(self.entry(&record)))
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Reply<pb::ListReply> {
+        let pattern = request.into_inner().pattern;
+        let files = self
+            .state
+            .catalog
+            .all()
+            .map_err(Status::from)?
+            .iter()
+            .filter(|r| name::matches(&pattern, &r.name))
+            .map(|r| self.entry(r))
+            .collect();
+        Ok(Response::new(pb::ListReply { files }))
+    }
+
+    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::RemoveReply> {
+        let name = request.into_inner().name;
+        let record = self
+            .state
+            .catalog
+            .remove(&name)?
+            .ok_or_else(|| Error::NotFound(format!("{name}: not found in the catalog")))?;
+        tracing::info!(name = %name, "removed from the catalog");
+        Ok(Response::new(pb::RemoveReply {
+            removed: Some(self.entry(&record)),
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Reply<pb::ClusterStatusReply> {
+        Ok(Response::new(self.status()?))
+    }
+}

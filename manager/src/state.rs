@@ -1,0 +1,43 @@
+//! Everything the manager knows, shared by its services.
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::membership::Membership;
+use crate::uploads::Uploads;
+use dupla::kv::Kv;
+use dupla::rpc::Secret;
+use dupla::Result;
+use std::sync::{Arc, Mutex};
+
+/// The manager's state: persistent catalog plus in-memory membership and
+/// open uploads. Locks are `std::sync::Mutex`: never held across `.await`.
+pub struct State {
+    /// Settings.
+    pub config: Config,
+    /// Secret internal calls must carry.
+    pub secret: Secret,
+    /// Committed files, placement log, known servers (on disk).
+    pub catalog: Catalog,
+    /// Live view of the storage servers.
+    pub membership: Mutex<Membership>,
+    /// Uploads placed but not yet committed or aborted.
+    pub uploads: Mutex<Uploads>,
+}
+
+impl State {
+    /// Build the state over `kv`, restoring the servers known before a restart.
+    pub fn open(config: Config, kv: Arc<dyn Kv>) -> Result<State> {
+        let catalog = Catalog::new(kv);
+        let mut membership = Membership::new(config.suspect_after, config.down_after);
+        for node in catalog.servers()? {
+            membership.restore(node);
+        }
+        Ok(State {
+            secret: Secret::new(&config.secret)?,
+            config,
+            catalog,
+            membership: Mutex::new(membership),
+            uploads: Mutex::new(Uploads::default()),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! A storage server's settings: `node.toml` in its directory, overridden by
+//! flags and `DUPLA_*` variables.
+
+use clap::Parser;
+use dupla::config::{load_toml, pick, resolve};
+use dupla::size::parse_size;
+use dupla::{Error, Result};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default listen address (server-1's; the others set theirs in node.toml).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default manager address.
+pub const DEFAULT_MANAGER: &str = "127.0.0.1:50050";
+/// Default space for chunks.
+pub const DEFAULT_CAPACITY: &str = "10GiB";
+/// How often to report to the manager (it marks a server suspect after a
+/// few missed beats).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Command line of `dupla-server`.
+#[derive(Parser, Debug, Default)]
+#[command(name = "dupla-server", version, about = "Dupla storage server")]
+pub struct Args {
+    /// Config file (default: ./node.toml if present).
+    #[arg(long, env = "DUPLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, host:port.
+    #[arg(long, env = "DUPLA_LISTEN")]
+    pub listen: Option<String>,
+    /// Address other nodes reach this server at (default: the listen address).
+    #[arg(long, env = "DUPLA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Manager address, host:port.
+    #[arg(long, env = "DUPLA_MANAGER")]
+    pub manager: Option<String>,
+    /// Directory for chunks and the node id.
+    #[arg(long, env = "DUPLA_DATA")]
+    pub data: Option<PathBuf>,
+    /// Space this server offers for chunks, e.g. 10GiB.
+    #[arg(long, env = "DUPLA_CAPACITY")]
+    pub capacity: Option<String>,
+    /// Cluster secret shared with the manager and the other servers.
+    #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+/// The keys of a server's `node.toml`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Address to advertise.
+    pub advertise: Option<String>,
+    /// Manager address.
+    pub manager: Option<String>,
+    /// Data directory, relative to the node directory.
+    pub data: Option<PathBuf>,
+    /// Capacity, e.g. "10GiB".
+    pub capacity: Option<String>,
+    /// Cluster secret.
+    pub secret: Option<String>,
+}
+
+/// Resolved server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Address to advertise; `None` means the bound listen address.
+    pub advertise: Option<String>,
+    /// Manager address.
+    pub manager: String,
+    /// Data directory: `chunks/`, `tmp/`, `node_id`.
+    pub data: PathBuf,
+    /// Bytes of chunks this server accepts.
+    pub capacity: u64,
+    /// Cluster secret.
+    pub secret: String,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+}
+
+impl Config {
+    /// Merge flags/env over `node.toml` over defaults.
+    pub fn load(args: Args) -> Result<Config> {
+        let file: FileConfig = load_toml(args.config.as_deref())?;
+        let base = std::env::current_dir()?;
+        let config = Config {
+            listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
+            advertise: args.advertise.or(file.advertise),
+            manager: pick(args.manager, file.manager, || DEFAULT_MANAGER.into()),
+            data: resolve(&base, &pick(args.data, file.data, || "data".into())),
+            capacity: parse_size(&pick(args.capacity, file.capacity, || {
+                DEFAULT_CAPACITY.into()
+            }))?,
+            secret: pick(args.secret, file.secret, String::new),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config for tests: free port, given dirs and secret, fast heartbeats.
+    pub fn for_test(data: PathBuf, manager: String, secret: &str) -> Config {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            manager,
+            data,
+            capacity: 1 << 40,
+            secret: secret.into(),
+            heartbeat_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Refuse settings the server cannot run with.
+    pub fn validate(&self) -> Result<()> {
+        dupla::rpc::Secret::new(&self.secret)?.validate()?;
+        if self.capacity == 0 {
+            return Err(Error::InvalidInput("capacity must be above zero".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! `Storage/Download`: any server serves any file. It looks the file up in
+//! the catalog, then reads each chunk from a holder — itself first when it
+//! is one, then the others, live ones first — verifying every chunk's blake3.
+//! A holder that is unreachable, stops mid-stream or returns a bad chunk is
+//! left for the next one, from the same chunk on: the client sees one
+//! uninterrupted, correct stream.
+
+use crate::node::StorageNode;
+use crate::pipeline::IDLE_TIMEOUT;
+use bytes::Bytes;
+use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::v1::{
+    download_response, Chunk, DownloadRequest, DownloadResponse, FetchChunksRequest, LookupRequest,
+    Node as WireNode,
+};
+use dupla::{name, Error, Hash, Result};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+/// Chunks read ahead of the client: overlaps disk or peer reads with sending.
+pub const DOWNLOAD_DEPTH_CHUNKS: usize = 4;
+
+/// Chunks asked of a remote holder per FetchChunks call.
+pub const FETCH_WINDOW_CHUNKS: usize = 1024;
+
+/// The response stream of a download.
+pub type DownloadStream = ReceiverStream<Result<DownloadResponse, Status>>;
+
+/// Look the file up and start streaming it from `offset`'s chunk.
+pub async fn open(node: Arc<StorageNode>, request: DownloadRequest) -> Result<DownloadStream> {
+    name::validate(&request.name)?;
+    let entry = node
+        .manager()
+        .lookup(node.secret.request(LookupRequest {
+            name: request.name.clone(),
+        }))
+        .await?
+        .into_inner();
+    if request.offset > entry.size {
+        return Err(Error::InvalidInput(format!(
+            "offset {} is past the end of {} ({} bytes)",
+            request.offset, entry.name, entry.size
+        )));
+    }
+    let hashes = entry
+        .chunks
+        .iter()
+        .map(|h| Hash::from_slice(h, "chunk hash"))
+        .collect::<Result<Vec<_>>>()?;
+    if hashes.len() as u64 != chunk_count(entry.size) {
+        return Err(Error::Internal(format!("catalog entry of {} is inconsistent", entry.name)));
+    }
+    let start = request.offset / CHUNK_SIZE as u64;
+    let mut reader = HolderReader::new(node.clone(), entry.name.clone(), entry.holders.clone(), hashes);
+    let (tx, rx) = mpsc::channel(DOWNLOAD_DEPTH_CHUNKS);
+    tokio::spawn(async move {
+        let _transfer = node.active.enter();
+        let header = DownloadResponse {
+            msg: Some(download_response::Msg::Header(entry)),
+        };
+        if tx.send(Ok(header)).await.is_err() {
+            return;
+        }
+        for index in start..reader.hashes.len() as u64 {
+            let message = reader.read(index).await.map(|chunk| DownloadResponse {
+                msg: Some(download_response::Msg::Chunk(chunk)),
+            });
+            let failed = message.is_err();
+            if tx.send(message.map_err(Status::from)).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+/// Reads a file's chunks in order from whichever holder can serve them.
+struct HolderReader {
+    node: Arc<StorageNode>,
+    name: String,
+    holders: Vec<WireNode>,
+    hashes: Vec<Hash>,
+    /// Holder that served the last chunk: tried first for the next one.
+    current: usize,
+    remote: Option<RemoteFetch>,
+}
+
+/// An open FetchChunks stream from one remote holder.
+struct RemoteFetch {
+    holder: usize,
+    next_index: u64,
+    window_end: u64,
+    stream: Streaming<Chunk>,
+}
+
+impl HolderReader {
+    fn new(node: Arc<StorageNode>, name: String, mut holders: Vec<WireNode>, hashes: Vec<Hash>) -> Self {
+        // This server first when it holds a copy: a disk read beats a hop.
+        if let Some(local) = holders.iter().position(|h| h.id == node.id) {
+            let me = holders.remove(local);
+            holders.insert(0, me);
+        }
+        HolderReader {
+            node,
+            name,
+            holders,
+            hashes,
+            current: 0,
+            remote: None,
+        }
+    }
+
+    /// Chunk `index`, verified, from the first holder that serves it.
+    async fn read(&mut self, index: u64) -> Result<Chunk> {
+        let expected = self.hashes[index as usize];
+        let mut failures = Vec::new();
+        for attempt in 0..self.holders.len() {
+            let h = (self.current + attempt) % self.holders.len();
+            match self.read_from(h, index, expected).await {
+                Ok(data) => {
+                    if h != self.current {
+                        tracing::info!(name = %self.name, chunk = index, holder = %self.holders[h].addr,
+                            "switched holder");
+                        self.current = h;
+                    }
+                    return Ok(Chunk {
+                        index,
+                        data,
+                        hash: expected.to_bytes(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(name = %self.name, chunk = index, holder = %self.holders[h].addr,
+                        error = %e, "holder failed; trying the next");
+                    if self.remote.as_ref().is_some_and(|r| r.holder == h) {
+                        self.remote = None;
+                    }
+                    failures.push(format!("{}: {e}", display_addr(&self.holders[h])));
+                }
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "chunk {index} of {}: no holder could serve it ({})",
+            self.name,
+            failures.join("; ")
+        )))
+    }
+
+    async fn read_from(&mut self, h: usize, index: u64, expected: Hash) -> Result<Bytes> {
+        let holder = &self.holders[h];
+        if holder.id == self.node.id {
+            return self.node.store.get(expected).await;
+        }
+        if holder.addr.is_empty() {
+            return Err(Error::Unavailable("address unknown".into()));
+        }
+        let reusable = self
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.holder == h && r.next_index == index);
+        if !reusable {
+            self.remote = Some(self.open_remote(h, index).await?);
+        }
+        let remote = self.remote.as_mut().expect("invariant: opened above");
+        let chunk = match tokio::time::timeout(IDLE_TIMEOUT, remote.stream.message()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => return Err(Error::Unavailable("stream ended early".into())),
+            Ok(Err(status)) => return Err(Error::from(status)),
+            Err(_) => return Err(Error::Unavailable("holder stopped sending".into())),
+        };
+        let actual = Hash::of(&chunk.data);
+        if actual != expected {
+            return Err(Error::Corrupt(format!(
+                "chunk {index} hashes to {actual}, expected {expected}"
+            )));
+        }
+        remote.next_index += 1;
+        if remote.next_index == remote.window_end {
+            self.remote = None;
+        }
+        Ok(chunk.data)
+    }
+
+    async fn open_remote(&self, h: usize, index: u64) -> Result<RemoteFetch> {
+        let end = (index as usize + FETCH_WINDOW_CHUNKS).min(self.hashes.len());
+        let request = FetchChunksRequest {
+            hashes: self.hashes[index as usize..end]
+                .iter()
+                .map(Hash::to_bytes)
+                .collect(),
+        };
+        let mut client = self.node.peer(&self.holders[h].addr)?;
+        let stream = client
+            .fetch_chunks(self.node.secret.request(request))
+            .await?
+            .into_inner();
+        Ok(RemoteFetch {
+            holder: h,
+            next_index: index,
+            window_end: end as u64,
+            stream,
+        })
+    }
+}
+
+fn display_addr(node: &WireNode) -> &str {
+    if node.addr.is_empty() {
+        &node.id
+    } else {
+        &node.addr
+    }
+}

@@ -1,0 +1,79 @@
+//! The running server's shared state: who it is, its chunk store, its
+//! connections to peers and to the manager.
+
+use crate::chunk_store::ChunkStore;
+use crate::metrics::ActiveTransfers;
+use dupla::rpc::{Secret, MAX_MESSAGE_BYTES};
+use dupla::v1::manager_client::ManagerClient;
+use dupla::v1::storage_client::StorageClient;
+use dupla::v1::Node as WireNode;
+use dupla::Result;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tonic::transport::Channel;
+
+/// Everything a request handler needs.
+pub struct StorageNode {
+    /// Stable id.
+    pub id: String,
+    /// Address peers reach this server at.
+    pub addr: String,
+    /// Local chunks.
+    pub store: ChunkStore,
+    /// Cluster secret for internal calls, both ways.
+    pub secret: Secret,
+    /// Transfers in progress (reported in heartbeats).
+    pub active: ActiveTransfers,
+    manager: ManagerClient<Channel>,
+    peers: Mutex<HashMap<String, Channel>>,
+}
+
+impl StorageNode {
+    /// Build the node state; connections are made lazily on first use.
+    pub fn new(id: String, addr: String, store: ChunkStore, secret: Secret, manager: &str) -> Result<Self> {
+        let manager = ManagerClient::new(dupla::rpc::connect_lazy(manager)?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        Ok(StorageNode {
+            id,
+            addr,
+            store,
+            secret,
+            active: ActiveTransfers::default(),
+            manager,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This server as the wire knows it.
+    pub fn wire_node(&self) -> WireNode {
+        WireNode {
+            id: self.id.clone(),
+            addr: self.addr.clone(),
+        }
+    }
+
+    /// A client for the manager (cheap clone of a shared channel).
+    pub fn manager(&self) -> ManagerClient<Channel> {
+        self.manager.clone()
+    }
+
+    /// A client for the storage server at `addr`, reusing one HTTP/2
+    /// connection per peer.
+    pub fn peer(&self, addr: &str) -> Result<StorageClient<Channel>> {
+        let channel = {
+            let mut peers = self.peers.lock().expect("peers lock poisoned");
+            match peers.get(addr) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = dupla::rpc::connect_lazy(addr)?;
+                    peers.insert(addr.to_string(), channel.clone());
+                    channel
+                }
+            }
+        };
+        Ok(StorageClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+}

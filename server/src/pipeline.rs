@@ -1,0 +1,228 @@
+//! The write pipeline: one node's part of storing a stream of chunks.
+//!
+//! A node receives chunks from upstream (the client, or the previous node),
+//! verifies each one's blake3, passes it on to the next node of the chain
+//! while writing its own copy, and answers only when its copy is durable
+//! and every node after it has answered the same. Chunks are `Bytes`, so
+//! forwarding and writing share one buffer; bounded queues on both sides
+//! hold memory to a few chunks per upload whatever the file size.
+//!
+//! ```text
+//! client ──▶ entry ──▶ primary ──▶ replica
+//!            (forwards  (writes +   (writes)
+//!             only)      forwards)
+//! ```
+
+use crate::node::StorageNode;
+use dupla::chunk::{chunk_count, verify_in_file};
+use dupla::v1::{store_request, Chunk, Node as WireNode, StoreBegin, StoreEnd, StoreRequest};
+use dupla::{Error, Hash, Result};
+use futures::stream::{FuturesOrdered, StreamExt};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+/// Chunks queued towards the next node: enough to keep the link busy while
+/// this node verifies the next chunk, few enough to bound memory (8 MiB).
+pub const PIPELINE_DEPTH_CHUNKS: usize = 8;
+
+/// Local chunk writes in flight: overlaps fsyncs with receiving.
+pub const WRITE_DEPTH_CHUNKS: usize = 4;
+
+/// A sender silent this long is presumed gone; the transfer is abandoned.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest chain a Store may ask to pass on (entry → primary → replica).
+pub const MAX_CHAIN: usize = 3;
+
+/// Where a pipeline node gets its chunks from.
+#[tonic::async_trait]
+pub trait ChunkSource: Send {
+    /// The next chunk; `None` after the stream's end marker. A stream that
+    /// stops without its end marker is an error, never a short file.
+    async fn next_chunk(&mut self) -> Result<Option<Chunk>>;
+}
+
+/// What this node is asked to do with a stream.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Upload id, for logs.
+    pub upload_id: String,
+    /// File name, for logs.
+    pub name: String,
+    /// Declared size: the stream must carry exactly this many bytes.
+    pub size: u64,
+    /// Keep a copy here.
+    pub store_locally: bool,
+    /// The nodes after this one.
+    pub chain: Vec<WireNode>,
+}
+
+/// Run this node's part of the pipeline. Returns the nodes that now hold
+/// every chunk durably: this one (if it stores) followed by the rest of the
+/// chain.
+pub async fn run(node: &StorageNode, plan: Plan, source: &mut dyn ChunkSource) -> Result<Vec<WireNode>> {
+    let mut downstream = match plan.chain.split_first() {
+        Some((next, rest)) => Some(Downstream::open(node, next, &plan, rest)?),
+        None => None,
+    };
+    let total = chunk_count(plan.size);
+    let mut writes = FuturesOrdered::new();
+    let mut stored: Vec<Hash> = Vec::new();
+    let mut index = 0u64;
+    while let Some(chunk) = source.next_chunk().await? {
+        let hash = verify_in_file(&chunk, index, plan.size)?;
+        if plan.store_locally {
+            writes.push_back(node.store.put(hash, chunk.data.clone()));
+            stored.push(hash);
+            if writes.len() >= WRITE_DEPTH_CHUNKS {
+                writes.next().await.expect("invariant: the queue is not empty")?;
+            }
+        }
+        if let Some(next) = downstream.as_mut() {
+            next.send(chunk).await?;
+        }
+        index += 1;
+    }
+    if index != total {
+        return Err(Error::InvalidInput(format!(
+            "the stream ended after {index} of {total} chunks"
+        )));
+    }
+    while let Some(write) = writes.next().await {
+        write?;
+    }
+    let mut holders = Vec::new();
+    if plan.store_locally {
+        node.store.sync_dirs(stored).await?;
+        holders.push(node.wire_node());
+    }
+    if let Some(next) = downstream {
+        holders.extend(next.finish().await?);
+    }
+    tracing::debug!(upload = %plan.upload_id, name = %plan.name, chunks = total, "pipeline hop done");
+    Ok(holders)
+}
+
+/// The Store call to the next node, fed through a bounded queue.
+struct Downstream {
+    addr: String,
+    queue: mpsc::Sender<StoreRequest>,
+    call: JoinHandle<Result<Vec<WireNode>, Status>>,
+}
+
+impl Downstream {
+    fn open(node: &StorageNode, next: &WireNode, plan: &Plan, rest: &[WireNode]) -> Result<Self> {
+        let (queue, rx) = mpsc::channel(PIPELINE_DEPTH_CHUNKS);
+        let begin = StoreRequest {
+            msg: Some(store_request::Msg::Begin(StoreBegin {
+                upload_id: plan.upload_id.clone(),
+                name: plan.name.clone(),
+                size: plan.size,
+                store_locally: true,
+                chain: rest.to_vec(),
+            })),
+        };
+        queue
+            .try_send(begin)
+            .expect("invariant: a new queue has room for the first message");
+        let mut client = node.peer(&next.addr)?;
+        let request = node.secret.request(ReceiverStream::new(rx));
+        let call = tokio::spawn(async move {
+            client
+                .store(request)
+                .await
+                .map(|reply| reply.into_inner().holders)
+        });
+        Ok(Downstream {
+            addr: next.addr.clone(),
+            queue,
+            call,
+        })
+    }
+
+    async fn send(&mut self, chunk: Chunk) -> Result<()> {
+        let message = StoreRequest {
+            msg: Some(store_request::Msg::Chunk(chunk)),
+        };
+        if self.queue.send(message).await.is_err() {
+            // The call ended early: its status says why.
+            return Err(outcome(&self.addr, &mut self.call).await.err().unwrap_or_else(|| {
+                Error::Internal(format!("server {} answered before the end", self.addr))
+            }));
+        }
+        Ok(())
+    }
+
+    /// Send the end marker, close the queue and wait for the node's answer.
+    async fn finish(self) -> Result<Vec<WireNode>> {
+        let end = StoreRequest {
+            msg: Some(store_request::Msg::End(StoreEnd {})),
+        };
+        let _ = self.queue.send(end).await;
+        let Downstream { addr, queue, mut call } = self;
+        drop(queue);
+        outcome(&addr, &mut call).await
+    }
+}
+
+/// How the Store call to `addr` ended.
+async fn outcome(
+    addr: &str,
+    call: &mut JoinHandle<Result<Vec<WireNode>, Status>>,
+) -> Result<Vec<WireNode>> {
+    match call.await {
+        Ok(Ok(holders)) => Ok(holders),
+        Ok(Err(status)) => Err(hop_error(addr, status)),
+        Err(e) => Err(Error::Internal(format!("pipeline task: {e}"))),
+    }
+}
+
+/// A downstream failure, keeping its kind and naming the node.
+fn hop_error(addr: &str, status: Status) -> Error {
+    let message = format!("server {addr}: {}", status.message());
+    match Error::from_status(status) {
+        Error::InvalidInput(_) => Error::InvalidInput(message),
+        Error::Corrupt(_) => Error::Corrupt(message),
+        Error::Exhausted(_) => Error::Exhausted(message),
+        Error::NotFound(_) => Error::NotFound(message),
+        _ => Error::Unavailable(message),
+    }
+}
+
+/// Await the next message of an inbound stream, giving up after
+/// [`IDLE_TIMEOUT`] of silence.
+pub async fn next_message<T>(stream: &mut Streaming<T>) -> Result<Option<T>> {
+    match tokio::time::timeout(IDLE_TIMEOUT, stream.message()).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::Aborted(format!(
+            "no data for {} s: the sender seems gone",
+            IDLE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The inbound side of a Store call: chunks until `StoreEnd`.
+pub struct StoreSource(pub Streaming<StoreRequest>);
+
+#[tonic::async_trait]
+impl ChunkSource for StoreSource {
+    async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        match next_message(&mut self.0).await? {
+            Some(StoreRequest {
+                msg: Some(store_request::Msg::Chunk(chunk)),
+            }) => Ok(Some(chunk)),
+            Some(StoreRequest {
+                msg: Some(store_request::Msg::End(_)),
+            }) => Ok(None),
+            Some(_) => Err(Error::InvalidInput(
+                "expected a chunk or the end of the stream".into(),
+            )),
+            None => Err(Error::Aborted(
+                "the upstream node stopped before the end of the stream".into(),
+            )),
+        }
+    }
+}

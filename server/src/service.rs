@@ -1,0 +1,80 @@
+//! `dupla.v1.Storage`: adapts gRPC calls to the upload, pipeline, download
+//! and fetch modules. Internal calls check the cluster secret here.
+
+use crate::download::{self, DownloadStream};
+use crate::fetch::{self, FetchStream};
+use crate::node::StorageNode;
+use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN};
+use crate::upload;
+use dupla::v1::storage_server::Storage;
+use dupla::v1::{
+    store_request, DownloadRequest, FetchChunksRequest, StoreReceipt, StoreRequest, UploadReceipt,
+    UploadRequest,
+};
+use dupla::{name, Error};
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The Storage service over the node's shared state.
+#[derive(Clone)]
+pub struct StorageService {
+    node: Arc<StorageNode>,
+}
+
+impl StorageService {
+    /// Serve `node`.
+    pub fn new(node: Arc<StorageNode>) -> Self {
+        StorageService { node }
+    }
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Reply<UploadReceipt> {
+        let receipt = upload::handle(self.node.clone(), request.into_inner()).await?;
+        Ok(Response::new(receipt))
+    }
+
+    type DownloadStream = DownloadStream;
+
+    async fn download(&self, request: Request<DownloadRequest>) -> Reply<DownloadStream> {
+        let stream = download::open(self.node.clone(), request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn store(&self, request: Request<Streaming<StoreRequest>>) -> Reply<StoreReceipt> {
+        self.node.secret.check(&request)?;
+        let _transfer = self.node.active.enter();
+        let mut stream = request.into_inner();
+        let begin = match next_message(&mut stream).await? {
+            Some(StoreRequest {
+                msg: Some(store_request::Msg::Begin(begin)),
+            }) => begin,
+            _ => return Err(Error::InvalidInput("a Store stream starts with StoreBegin".into()).into()),
+        };
+        name::validate(&begin.name)?;
+        if begin.chain.len() > MAX_CHAIN {
+            return Err(Status::invalid_argument(format!(
+                "a chain has at most {MAX_CHAIN} nodes"
+            )));
+        }
+        let plan = Plan {
+            upload_id: begin.upload_id,
+            name: begin.name,
+            size: begin.size,
+            store_locally: begin.store_locally,
+            chain: begin.chain,
+        };
+        let holders = pipeline::run(&self.node, plan, &mut StoreSource(stream)).await?;
+        Ok(Response::new(StoreReceipt { holders }))
+    }
+
+    type FetchChunksStream = FetchStream;
+
+    async fn fetch_chunks(&self, request: Request<FetchChunksRequest>) -> Reply<FetchStream> {
+        self.node.secret.check(&request)?;
+        Ok(Response::new(fetch::open(self.node.clone(), request.into_inner())?))
+    }
+}

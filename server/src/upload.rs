@@ -1,0 +1,195 @@
+//! `Storage/Upload`: this server is the entry for a client's upload and
+//! coordinates it. It asks the manager for a placement, runs the pipeline
+//! (storing here only if it is one of the two holders), checks the whole
+//! file's blake3 against the client's, and commits the file in the catalog
+//! only after every holder has answered that its copy is durable.
+
+use crate::node::StorageNode;
+use crate::pipeline::{self, next_message, ChunkSource, Plan};
+use dupla::v1::{
+    upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, PlaceRequest,
+    UploadBegin, UploadReceipt, UploadRequest,
+};
+use dupla::chunk::CHUNK_SIZE;
+use dupla::{name, Error, Hash, Result};
+use std::sync::Arc;
+use tonic::Streaming;
+
+/// Handle one upload from first message to receipt.
+pub async fn handle(node: Arc<StorageNode>, mut stream: Streaming<UploadRequest>) -> Result<UploadReceipt> {
+    let _transfer = node.active.enter();
+    let begin = match next_message(&mut stream).await? {
+        Some(UploadRequest {
+            msg: Some(upload_request::Msg::Begin(begin)),
+        }) => begin,
+        _ => return Err(Error::InvalidInput("an upload starts with UploadBegin".into())),
+    };
+    name::validate(&begin.name)?;
+    let place = node
+        .manager()
+        .place(node.secret.request(PlaceRequest {
+            name: begin.name.clone(),
+            size: begin.size,
+            entry_id: node.id.clone(),
+        }))
+        .await?
+        .into_inner();
+    let mut guard = AbortGuard {
+        node: node.clone(),
+        upload_id: Some(place.upload_id.clone()),
+    };
+    let result = store_and_commit(&node, &begin, place, stream).await;
+    match &result {
+        Ok(_) => guard.upload_id = None,
+        Err(e) => guard.abort(&e.to_string()).await,
+    }
+    result
+}
+
+async fn store_and_commit(
+    node: &StorageNode,
+    begin: &UploadBegin,
+    place: dupla::v1::PlaceReply,
+    stream: Streaming<UploadRequest>,
+) -> Result<UploadReceipt> {
+    let (primary, replica) = match (place.primary, place.replica) {
+        (Some(p), Some(r)) => (p, r),
+        _ => return Err(Error::Internal("placement without primary and replica".into())),
+    };
+    // If this server is one of the holders it stores first and passes the
+    // stream to the other: same holders, one hop less than going through the
+    // primary and back.
+    let (store_locally, chain) = if node.id == primary.id {
+        (true, vec![replica.clone()])
+    } else if node.id == replica.id {
+        (true, vec![primary.clone()])
+    } else {
+        (false, vec![primary.clone(), replica.clone()])
+    };
+    let plan = Plan {
+        upload_id: place.upload_id.clone(),
+        name: begin.name.clone(),
+        size: begin.size,
+        store_locally,
+        chain,
+    };
+    let mut source = UploadSource {
+        stream,
+        whole: blake3::Hasher::new(),
+        chunks: Vec::new(),
+        declared: None,
+    };
+    let mut holders = pipeline::run(node, plan, &mut source).await?;
+    let declared = source
+        .declared
+        .ok_or_else(|| Error::Internal("upload finished without its end marker".into()))?;
+    let actual = Hash::from(source.whole.finalize());
+    if actual != declared {
+        return Err(Error::Corrupt(format!(
+            "{}: the file hashes to {actual} but the client declared {declared} (did it change while being read?); nothing was committed",
+            begin.name
+        )));
+    }
+    // Primary first, as placed.
+    holders.sort_by_key(|h| if h.id == primary.id { 0 } else { 1 });
+    let copies = holders.len() as u32;
+    let entry = FileEntry {
+        name: begin.name.clone(),
+        size: begin.size,
+        blake3: actual.to_bytes(),
+        chunks: source.chunks.iter().map(Hash::to_bytes).collect(),
+        chunk_size: CHUNK_SIZE as u32,
+        holders,
+        committed_unix_ms: 0,
+        version: 0,
+    };
+    let committed = node
+        .manager()
+        .commit(node.secret.request(CommitRequest {
+            upload_id: place.upload_id.clone(),
+            entry: Some(entry),
+        }))
+        .await?
+        .into_inner();
+    tracing::info!(upload = %place.upload_id, name = %begin.name, size = begin.size, copies, "upload committed");
+    Ok(UploadReceipt {
+        entry: committed.entry,
+        copies,
+        entry_addr: node.addr.clone(),
+    })
+}
+
+/// The client's side of an upload: chunks until `UploadEnd`, hashing the
+/// whole file on the way.
+struct UploadSource {
+    stream: Streaming<UploadRequest>,
+    whole: blake3::Hasher,
+    chunks: Vec<Hash>,
+    declared: Option<Hash>,
+}
+
+#[tonic::async_trait]
+impl ChunkSource for UploadSource {
+    async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        match next_message(&mut self.stream).await? {
+            Some(UploadRequest {
+                msg: Some(upload_request::Msg::Chunk(chunk)),
+            }) => {
+                self.whole.update(&chunk.data);
+                self.chunks.push(Hash::from_slice(&chunk.hash, "chunk hash")?);
+                Ok(Some(chunk))
+            }
+            Some(UploadRequest {
+                msg: Some(upload_request::Msg::End(end)),
+            }) => {
+                self.declared = Some(Hash::from_slice(&end.blake3, "file blake3")?);
+                Ok(None)
+            }
+            Some(_) => Err(Error::InvalidInput(
+                "expected a chunk or UploadEnd".into(),
+            )),
+            None => Err(Error::Aborted(
+                "the client stopped sending before the end of the file; nothing was committed, back the file up again".into(),
+            )),
+        }
+    }
+}
+
+/// Tells the manager an upload is abandoned, even when the handler is
+/// dropped because the client went away (tonic drops the future).
+struct AbortGuard {
+    node: Arc<StorageNode>,
+    upload_id: Option<String>,
+}
+
+impl AbortGuard {
+    async fn abort(&mut self, reason: &str) {
+        if let Some(upload_id) = self.upload_id.take() {
+            send_abort(&self.node, upload_id, reason.to_string()).await;
+        }
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let (Some(upload_id), Ok(runtime)) =
+            (self.upload_id.take(), tokio::runtime::Handle::try_current())
+        {
+            let node = self.node.clone();
+            runtime.spawn(async move {
+                send_abort(&node, upload_id, "the client went away".into()).await
+            });
+        }
+    }
+}
+
+async fn send_abort(node: &StorageNode, upload_id: String, reason: String) {
+    let request = node.secret.request(AbortRequest {
+        upload_id: upload_id.clone(),
+        reason,
+    });
+    if let Err(status) = node.manager().abort(request).await {
+        tracing::warn!(upload = %upload_id, error = %status.message(), "could not abort upload at the manager");
+    }
+}
+

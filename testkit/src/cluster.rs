@@ -1,0 +1,188 @@
+//! `TestCluster`: a manager and N storage servers in this process.
+
+use dupla::shutdown::{self, ShutdownHandle};
+use dupla::v1::manager_client::ManagerClient;
+use dupla::v1::{ClusterStatusReply, ClusterStatusRequest};
+use dupla::Hash;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+/// The cluster secret used by test clusters.
+pub const TEST_SECRET: &str = "test-cluster-secret";
+
+/// One node of the test cluster.
+pub struct NodeHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Server id (empty for the manager).
+    pub id: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    shutdown: Option<ShutdownHandle>,
+    task: Option<JoinHandle<dupla::Result<()>>>,
+}
+
+impl NodeHandle {
+    /// Whether it is running.
+    pub fn is_running(&self) -> bool {
+        self.task.is_some()
+    }
+
+    async fn stop(&mut self) {
+        if let Some(handle) = self.shutdown.take() {
+            handle.trigger();
+        }
+        if let Some(task) = self.task.take() {
+            // Graceful stop waits for open streams; abort if that stalls.
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(_) => {}
+                Err(_) => panic!("node {} did not stop within 10 s", self.addr),
+            }
+        }
+    }
+}
+
+/// A manager and N storage servers, each in its own temp directory; all
+/// stop when the cluster is dropped (their shutdown handles drop with it).
+pub struct TestCluster {
+    /// The manager.
+    pub manager: NodeHandle,
+    /// The storage servers.
+    pub servers: Vec<NodeHandle>,
+    root: TempDir,
+}
+
+impl TestCluster {
+    /// Start a manager and `n` servers and wait until all servers are up.
+    pub async fn start(n: usize) -> TestCluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let manager = start_manager(root.path().join("manager"), "127.0.0.1:0").await;
+        let mut cluster = TestCluster {
+            manager,
+            servers: Vec::new(),
+            root,
+        };
+        for i in 0..n {
+            let server = cluster.start_server_in(cluster.root.path().join(format!("server-{i}")), "127.0.0.1:0").await;
+            cluster.servers.push(server);
+        }
+        cluster.wait_for_up(n).await;
+        cluster
+    }
+
+    async fn start_server_in(&self, data: PathBuf, listen: &str) -> NodeHandle {
+        let mut config = dupla_server::Config::for_test(data.clone(), self.manager.addr.to_string(), TEST_SECRET);
+        config.listen = listen.into();
+        let (handle, shutdown) = shutdown::channel();
+        let running = dupla_server::start(config, shutdown).await.expect("server starts");
+        NodeHandle {
+            addr: running.addr,
+            id: running.id,
+            data,
+            shutdown: Some(handle),
+            task: Some(running.task),
+        }
+    }
+
+    /// Address of the manager, as `host:port`.
+    pub fn manager_addr(&self) -> String {
+        self.manager.addr.to_string()
+    }
+
+    /// Address of server `i`.
+    pub fn server_addr(&self, i: usize) -> String {
+        self.servers[i].addr.to_string()
+    }
+
+    /// Index of the server with this id.
+    pub fn server_index(&self, id: &str) -> usize {
+        self.servers
+            .iter()
+            .position(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no server with id {id}"))
+    }
+
+    /// A manager client.
+    pub async fn manager_client(&self) -> ManagerClient<tonic::transport::Channel> {
+        ManagerClient::new(dupla::rpc::connect(&self.manager_addr()).await.expect("manager reachable"))
+            .max_decoding_message_size(64 << 20)
+    }
+
+    /// The manager's cluster status.
+    pub async fn status(&self) -> ClusterStatusReply {
+        self.manager_client()
+            .await
+            .cluster_status(ClusterStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+    }
+
+    /// Wait (polling the manager's status) until `n` servers are up.
+    pub async fn wait_for_up(&self, n: usize) {
+        self.wait_for_status(|s| s.servers.iter().filter(|s| s.state == "up").count() == n)
+            .await;
+    }
+
+    /// Wait (polling status, 50 ms apart, 60 s at most) until `done` holds.
+    pub async fn wait_for_status(&self, done: impl Fn(&ClusterStatusReply) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status().await;
+            if done(&status) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "cluster never reached the awaited state: {status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop server `i` (its port stops answering; its data stays).
+    pub async fn stop_server(&mut self, i: usize) {
+        self.servers[i].stop().await;
+    }
+
+    /// Restart server `i` on the same address and data directory.
+    pub async fn restart_server(&mut self, i: usize) {
+        assert!(!self.servers[i].is_running(), "server {i} is running");
+        let data = self.servers[i].data.clone();
+        let listen = self.servers[i].addr.to_string();
+        self.servers[i] = self.start_server_in(data, &listen).await;
+    }
+
+    /// Stop the manager and start it again on the same address and data.
+    pub async fn restart_manager(&mut self) {
+        self.manager.stop().await;
+        let data = self.manager.data.clone();
+        let listen = self.manager.addr.to_string();
+        self.manager = start_manager(data, &listen).await;
+    }
+
+    /// Path of the chunk with `hash` in server `i`'s store.
+    pub fn chunk_path(&self, i: usize, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.servers[i].data.join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    /// Root of the cluster's temporary directories.
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
+    }
+}
+
+async fn start_manager(data: PathBuf, listen: &str) -> NodeHandle {
+    let mut config = dupla_manager::Config::for_test(data.clone(), TEST_SECRET);
+    config.listen = listen.into();
+    let (handle, shutdown) = shutdown::channel();
+    let running = dupla_manager::start(config, shutdown).await.expect("manager starts");
+    NodeHandle {
+        addr: running.addr,
+        id: String::new(),
+        data,
+        shutdown: Some(handle),
+        task: Some(running.task),
+    }
+}
