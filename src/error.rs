@@ -47,7 +47,10 @@ pub enum Error {
 impl Error {
     /// Whether the same request may succeed if retried (here or on another node).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_) | Error::Aborted(_) | Error::Io(_))
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Aborted(_) | Error::Io(_)
+        )
     }
 
     /// Map a gRPC status received from a peer back into an [`Error`].

@@ -33,10 +33,9 @@ fn storage_err(e: sled::Error) -> Error {
 impl SledKv {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| Error::Unavailable(format!("cannot open database {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            Error::Unavailable(format!("cannot open database {}: {e}", dir.display()))
+        })?;
         Ok(SledKv { db })
     }
 
@@ -47,7 +46,11 @@ impl SledKv {
 
 impl Kv for SledKv {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree(tree)?.get(key).map_err(storage_err)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)?
+            .get(key)
+            .map_err(storage_err)?
+            .map(|v| v.to_vec()))
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
@@ -56,7 +59,11 @@ impl Kv for SledKv {
     }
 
     fn delete(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree(tree)?.remove(key).map_err(storage_err)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)?
+            .remove(key)
+            .map_err(storage_err)?
+            .map(|v| v.to_vec()))
     }
 
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -75,10 +82,13 @@ impl Kv for SledKv {
     }
 }
 
+/// One ordered tree of byte keys in memory.
+type MemoryTree = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// [`Kv`] in memory, for tests.
 #[derive(Default)]
 pub struct MemoryKv {
-    trees: Mutex<BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    trees: Mutex<BTreeMap<String, MemoryTree>>,
 }
 
 impl MemoryKv {
@@ -141,7 +151,10 @@ mod tests {
         let scanned = kv.scan_prefix("t", b"a").unwrap();
         assert_eq!(
             scanned,
-            vec![(b"a".to_vec(), b"1".to_vec()), (b"ab".to_vec(), b"2".to_vec())]
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"ab".to_vec(), b"2".to_vec())
+            ]
         );
         assert_eq!(kv.scan_prefix("t", b"").unwrap().len(), 3);
         assert_eq!(kv.delete("t", b"a").unwrap(), Some(b"1".to_vec()));

@@ -78,7 +78,17 @@ mod tests {
 
     #[test]
     fn refuses_traversal_and_odd_names() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/", "a\0b", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\0b",
+            "a\\b",
+        ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
         assert!(validate(&"a".repeat(MAX_NAME_LEN + 1)).is_err());

@@ -133,7 +133,10 @@ mod tests {
         for (i, got) in primaries.iter().enumerate() {
             let want = 10_000.0 * (i as f64 + 1.0) / total as f64;
             let err = (*got as f64 - want).abs() / want;
-            assert!(err < 0.10, "server {i}: {got} placements, expected {want:.0} ({err:.3})");
+            assert!(
+                err < 0.10,
+                "server {i}: {got} placements, expected {want:.0} ({err:.3})"
+            );
         }
     }
 
@@ -150,7 +153,11 @@ mod tests {
     #[test]
     fn removing_one_of_five_moves_only_its_files() {
         let five = servers(&[1, 2, 3, 4, 5]);
-        let four: Vec<Candidate> = five.iter().filter(|c| c.id != "server-2").cloned().collect();
+        let four: Vec<Candidate> = five
+            .iter()
+            .filter(|c| c.id != "server-2")
+            .cloned()
+            .collect();
         let holders = |cands: &[Candidate], name: &str| -> Vec<String> {
             let order = choose(name, 1, cands, DEFAULT_LOAD_EPSILON);
             order[..2].iter().map(|&i| cands[i].id.clone()).collect()
@@ -165,7 +172,10 @@ mod tests {
                 assert!(after.contains(kept[0]), "{name}: surviving holder moved");
                 moved += 1;
             } else {
-                assert_eq!(before, after, "{name} moved although server-2 did not hold it");
+                assert_eq!(
+                    before, after,
+                    "{name} moved although server-2 did not hold it"
+                );
             }
         }
         assert!(moved > 0);
@@ -221,8 +231,14 @@ mod tests {
         let mut reversed = cands.clone();
         reversed.reverse();
         for name in names(200) {
-            let a: Vec<&str> = choose(&name, 1, &cands, 0.25).iter().map(|&i| cands[i].id.as_str()).collect();
-            let b: Vec<&str> = choose(&name, 1, &reversed, 0.25).iter().map(|&i| reversed[i].id.as_str()).collect();
+            let a: Vec<&str> = choose(&name, 1, &cands, 0.25)
+                .iter()
+                .map(|&i| cands[i].id.as_str())
+                .collect();
+            let b: Vec<&str> = choose(&name, 1, &reversed, 0.25)
+                .iter()
+                .map(|&i| reversed[i].id.as_str())
+                .collect();
             assert_eq!(a, b);
         }
     }

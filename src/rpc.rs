@@ -80,16 +80,32 @@ pub fn server() -> Server {
         .tcp_nodelay(true)
 }
 
+/// Services every node serves, as reflection advertises them.
+const COMMON_SERVICES: [&str; 5] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "dupla.v1.Greeter",
+    "dupla.v1.Clock",
+];
+
 /// A router with the services every node offers: health, reflection (v1 and
 /// v1alpha, since common grpcurl builds speak only the latter), Greeter and
-/// Clock. Returns the health reporter so the caller can mark its own
-/// services as serving.
-pub fn common_router(server: &mut Server) -> Result<(Router, tonic_health::server::HealthReporter)> {
+/// Clock. `role_services` are the fully qualified names of the services the
+/// caller adds, so reflection lists exactly what this node serves. Returns
+/// the health reporter so the caller can mark its own services as serving.
+pub fn common_router(
+    server: &mut Server,
+    role_services: &[&str],
+) -> Result<(Router, tonic_health::server::HealthReporter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        COMMON_SERVICES.iter().chain(role_services).fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(*name),
+        )
     };
     let reflection_v1 = reflection()
         .build_v1()

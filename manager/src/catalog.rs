@@ -83,7 +83,8 @@ impl Catalog {
 
     /// Commit `record` durably, replacing any earlier version.
     pub fn put(&self, record: &FileRecord) -> Result<()> {
-        self.kv.put(FILES_TREE, record.name.as_bytes(), &encode(record)?)?;
+        self.kv
+            .put(FILES_TREE, record.name.as_bytes(), &encode(record)?)?;
         self.kv.flush()
     }
 
@@ -119,7 +120,8 @@ impl Catalog {
 
     /// Remember a server's identity and address across restarts.
     pub fn save_server(&self, node: &NodeRef) -> Result<()> {
-        self.kv.put(SERVERS_TREE, node.id.as_bytes(), &encode(node)?)?;
+        self.kv
+            .put(SERVERS_TREE, node.id.as_bytes(), &encode(node)?)?;
         self.kv.flush()
     }
 

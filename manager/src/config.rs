@@ -19,7 +19,11 @@ pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
-#[command(name = "dupla-manager", version, about = "Dupla manager: membership, placement, catalog")]
+#[command(
+    name = "dupla-manager",
+    version,
+    about = "Dupla manager: membership, placement, catalog"
+)]
 pub struct Args {
     /// Config file (default: ./node.toml if present).
     #[arg(long, env = "DUPLA_CONFIG")]

@@ -45,8 +45,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .max_decoding_message_size(MAX_MANAGER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MANAGER_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
-    let (router, health) = dupla::rpc::common_router(&mut server)?;
-    health.set_serving::<ManagerServer<service::ManagerService>>().await;
+    let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Manager"])?;
+    health
+        .set_serving::<ManagerServer<service::ManagerService>>()
+        .await;
     let router = router.add_service(service);
     tracing::info!(%addr, data = %config.data.display(), "manager listening");
     let task = tokio::spawn(async move {

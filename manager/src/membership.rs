@@ -173,7 +173,10 @@ mod tests {
         assert!(m.heartbeat(node("a"), Report::default(), t0));
         let a = m.get("a").unwrap().clone();
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(2)), Liveness::Up);
-        assert_eq!(m.liveness(&a, t0 + Duration::from_secs(3)), Liveness::Suspect);
+        assert_eq!(
+            m.liveness(&a, t0 + Duration::from_secs(3)),
+            Liveness::Suspect
+        );
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(30)), Liveness::Down);
         assert!(!m.heartbeat(node("a"), Report::default(), t0 + Duration::from_secs(31)));
         let a = m.get("a").unwrap().clone();

@@ -31,7 +31,11 @@ impl ManagerService {
     /// primary first among equals).
     fn entry(&self, record: &FileRecord) -> pb::FileEntry {
         let now = Instant::now();
-        let membership = self.state.membership.lock().expect("membership lock poisoned");
+        let membership = self
+            .state
+            .membership
+            .lock()
+            .expect("membership lock poisoned");
         let mut holders: Vec<(Liveness, pb::Node)> = record
             .holders
             .iter()
@@ -76,13 +80,20 @@ impl ManagerService {
         name::validate(&req.name)?;
         let now = Instant::now();
         let (candidates, nodes) = {
-            let membership = self.state.membership.lock().expect("membership lock poisoned");
+            let membership = self
+                .state
+                .membership
+                .lock()
+                .expect("membership lock poisoned");
             let candidates = membership.candidates(now);
             let nodes: Vec<pb::Node> = candidates
                 .iter()
                 .map(|c| pb::Node {
                     id: c.id.clone(),
-                    addr: membership.get(&c.id).map(|m| m.node.addr.clone()).unwrap_or_default(),
+                    addr: membership
+                        .get(&c.id)
+                        .map(|m| m.node.addr.clone())
+                        .unwrap_or_default(),
                 })
                 .collect();
             (candidates, nodes)
@@ -201,7 +212,11 @@ impl ManagerService {
     fn status(&self) -> Result<pb::ClusterStatusReply> {
         let records = self.state.catalog.all()?;
         let now = Instant::now();
-        let membership = self.state.membership.lock().expect("membership lock poisoned");
+        let membership = self
+            .state
+            .membership
+            .lock()
+            .expect("membership lock poisoned");
         let up = |id: &str| {
             membership
                 .get(id)
@@ -221,12 +236,15 @@ impl ManagerService {
                 state: membership.liveness(m, now).as_str().into(),
                 capacity: m.report.capacity,
                 used: m.report.used,
-                files: records.iter().filter(|r| r.holders.contains(&m.node.id)).count() as u64,
+                files: records
+                    .iter()
+                    .filter(|r| r.holders.contains(&m.node.id))
+                    .count() as u64,
                 active_transfers: m.report.active,
                 peak_rss: m.report.peak_rss,
-                last_seen_ms_ago: m
-                    .last_seen
-                    .map_or(u64::MAX, |t| now.saturating_duration_since(t).as_millis() as u64),
+                last_seen_ms_ago: m.last_seen.map_or(u64::MAX, |t| {
+                    now.saturating_duration_since(t).as_millis() as u64
+                }),
             })
             .collect();
         Ok(pb::ClusterStatusReply {

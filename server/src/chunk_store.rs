@@ -216,7 +216,10 @@ mod tests {
         let store = ChunkStore::open(dir.path(), 4).unwrap();
         let data = Bytes::from_static(b"too big");
         let hash = Hash::of(&data);
-        assert!(matches!(store.put(hash, data).await, Err(Error::Exhausted(_))));
+        assert!(matches!(
+            store.put(hash, data).await,
+            Err(Error::Exhausted(_))
+        ));
         assert!(!store.contains(&hash));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }

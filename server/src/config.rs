@@ -125,3 +125,42 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_node_toml_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:6000\"\ncapacity = \"2GiB\"\nsecret = \"s\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Args {
+            config: Some(file),
+            listen: Some("127.0.0.1:7000".into()),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000");
+        assert_eq!(config.capacity, 2 << 30);
+        assert_eq!(config.manager, DEFAULT_MANAGER);
+        assert_eq!(config.secret, "s");
+    }
+
+    #[test]
+    fn unknown_keys_in_node_toml_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "capacty = \"2GiB\"\n").unwrap();
+        let err = Config::load(Args {
+            config: Some(file),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("capacty"), "{err}");
+    }
+}

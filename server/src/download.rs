@@ -50,10 +50,18 @@ pub async fn open(node: Arc<StorageNode>, request: DownloadRequest) -> Result<Do
         .map(|h| Hash::from_slice(h, "chunk hash"))
         .collect::<Result<Vec<_>>>()?;
     if hashes.len() as u64 != chunk_count(entry.size) {
-        return Err(Error::Internal(format!("catalog entry of {} is inconsistent", entry.name)));
+        return Err(Error::Internal(format!(
+            "catalog entry of {} is inconsistent",
+            entry.name
+        )));
     }
     let start = request.offset / CHUNK_SIZE as u64;
-    let mut reader = HolderReader::new(node.clone(), entry.name.clone(), entry.holders.clone(), hashes);
+    let mut reader = HolderReader::new(
+        node.clone(),
+        entry.name.clone(),
+        entry.holders.clone(),
+        hashes,
+    );
     let (tx, rx) = mpsc::channel(DOWNLOAD_DEPTH_CHUNKS);
     tokio::spawn(async move {
         let _transfer = node.active.enter();
@@ -96,7 +104,12 @@ struct RemoteFetch {
 }
 
 impl HolderReader {
-    fn new(node: Arc<StorageNode>, name: String, mut holders: Vec<WireNode>, hashes: Vec<Hash>) -> Self {
+    fn new(
+        node: Arc<StorageNode>,
+        name: String,
+        mut holders: Vec<WireNode>,
+        hashes: Vec<Hash>,
+    ) -> Self {
         // This server first when it holds a copy: a disk read beats a hop.
         if let Some(local) = holders.iter().position(|h| h.id == node.id) {
             let me = holders.remove(local);

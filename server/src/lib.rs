@@ -59,8 +59,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
-    let (router, health) = dupla::rpc::common_router(&mut server)?;
-    health.set_serving::<StorageServer<service::StorageService>>().await;
+    let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Storage"])?;
+    health
+        .set_serving::<StorageServer<service::StorageService>>()
+        .await;
     let router = router.add_service(service);
     tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
         capacity = config.capacity, manager = %config.manager, "storage server listening");

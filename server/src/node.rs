@@ -30,7 +30,13 @@ pub struct StorageNode {
 
 impl StorageNode {
     /// Build the node state; connections are made lazily on first use.
-    pub fn new(id: String, addr: String, store: ChunkStore, secret: Secret, manager: &str) -> Result<Self> {
+    pub fn new(
+        id: String,
+        addr: String,
+        store: ChunkStore,
+        secret: Secret,
+        manager: &str,
+    ) -> Result<Self> {
         let manager = ManagerClient::new(dupla::rpc::connect_lazy(manager)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);

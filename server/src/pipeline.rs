@@ -63,7 +63,11 @@ pub struct Plan {
 /// Run this node's part of the pipeline. Returns the nodes that now hold
 /// every chunk durably: this one (if it stores) followed by the rest of the
 /// chain.
-pub async fn run(node: &StorageNode, plan: Plan, source: &mut dyn ChunkSource) -> Result<Vec<WireNode>> {
+pub async fn run(
+    node: &StorageNode,
+    plan: Plan,
+    source: &mut dyn ChunkSource,
+) -> Result<Vec<WireNode>> {
     let mut downstream = match plan.chain.split_first() {
         Some((next, rest)) => Some(Downstream::open(node, next, &plan, rest)?),
         None => None,
@@ -78,7 +82,10 @@ pub async fn run(node: &StorageNode, plan: Plan, source: &mut dyn ChunkSource) -
             writes.push_back(node.store.put(hash, chunk.data.clone()));
             stored.push(hash);
             if writes.len() >= WRITE_DEPTH_CHUNKS {
-                writes.next().await.expect("invariant: the queue is not empty")?;
+                writes
+                    .next()
+                    .await
+                    .expect("invariant: the queue is not empty")?;
             }
         }
         if let Some(next) = downstream.as_mut() {
@@ -149,9 +156,12 @@ impl Downstream {
         };
         if self.queue.send(message).await.is_err() {
             // The call ended early: its status says why.
-            return Err(outcome(&self.addr, &mut self.call).await.err().unwrap_or_else(|| {
-                Error::Internal(format!("server {} answered before the end", self.addr))
-            }));
+            return Err(outcome(&self.addr, &mut self.call)
+                .await
+                .err()
+                .unwrap_or_else(|| {
+                    Error::Internal(format!("server {} answered before the end", self.addr))
+                }));
         }
         Ok(())
     }
@@ -162,7 +172,11 @@ impl Downstream {
             msg: Some(store_request::Msg::End(StoreEnd {})),
         };
         let _ = self.queue.send(end).await;
-        let Downstream { addr, queue, mut call } = self;
+        let Downstream {
+            addr,
+            queue,
+            mut call,
+        } = self;
         drop(queue);
         outcome(&addr, &mut call).await
     }

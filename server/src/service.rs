@@ -52,7 +52,11 @@ impl Storage for StorageService {
             Some(StoreRequest {
                 msg: Some(store_request::Msg::Begin(begin)),
             }) => begin,
-            _ => return Err(Error::InvalidInput("a Store stream starts with StoreBegin".into()).into()),
+            _ => {
+                return Err(
+                    Error::InvalidInput("a Store stream starts with StoreBegin".into()).into(),
+                )
+            }
         };
         name::validate(&begin.name)?;
         if begin.chain.len() > MAX_CHAIN {
@@ -75,6 +79,9 @@ impl Storage for StorageService {
 
     async fn fetch_chunks(&self, request: Request<FetchChunksRequest>) -> Reply<FetchStream> {
         self.node.secret.check(&request)?;
-        Ok(Response::new(fetch::open(self.node.clone(), request.into_inner())?))
+        Ok(Response::new(fetch::open(
+            self.node.clone(),
+            request.into_inner(),
+        )?))
     }
 }

@@ -6,23 +6,30 @@
 
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, ChunkSource, Plan};
-use dupla::v1::{
-    upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, PlaceRequest,
-    UploadBegin, UploadReceipt, UploadRequest,
-};
 use dupla::chunk::CHUNK_SIZE;
+use dupla::v1::{
+    upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, PlaceRequest, UploadBegin,
+    UploadReceipt, UploadRequest,
+};
 use dupla::{name, Error, Hash, Result};
 use std::sync::Arc;
 use tonic::Streaming;
 
 /// Handle one upload from first message to receipt.
-pub async fn handle(node: Arc<StorageNode>, mut stream: Streaming<UploadRequest>) -> Result<UploadReceipt> {
+pub async fn handle(
+    node: Arc<StorageNode>,
+    mut stream: Streaming<UploadRequest>,
+) -> Result<UploadReceipt> {
     let _transfer = node.active.enter();
     let begin = match next_message(&mut stream).await? {
         Some(UploadRequest {
             msg: Some(upload_request::Msg::Begin(begin)),
         }) => begin,
-        _ => return Err(Error::InvalidInput("an upload starts with UploadBegin".into())),
+        _ => {
+            return Err(Error::InvalidInput(
+                "an upload starts with UploadBegin".into(),
+            ))
+        }
     };
     name::validate(&begin.name)?;
     let place = node
@@ -54,7 +61,11 @@ async fn store_and_commit(
 ) -> Result<UploadReceipt> {
     let (primary, replica) = match (place.primary, place.replica) {
         (Some(p), Some(r)) => (p, r),
-        _ => return Err(Error::Internal("placement without primary and replica".into())),
+        _ => {
+            return Err(Error::Internal(
+                "placement without primary and replica".into(),
+            ))
+        }
     };
     // If this server is one of the holders it stores first and passes the
     // stream to the other: same holders, one hop less than going through the
@@ -192,4 +203,3 @@ async fn send_abort(node: &StorageNode, upload_id: String, reason: String) {
         tracing::warn!(upload = %upload_id, error = %status.message(), "could not abort upload at the manager");
     }
 }
-

@@ -66,7 +66,12 @@ impl TestCluster {
             root,
         };
         for i in 0..n {
-            let server = cluster.start_server_in(cluster.root.path().join(format!("server-{i}")), "127.0.0.1:0").await;
+            let server = cluster
+                .start_server_in(
+                    cluster.root.path().join(format!("server-{i}")),
+                    "127.0.0.1:0",
+                )
+                .await;
             cluster.servers.push(server);
         }
         cluster.wait_for_up(n).await;
@@ -74,10 +79,16 @@ impl TestCluster {
     }
 
     async fn start_server_in(&self, data: PathBuf, listen: &str) -> NodeHandle {
-        let mut config = dupla_server::Config::for_test(data.clone(), self.manager.addr.to_string(), TEST_SECRET);
+        let mut config = dupla_server::Config::for_test(
+            data.clone(),
+            self.manager.addr.to_string(),
+            TEST_SECRET,
+        );
         config.listen = listen.into();
         let (handle, shutdown) = shutdown::channel();
-        let running = dupla_server::start(config, shutdown).await.expect("server starts");
+        let running = dupla_server::start(config, shutdown)
+            .await
+            .expect("server starts");
         NodeHandle {
             addr: running.addr,
             id: running.id,
@@ -107,8 +118,12 @@ impl TestCluster {
 
     /// A manager client.
     pub async fn manager_client(&self) -> ManagerClient<tonic::transport::Channel> {
-        ManagerClient::new(dupla::rpc::connect(&self.manager_addr()).await.expect("manager reachable"))
-            .max_decoding_message_size(64 << 20)
+        ManagerClient::new(
+            dupla::rpc::connect(&self.manager_addr())
+                .await
+                .expect("manager reachable"),
+        )
+        .max_decoding_message_size(64 << 20)
     }
 
     /// The manager's cluster status.
@@ -135,7 +150,10 @@ impl TestCluster {
             if done(&status) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "cluster never reached the awaited state: {status:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cluster never reached the awaited state: {status:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -164,7 +182,11 @@ impl TestCluster {
     /// Path of the chunk with `hash` in server `i`'s store.
     pub fn chunk_path(&self, i: usize, hash: &Hash) -> PathBuf {
         let hex = hash.to_hex();
-        self.servers[i].data.join("chunks").join(&hex[..2]).join(hex)
+        self.servers[i]
+            .data
+            .join("chunks")
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// Root of the cluster's temporary directories.
@@ -177,7 +199,9 @@ async fn start_manager(data: PathBuf, listen: &str) -> NodeHandle {
     let mut config = dupla_manager::Config::for_test(data.clone(), TEST_SECRET);
     config.listen = listen.into();
     let (handle, shutdown) = shutdown::channel();
-    let running = dupla_manager::start(config, shutdown).await.expect("manager starts");
+    let running = dupla_manager::start(config, shutdown)
+        .await
+        .expect("manager starts");
     NodeHandle {
         addr: running.addr,
         id: String::new(),

@@ -31,7 +31,10 @@ pub fn upload_messages(name: &str, data: &[u8]) -> Vec<UploadRequest> {
     }];
     for (i, piece) in data.chunks(CHUNK_SIZE).enumerate() {
         messages.push(UploadRequest {
-            msg: Some(upload_request::Msg::Chunk(chunk::make(i as u64, Bytes::copy_from_slice(piece)))),
+            msg: Some(upload_request::Msg::Chunk(chunk::make(
+                i as u64,
+                Bytes::copy_from_slice(piece),
+            ))),
         });
     }
     messages.push(UploadRequest {
@@ -71,7 +74,11 @@ pub async fn download(addr: &str, name: &str) -> Result<Vec<u8>, Status> {
         Some(dupla::v1::DownloadResponse {
             msg: Some(download_response::Msg::Header(h)),
         }) => h,
-        other => return Err(Status::internal(format!("expected a header, got {other:?}"))),
+        other => {
+            return Err(Status::internal(format!(
+                "expected a header, got {other:?}"
+            )))
+        }
     };
     let mut data = Vec::with_capacity(header.size as usize);
     while let Some(message) = stream.message().await? {
@@ -80,13 +87,20 @@ pub async fn download(addr: &str, name: &str) -> Result<Vec<u8>, Status> {
                 let index = c.index;
                 chunk::verify_in_file(&c, (data.len() / CHUNK_SIZE) as u64, header.size)
                     .map_err(|e| Status::data_loss(e.to_string()))?;
-                assert_eq!(c.hash, header.chunks[index as usize], "chunk {index} differs from the catalog");
+                assert_eq!(
+                    c.hash, header.chunks[index as usize],
+                    "chunk {index} differs from the catalog"
+                );
                 data.extend_from_slice(&c.data);
             }
             other => return Err(Status::internal(format!("expected a chunk, got {other:?}"))),
         }
     }
     assert_eq!(data.len() as u64, header.size, "download is short");
-    assert_eq!(Hash::of(&data).to_bytes(), header.blake3, "whole-file hash differs");
+    assert_eq!(
+        Hash::of(&data).to_bytes(),
+        header.blake3,
+        "whole-file hash differs"
+    );
     Ok(data)
 }

@@ -13,7 +13,11 @@ async fn assert_not_in_catalog(cluster: &TestCluster, name: &str) {
         .lookup(LookupRequest { name: name.into() })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{name} must not be in the catalog");
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "{name} must not be in the catalog"
+    );
     assert_eq!(cluster.status().await.files, 0);
 }
 
@@ -34,11 +38,15 @@ async fn a_chunk_whose_hash_does_not_match_is_refused() {
         let mut bytes = chunk.data.to_vec();
         bytes[0] ^= 1;
         chunk.data = Bytes::from(bytes);
-        let err = raw::upload_raw(&cluster.server_addr(0), messages).await.unwrap_err();
+        let err = raw::upload_raw(&cluster.server_addr(0), messages)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{err:?}");
         assert_not_in_catalog(&cluster, "tampered.bin").await;
         // The name is free again right away.
-        raw::upload(&cluster.server_addr(0), "tampered.bin", &data).await.unwrap();
+        raw::upload(&cluster.server_addr(0), "tampered.bin", &data)
+            .await
+            .unwrap();
     })
     .await
     .expect("test timed out");
@@ -52,7 +60,9 @@ async fn a_whole_file_hash_mismatch_commits_nothing() {
         if let Some(upload_request::Msg::End(end)) = messages.last_mut().unwrap().msg.as_mut() {
             end.blake3 = dupla::Hash::of(b"other content").to_bytes();
         }
-        let err = raw::upload_raw(&cluster.server_addr(0), messages).await.unwrap_err();
+        let err = raw::upload_raw(&cluster.server_addr(0), messages)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{err:?}");
         assert_not_in_catalog(&cluster, "liar.txt").await;
     })
@@ -67,7 +77,9 @@ async fn a_stream_that_ends_early_commits_nothing() {
         let data = test_bytes(3 * CHUNK_SIZE, 2);
         let mut messages = raw::upload_messages("short.bin", &data);
         messages.truncate(3); // begin + 2 chunks, no third chunk, no end
-        let err = raw::upload_raw(&cluster.server_addr(0), messages).await.unwrap_err();
+        let err = raw::upload_raw(&cluster.server_addr(0), messages)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Aborted, "{err:?}");
         assert_not_in_catalog(&cluster, "short.bin").await;
 
@@ -76,7 +88,9 @@ async fn a_stream_that_ends_early_commits_nothing() {
         if let Some(upload_request::Msg::Begin(b)) = messages[0].msg.as_mut() {
             b.size = CHUNK_SIZE as u64;
         }
-        let err = raw::upload_raw(&cluster.server_addr(0), messages).await.unwrap_err();
+        let err = raw::upload_raw(&cluster.server_addr(0), messages)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert_not_in_catalog(&cluster, "long.bin").await;
     })
@@ -89,16 +103,22 @@ async fn bad_names_and_missing_files_get_clear_statuses() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let cluster = TestCluster::start(2).await;
         for bad in ["../etc/passwd", "/abs", "a//b", ""] {
-            let err = raw::upload(&cluster.server_addr(0), bad, b"x").await.unwrap_err();
+            let err = raw::upload(&cluster.server_addr(0), bad, b"x")
+                .await
+                .unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err:?}");
         }
-        let err = raw::download(&cluster.server_addr(0), "nope.txt").await.unwrap_err();
+        let err = raw::download(&cluster.server_addr(0), "nope.txt")
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert!(err.message().contains("nope.txt"), "{}", err.message());
         // An upload that does not start with UploadBegin.
         let mut messages = raw::upload_messages("x", b"x");
         messages.remove(0);
-        let err = raw::upload_raw(&cluster.server_addr(0), messages).await.unwrap_err();
+        let err = raw::upload_raw(&cluster.server_addr(0), messages)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(cluster.status().await.files, 0);
     })
@@ -118,26 +138,40 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
         tx.send(messages.next().unwrap()).await.unwrap();
         let mut client = raw::storage(&cluster.server_addr(0)).await;
         let first = tokio::spawn(async move {
-            client.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+            client
+                .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
         });
         // The first upload is placed once its first chunk reaches a holder.
         let first_chunk = dupla::Hash::of(&data[..CHUNK_SIZE]);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         while !(0..2).any(|i| cluster.chunk_path(i, &first_chunk).exists()) {
-            assert!(tokio::time::Instant::now() < deadline, "first upload never started");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "first upload never started"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let second = raw::upload(&cluster.server_addr(1), "busy.bin", b"other")
             .await
             .expect_err("a concurrent upload of the same name was accepted");
         assert_eq!(second.code(), Code::AlreadyExists, "{second:?}");
-        assert!(second.message().contains("another upload"), "{}", second.message());
+        assert!(
+            second.message().contains("another upload"),
+            "{}",
+            second.message()
+        );
         for message in messages {
             tx.send(message).await.unwrap();
         }
         drop(tx);
         first.await.unwrap().unwrap();
-        assert!(raw::download(&cluster.server_addr(1), "busy.bin").await.unwrap() == data);
+        assert!(
+            raw::download(&cluster.server_addr(1), "busy.bin")
+                .await
+                .unwrap()
+                == data
+        );
     })
     .await
     .expect("test timed out");

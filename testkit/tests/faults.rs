@@ -6,7 +6,11 @@ use dupla::Hash;
 use dupla_testkit::{raw, test_bytes, TestCluster, TEST_TIMEOUT};
 
 fn holder_indexes(cluster: &TestCluster, entry: &dupla::v1::FileEntry) -> Vec<usize> {
-    entry.holders.iter().map(|h| cluster.server_index(&h.id)).collect()
+    entry
+        .holders
+        .iter()
+        .map(|h| cluster.server_index(&h.id))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -29,7 +33,9 @@ async fn a_flipped_byte_on_one_holder_is_detected_and_served_from_the_other() {
         // Through the corrupted holder itself (it reads locally first) and
         // through every other server: always the right bytes.
         for i in 0..3 {
-            let back = raw::download(&cluster.server_addr(i), "photos/cat.jpg").await.unwrap();
+            let back = raw::download(&cluster.server_addr(i), "photos/cat.jpg")
+                .await
+                .unwrap();
             assert!(back == data, "wrong bytes via server {i}");
         }
     })
@@ -51,9 +57,15 @@ async fn corrupt_on_both_holders_is_a_clear_error_not_wrong_bytes() {
         for i in holder_indexes(&cluster, &entry) {
             std::fs::write(cluster.chunk_path(i, &hash), b"garbage").unwrap();
         }
-        let err = raw::download(&cluster.server_addr(0), "doomed.bin").await.unwrap_err();
+        let err = raw::download(&cluster.server_addr(0), "doomed.bin")
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-        assert!(err.message().contains("no holder could serve it"), "{}", err.message());
+        assert!(
+            err.message().contains("no holder could serve it"),
+            "{}",
+            err.message()
+        );
     })
     .await
     .expect("test timed out");
@@ -74,7 +86,12 @@ async fn a_stopped_holder_does_not_stop_downloads() {
         let serving = (0..3).find(|i| *i != holders[0]).unwrap();
         // Immediately (the manager still believes the primary is up) and
         // after the manager noticed: both work.
-        assert!(raw::download(&cluster.server_addr(serving), "report.pdf").await.unwrap() == data);
+        assert!(
+            raw::download(&cluster.server_addr(serving), "report.pdf")
+                .await
+                .unwrap()
+                == data
+        );
         let primary_id = cluster.servers[holders[0]].id.clone();
         cluster
             .wait_for_status(|s| {
@@ -83,11 +100,23 @@ async fn a_stopped_holder_does_not_stop_downloads() {
                     .any(|srv| srv.node.as_ref().unwrap().id == primary_id && srv.state != "up")
             })
             .await;
-        assert!(raw::download(&cluster.server_addr(serving), "report.pdf").await.unwrap() == data);
+        assert!(
+            raw::download(&cluster.server_addr(serving), "report.pdf")
+                .await
+                .unwrap()
+                == data
+        );
         assert_eq!(cluster.status().await.under_replicated, 1);
         // New uploads avoid the stopped server.
-        let receipt = raw::upload(&cluster.server_addr(serving), "after.txt", b"after").await.unwrap();
-        assert!(receipt.entry.unwrap().holders.iter().all(|h| h.id != primary_id));
+        let receipt = raw::upload(&cluster.server_addr(serving), "after.txt", b"after")
+            .await
+            .unwrap();
+        assert!(receipt
+            .entry
+            .unwrap()
+            .holders
+            .iter()
+            .all(|h| h.id != primary_id));
     })
     .await
     .expect("test timed out");
@@ -98,11 +127,18 @@ async fn the_catalog_survives_a_manager_restart() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(2 * CHUNK_SIZE + 1, 4);
-        raw::upload(&cluster.server_addr(0), "keep/me.bin", &data).await.unwrap();
+        raw::upload(&cluster.server_addr(0), "keep/me.bin", &data)
+            .await
+            .unwrap();
         cluster.restart_manager().await;
         cluster.wait_for_up(2).await;
         assert_eq!(cluster.status().await.files, 1);
-        assert!(raw::download(&cluster.server_addr(1), "keep/me.bin").await.unwrap() == data);
+        assert!(
+            raw::download(&cluster.server_addr(1), "keep/me.bin")
+                .await
+                .unwrap()
+                == data
+        );
     })
     .await
     .expect("test timed out");
@@ -113,12 +149,19 @@ async fn a_restarted_server_rejoins_and_serves_its_chunks() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE / 2, 5);
-        raw::upload(&cluster.server_addr(0), "small.txt", &data).await.unwrap();
+        raw::upload(&cluster.server_addr(0), "small.txt", &data)
+            .await
+            .unwrap();
         cluster.stop_server(1).await;
         cluster.restart_server(1).await;
         cluster.wait_for_up(2).await;
         cluster.stop_server(0).await;
-        assert!(raw::download(&cluster.server_addr(1), "small.txt").await.unwrap() == data);
+        assert!(
+            raw::download(&cluster.server_addr(1), "small.txt")
+                .await
+                .unwrap()
+                == data
+        );
     })
     .await
     .expect("test timed out");

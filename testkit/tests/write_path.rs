@@ -24,7 +24,9 @@ async fn name_avoiding(cluster: &TestCluster, entry: usize, prefix: &str, size: 
         .map(|i| format!("{prefix}-{i}"))
         .find(|name| {
             let order = placement::choose(name, size, &candidates, DEFAULT_LOAD_EPSILON);
-            order[..2].iter().all(|&i| candidates[i].id != cluster.servers[entry].id)
+            order[..2]
+                .iter()
+                .all(|&i| candidates[i].id != cluster.servers[entry].id)
         })
         .unwrap()
 }
@@ -37,12 +39,18 @@ async fn upload_through_a_non_holder_gives_two_identical_copies_at_every_size_ed
         for (seed, size) in sizes.into_iter().enumerate() {
             let data = test_bytes(size, seed as u64);
             let name = name_avoiding(&cluster, 0, &format!("edge/{size}"), size as u64).await;
-            let receipt = raw::upload(&cluster.server_addr(0), &name, &data).await.unwrap();
+            let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
+                .await
+                .unwrap();
             let entry = receipt.entry.unwrap();
             assert_eq!(receipt.copies, 2);
             assert_eq!(entry.size, size as u64);
             assert_eq!(entry.blake3, Hash::of(&data).to_bytes());
-            let holders: Vec<usize> = entry.holders.iter().map(|h| cluster.server_index(&h.id)).collect();
+            let holders: Vec<usize> = entry
+                .holders
+                .iter()
+                .map(|h| cluster.server_index(&h.id))
+                .collect();
             assert_eq!(holders.len(), 2);
             assert!(!holders.contains(&0), "entry server 0 must not hold {name}");
             assert_ne!(holders[0], holders[1]);
@@ -73,12 +81,17 @@ async fn a_holder_that_is_the_entry_stores_locally_and_replicates() {
         // Find a name placed on server 1 by trying until a receipt names it.
         for i in 0.. {
             let name = format!("local/{i}");
-            let receipt = raw::upload(&cluster.server_addr(1), &name, &data).await.unwrap();
+            let receipt = raw::upload(&cluster.server_addr(1), &name, &data)
+                .await
+                .unwrap();
             let entry = receipt.entry.unwrap();
             let ids: Vec<&str> = entry.holders.iter().map(|h| h.id.as_str()).collect();
             if ids.contains(&cluster.servers[1].id.as_str()) {
                 assert_eq!(ids.len(), 2);
-                assert_eq!(raw::download(&cluster.server_addr(2), &name).await.unwrap(), data);
+                assert_eq!(
+                    raw::download(&cluster.server_addr(2), &name).await.unwrap(),
+                    data
+                );
                 break;
             }
         }
@@ -92,8 +105,16 @@ async fn a_second_backup_of_a_name_makes_a_new_version() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let cluster = TestCluster::start(2).await;
         let addr = cluster.server_addr(0);
-        let v1 = raw::upload(&addr, "notes.txt", b"first").await.unwrap().entry.unwrap();
-        let v2 = raw::upload(&addr, "notes.txt", b"second").await.unwrap().entry.unwrap();
+        let v1 = raw::upload(&addr, "notes.txt", b"first")
+            .await
+            .unwrap()
+            .entry
+            .unwrap();
+        let v2 = raw::upload(&addr, "notes.txt", b"second")
+            .await
+            .unwrap()
+            .entry
+            .unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
         assert_eq!(raw::download(&addr, "notes.txt").await.unwrap(), b"second");
         assert_eq!(cluster.status().await.files, 1);

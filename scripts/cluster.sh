@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Run the local Dupla cluster from nodes/: a manager and three storage
+# servers, each a separate process in its own directory, like separate
+# machines. Logs go to nodes/<node>/node.log, pids to nodes/<node>/node.pid.
+#
+#   scripts/cluster.sh            build, start everything, open the client menu,
+#                                 stop everything when the menu is closed
+#   scripts/cluster.sh up         build and start in the background
+#   scripts/cluster.sh down       stop every node
+#   scripts/cluster.sh kill N     kill -9 server-N (a crash)
+#   scripts/cluster.sh start N    start server-N again
+#   scripts/cluster.sh status     which nodes run
+#   scripts/cluster.sh logs       follow every log, prefixed by node
+#
+# PROFILE=debug uses debug builds (default: release).
+set -euo pipefail
+top="$(cd "$(dirname "$0")/.." && pwd)"
+profile="${PROFILE:-release}"
+bin="$top/target/$profile"
+servers=(server-1 server-2 server-3)
+
+build() {
+  local flag=()
+  [ "$profile" = release ] && flag=(--release)
+  (cd "$top" && cargo build "${flag[@]}" --workspace --bins)
+}
+
+port_of() { # node -> port from its node.toml
+  sed -n 's/^listen *= *"[^:]*:\([0-9]*\)".*/\1/p' "$top/nodes/$1/node.toml"
+}
+
+running() { # node -> 0 if its pid is alive
+  local pidfile="$top/nodes/$1/node.pid"
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+wait_port() { # port: until it accepts connections (10 s)
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1 after 10 s; see the node's node.log" >&2
+  return 1
+}
+
+start_node() { # node binary
+  local node="$1" program="$2" dir="$top/nodes/$1"
+  if running "$node"; then echo "$node already running"; return; fi
+  (cd "$dir" && nohup "$bin/$program" >>"$dir/node.log" 2>&1 & echo $! >"$dir/node.pid")
+  wait_port "$(port_of "$node")"
+  echo "started $node (pid $(cat "$dir/node.pid"), port $(port_of "$node"))"
+}
+
+stop_node() { # node [signal]
+  local pidfile="$top/nodes/$1/node.pid"
+  if running "$1"; then
+    kill "-${2:-TERM}" "$(cat "$pidfile")" 2>/dev/null || true
+    echo "stopped $1"
+  fi
+  rm -f "$pidfile"
+}
+
+up() {
+  build
+  start_node manager dupla-manager
+  for s in "${servers[@]}"; do start_node "$s" dupla-server; done
+  mkdir -p "$top/nodes/client/samples"
+  find "$top/sample-files" -maxdepth 1 -type f ! -name '*.sh' -exec cp -f {} "$top/nodes/client/samples/" \;
+}
+
+down() {
+  for s in "${servers[@]}"; do stop_node "$s"; done
+  stop_node manager
+}
+
+case "${1:-demo}" in
+  demo)
+    up
+    echo "client root: nodes/client (sample files in samples/). Ctrl-D or 0 quits."
+    trap down EXIT
+    (cd "$top/nodes/client" && "$bin/dupla")
+    ;;
+  up) up ;;
+  down) down ;;
+  kill) stop_node "server-$2" KILL ;;
+  start) start_node "server-$2" dupla-server ;;
+  status)
+    for n in manager "${servers[@]}"; do
+      if running "$n"; then echo "$n: running (pid $(cat "$top/nodes/$n/node.pid"))"; else echo "$n: stopped"; fi
+    done
+    ;;
+  logs)
+    for n in manager "${servers[@]}"; do
+      tail -n 20 -F "$top/nodes/$n/node.log" 2>/dev/null | sed -u "s/^/[$n] /" &
+    done
+    wait
+    ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
+esac
