@@ -1,1 +1,49 @@
-fn main(){}
+//! The `dupla` binary: parse the arguments, set up logging, run the client,
+//! and turn a failure into one line on stderr and exit status 1.
+
+use clap::{CommandFactory, Parser};
+use dupla_client::cli::Cli;
+use dupla_client::output::print_error;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long to let blocking work (a restore's temp-file cleanup) finish at
+/// exit. Bounded because a pending menu read of stdin can never finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    dupla::telemetry::init("warn");
+    if cli.command.is_none() && !std::io::stdin().is_terminal() {
+        // No command and nobody to answer a menu: show what is possible.
+        let _ = Cli::command().write_help(&mut std::io::stderr());
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            outcome = dupla_client::run(cli) => match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    print_error(&err);
+                    ExitCode::FAILURE
+                }
+            },
+            // Dropping the command cancels its calls and removes a restore's
+            // temporary file, so an interrupted command leaves nothing behind.
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("error: interrupted; run the same command again to finish");
+                ExitCode::from(130)
+            }
+        }
+    });
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    code
+}

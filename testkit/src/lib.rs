@@ -4,6 +4,7 @@
 //! malformed input.
 
 pub mod cluster;
+pub mod procs;
 pub mod raw;
 
 pub use cluster::TestCluster;

@@ -1,0 +1,179 @@
+//! The command line: global flags (where the cluster is, the client root,
+//! JSON output) and one subcommand per user action. Parsing only; the
+//! commands themselves live in their own modules and run from [`crate::run`].
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Default size of each generated file in `dupla bench`.
+pub const DEFAULT_BENCH_SIZE: &str = "1GiB";
+
+/// Default number of clock samples for `dupla time`: enough that one of
+/// them usually sees a quiet network, few enough to finish at once.
+pub const DEFAULT_TIME_SAMPLES: usize = 8;
+
+/// `dupla`: back files up to a Dupla cluster and get them back.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dupla",
+    version,
+    about = "Back files up to a Dupla cluster, restore them, and inspect the cluster",
+    long_about = "Back files up to a Dupla cluster, restore them, and inspect the cluster.\n\n\
+                  With no command in a terminal, dupla opens an interactive menu."
+)]
+pub struct Cli {
+    /// Flags that apply to every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// What to do; none opens the interactive menu (in a terminal).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags shared by every command. Each one beats its environment variable,
+/// which beats the key of the same name in node.toml, which beats the default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Manager address (host:port) [default: 127.0.0.1:50050]
+    #[arg(long, value_name = "ADDR", env = "DUPLA_MANAGER", global = true)]
+    pub manager: Option<String>,
+
+    /// Storage server to use as the entry for transfers, instead of the
+    /// least busy one the manager reports
+    #[arg(long, value_name = "ADDR", env = "DUPLA_SERVER", global = true)]
+    pub server: Option<String>,
+
+    /// Client root: files to back up must be inside it, restores land in it
+    /// [default: the working directory]
+    #[arg(long, value_name = "DIR", env = "DUPLA_ROOT", global = true)]
+    pub root: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Client config file [default: ./node.toml]
+    #[arg(long, value_name = "PATH", env = "DUPLA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// One user action.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Back up files from the client root (each FILE is relative to the root)
+    Backup {
+        /// Files to back up; directories are refused (name the files inside)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Restore a backed-up file (to ROOT/NAME unless -o is given)
+    Restore {
+        /// Catalog name, as `dupla ls` shows it
+        name: String,
+        /// Where to write the file; an existing directory receives NAME's file name
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// List backed-up files whose name contains PATTERN (or matches it as a glob)
+    #[command(alias = "list")]
+    Ls {
+        /// Substring, or glob with * and ?; empty lists everything
+        #[arg(default_value = "")]
+        pattern: String,
+    },
+    /// Remove a file from the catalog
+    #[command(alias = "remove")]
+    Rm {
+        /// Catalog name, as `dupla ls` shows it
+        name: String,
+    },
+    /// Show every storage server and the catalog totals
+    Status,
+    /// Say hello: each NAME comes back as "Hola NAME"
+    Hello {
+        /// Names to greet
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Compare this machine's clock with the manager's (Cristian's algorithm)
+    Time {
+        /// Round trips to measure; the fastest one is used
+        #[arg(long, default_value_t = DEFAULT_TIME_SAMPLES, value_parser = clap::value_parser!(usize))]
+        samples: usize,
+    },
+    /// Measure upload and download throughput with generated files
+    Bench(BenchArgs),
+}
+
+/// Options of `dupla bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Size of each generated file (e.g. 1GiB, 100MB, 4096)
+    #[arg(long, default_value = DEFAULT_BENCH_SIZE, value_parser = parse_size_arg)]
+    pub size: u64,
+    /// Number of files
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// Transfers running at the same time
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// Also download (and verify) every file after uploading
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub download: bool,
+}
+
+/// clap adapter for [`dupla::size::parse_size`].
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    dupla::size::parse_size(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_commands_and_global_flags_anywhere() {
+        let cli = Cli::try_parse_from(["dupla", "backup", "a.txt", "b/c.bin", "--json"]).unwrap();
+        assert!(cli.global.json);
+        assert!(matches!(cli.command, Some(Command::Backup { ref files }) if files.len() == 2));
+
+        let cli = Cli::try_parse_from(["dupla", "restore", "x", "-o", "/tmp/y"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Restore {
+                output: Some(_),
+                ..
+            })
+        ));
+
+        let cli = Cli::try_parse_from([
+            "dupla",
+            "bench",
+            "--size",
+            "2MiB",
+            "--count",
+            "3",
+            "--download",
+            "false",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Bench(b)) => {
+                assert_eq!(b.size, 2 << 20);
+                assert_eq!(b.count, 3);
+                assert!(!b.download);
+            }
+            other => panic!("expected bench, got {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["dupla", "bench", "--size", "lots"]).is_err());
+        assert!(Cli::try_parse_from(["dupla", "backup"]).is_err());
+        assert!(Cli::try_parse_from(["dupla"]).unwrap().command.is_none());
+    }
+}

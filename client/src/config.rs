@@ -1,0 +1,151 @@
+//! The client's settings: where the manager is, which storage server to
+//! enter through (if any), and the client root. Each comes from the first of
+//! flag, `DUPLA_*` environment variable (clap reads both), the client's
+//! `node.toml`, and a default.
+//!
+//! ```toml
+//! # nodes/client/node.toml
+//! manager = "127.0.0.1:50050"   # manager address
+//! server = "127.0.0.1:50051"    # optional: always enter through this server
+//! root = "files"                # client root, relative to this file's folder
+//! ```
+
+use crate::cli::GlobalArgs;
+use dupla::config::{load_toml, pick, resolve};
+use dupla::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Manager address used when neither flag, environment nor node.toml names one.
+pub const DEFAULT_MANAGER: &str = "127.0.0.1:50050";
+
+/// The keys of the client's node.toml; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Manager address, host:port.
+    pub manager: Option<String>,
+    /// Storage server to enter through, host:port.
+    pub server: Option<String>,
+    /// Client root; a relative path is taken from the config file's folder,
+    /// so a node directory works wherever it is started from.
+    pub root: Option<PathBuf>,
+}
+
+/// The settings a command runs with, after merging every source.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Manager address: catalog, cluster status, clock.
+    pub manager: String,
+    /// Entry server forced by the user; `None` lets the manager's status choose.
+    pub server: Option<String>,
+    /// Client root as an absolute path: backups come from inside it and
+    /// restores land in it. Not required to exist until a command uses it.
+    pub root: PathBuf,
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
+impl Config {
+    /// Merge flags/environment (`args`), the config file and the defaults.
+    pub fn load(args: &GlobalArgs) -> Result<Config> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::InvalidInput(format!("cannot read the working directory: {e}")))?;
+        let file: FileConfig = load_toml(args.config.as_deref())?;
+        let config_dir = args
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|dir| resolve(&cwd, dir))
+            .unwrap_or_else(|| cwd.clone());
+        let config = Config {
+            manager: pick(args.manager.clone(), file.manager, || {
+                DEFAULT_MANAGER.to_string()
+            }),
+            server: args.server.clone().or(file.server),
+            root: match (&args.root, &file.root) {
+                (Some(flag), _) => resolve(&cwd, flag),
+                (None, Some(from_file)) => resolve(&config_dir, from_file),
+                (None, None) => cwd,
+            },
+            json: args.json,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuse settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        check_addr("manager", &self.manager)?;
+        if let Some(server) = &self.server {
+            check_addr("server", server)?;
+        }
+        Ok(())
+    }
+}
+
+/// An address must be non-empty and free of spaces; the rest is checked when
+/// connecting, with the address in the message.
+fn check_addr(what: &str, addr: &str) -> Result<()> {
+    if addr.trim().is_empty() || addr.contains(char::is_whitespace) {
+        return Err(Error::InvalidInput(format!(
+            "the {what} address {addr:?} is not host:port (set --{what} or DUPLA_{})",
+            what.to_ascii_uppercase()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> GlobalArgs {
+        GlobalArgs::default()
+    }
+
+    #[test]
+    fn flag_beats_file_and_relative_root_follows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.toml");
+        std::fs::write(
+            &path,
+            "manager = \"10.0.0.1:1\"\nserver = \"10.0.0.2:2\"\nroot = \"files\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let config = Config::load(&a).unwrap();
+        assert_eq!(config.manager, "10.0.0.1:1");
+        assert_eq!(config.server.as_deref(), Some("10.0.0.2:2"));
+        assert_eq!(config.root, dir.path().join("files"));
+
+        a.manager = Some("10.0.0.9:9".into());
+        a.root = Some(PathBuf::from("/elsewhere"));
+        let config = Config::load(&a).unwrap();
+        assert_eq!(config.manager, "10.0.0.9:9");
+        assert_eq!(config.root, PathBuf::from("/elsewhere"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_addresses_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "manger = \"x:1\"\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        assert!(Config::load(&a).is_err());
+
+        let mut a = args();
+        a.config = Some(dir.path().join("missing.toml"));
+        assert!(Config::load(&a).is_err());
+
+        let config = Config {
+            manager: " ".into(),
+            server: None,
+            root: PathBuf::from("/"),
+            json: false,
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! The interactive menu `dupla` opens when started in a terminal without a
+//! command: a numbered list on stdout, answers read line by line from stdin.
+//! Each choice asks for what it needs and runs the same code as the
+//! matching subcommand; a failure is printed and the menu comes back.
+
+use crate::cli::{Command, DEFAULT_TIME_SAMPLES};
+use crate::output::print_error;
+use crate::App;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
+
+/// The choices, as printed.
+const MENU: &str = concat!(
+    "  1) back up a file\n",
+    "  2) restore a file\n",
+    "  3) list backed-up files\n",
+    "  4) cluster status\n",
+    "  5) remove a file from the catalog\n",
+    "  6) hello\n",
+    "  7) time (compare clocks with the manager)\n",
+    "  0) quit",
+);
+
+/// Lines typed by the user.
+struct Input(Lines<BufReader<Stdin>>);
+
+impl Input {
+    /// Print `question` and read one answer; `None` at end of input.
+    async fn ask(&mut self, question: &str) -> anyhow::Result<Option<String>> {
+        print!("{question}");
+        std::io::stdout().flush()?;
+        Ok(self
+            .0
+            .next_line()
+            .await?
+            .map(|line| line.trim().to_string()))
+    }
+}
+
+/// Run the menu until the user quits or input ends.
+pub async fn run(app: &App) -> anyhow::Result<()> {
+    let mut input = Input(BufReader::new(tokio::io::stdin()).lines());
+    println!(
+        "dupla: manager {}, client root {}",
+        app.config.manager,
+        app.config.root.display()
+    );
+    loop {
+        println!("\n{MENU}");
+        let Some(choice) = input.ask("choose: ").await? else {
+            println!();
+            return Ok(());
+        };
+        let command = match choose(&choice, &mut input, app).await? {
+            Choice::Quit => return Ok(()),
+            Choice::Nothing => continue,
+            Choice::Run(command) => command,
+        };
+        if let Err(err) = app.execute(command).await {
+            print_error(&err);
+        }
+    }
+}
+
+/// What a menu answer amounts to.
+enum Choice {
+    Run(Command),
+    Nothing,
+    Quit,
+}
+
+/// Turn a menu number (and the follow-up answers) into a command.
+async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Choice> {
+    let root = app.config.root.display().to_string();
+    let command = match choice {
+        // Quit: also accept the words people type.
+        "0" | "q" | "quit" | "exit" => return Ok(Choice::Quit),
+        // Back up one file, named relative to the root.
+        "1" => match answer(input, &format!("file to back up (inside {root}): ")).await? {
+            Some(file) => Command::Backup {
+                files: vec![PathBuf::from(file)],
+            },
+            None => return Ok(Choice::Nothing),
+        },
+        // Restore: name, then an optional destination.
+        "2" => {
+            let Some(name) = answer(input, "name to restore (as listed): ").await? else {
+                return Ok(Choice::Nothing);
+            };
+            let default = app.config.root.join(&name);
+            let question = format!("destination [{}]: ", default.display());
+            let output = answer(input, &question).await?.map(PathBuf::from);
+            Command::Restore { name, output }
+        }
+        // List, optionally filtered.
+        "3" => Command::Ls {
+            pattern: answer(input, "pattern (empty for all): ")
+                .await?
+                .unwrap_or_default(),
+        },
+        "4" => Command::Status,
+        // Remove, after a confirmation.
+        "5" => {
+            let Some(name) = answer(input, "name to remove: ").await? else {
+                return Ok(Choice::Nothing);
+            };
+            let sure = answer(input, &format!("remove {name} from the catalog? [y/N] ")).await?;
+            if !matches!(sure.as_deref(), Some("y" | "Y" | "yes")) {
+                println!("kept {name}");
+                return Ok(Choice::Nothing);
+            }
+            Command::Rm { name }
+        }
+        // Hello: names separated by spaces.
+        "6" => match answer(input, "names, separated by spaces: ").await? {
+            Some(names) => Command::Hello {
+                names: names.split_whitespace().map(String::from).collect(),
+            },
+            None => return Ok(Choice::Nothing),
+        },
+        "7" => Command::Time {
+            samples: DEFAULT_TIME_SAMPLES,
+        },
+        "" => return Ok(Choice::Nothing),
+        other => {
+            println!("{other:?} is not on the menu; type a number from 0 to 7");
+            return Ok(Choice::Nothing);
+        }
+    };
+    Ok(Choice::Run(command))
+}
+
+/// Ask, and treat an empty answer or end of input as "no answer".
+async fn answer(input: &mut Input, question: &str) -> anyhow::Result<Option<String>> {
+    Ok(input.ask(question).await?.filter(|a| !a.is_empty()))
+}

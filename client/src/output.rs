@@ -1,0 +1,197 @@
+//! What the user sees: text or `--json` on stdout, aligned tables, dates,
+//! rates, and the one-line error (plus a hint of what to do next) on stderr.
+
+use serde::Serialize;
+use std::fmt::Display;
+
+/// Bytes in the "MB" of MB/s: rates use decimal megabytes, as disks and
+/// networks do.
+pub const MB: f64 = 1_000_000.0;
+
+/// Chooses between human text and JSON for everything a command prints.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
+impl Output {
+    /// Print a result: `human` in text mode, `value` as one line of JSON in
+    /// JSON mode.
+    pub fn emit<T: Serialize>(&self, human: impl Display, value: &T) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(value)?);
+        } else {
+            println!("{human}");
+        }
+        Ok(())
+    }
+}
+
+/// Throughput in MB/s (10^6 bytes per second); 0 for an instant transfer.
+pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        bytes as f64 / MB / seconds
+    } else {
+        0.0
+    }
+}
+
+/// A rate for people: `412 MB/s`, `48.1 MB/s`, `0.012 MB/s`.
+pub fn format_rate(mb_per_s: f64) -> String {
+    if mb_per_s >= 100.0 {
+        format!("{mb_per_s:.0} MB/s")
+    } else if mb_per_s >= 1.0 {
+        format!("{mb_per_s:.1} MB/s")
+    } else {
+        format!("{mb_per_s:.3} MB/s")
+    }
+}
+
+/// A plain text table: a header row and left-aligned columns two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut lines = vec![line(header.to_vec())];
+    for row in rows {
+        lines.push(line(row.iter().map(String::as_str).collect()));
+    }
+    lines.join("\n")
+}
+
+/// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS` UTC, or `-` for 0.
+pub fn format_unix_ms(unix_ms: i64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let secs = unix_ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`), so no date crate is needed for one column.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The one-line message for a failed command: the error and its causes,
+/// newlines folded, so a script can read one line per failure.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Print a failed command on stderr: `error: ...`, then `hint: ...` when
+/// there is something to suggest.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {}", error_line(err));
+    if let Some(hint) = hint(err) {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// What the user can do about `err`, when there is something useful to say.
+pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    let err = err.downcast_ref::<dupla::Error>()?;
+    Some(match err {
+        dupla::Error::Unavailable(_) => {
+            "start the node, or point the client elsewhere with --manager/--server \
+             (or DUPLA_MANAGER/DUPLA_SERVER)"
+        }
+        dupla::Error::NotFound(_) => "`dupla ls` lists the files in the catalog",
+        dupla::Error::Corrupt(_) => {
+            "nothing was written; run the command again (another copy may be intact)"
+        }
+        dupla::Error::Exhausted(_) => "`dupla status` shows the space left on each server",
+        dupla::Error::AlreadyExists(_) => {
+            "another upload of this name is running; wait for it, then try again"
+        }
+        dupla::Error::Aborted(_) => "the transfer was interrupted; run the same command again",
+        _ => return None,
+    })
+}
+
+/// Shorten a hex hash for tables: the first 12 digits are plenty to tell
+/// files apart by eye.
+pub fn short_hex(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(format_unix_ms(0), "-");
+        assert_eq!(format_unix_ms(1), "1970-01-01 00:00:00");
+        assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_unix_ms(1_700_000_000_123), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["NAME", "SIZE"],
+            &[
+                vec!["a".into(), "1 B".into()],
+                vec!["long-name".into(), "2 B".into()],
+            ],
+        );
+        assert_eq!(t, "NAME       SIZE\na          1 B\nlong-name  2 B");
+    }
+
+    #[test]
+    fn errors_fit_on_one_line_with_a_hint() {
+        let err = anyhow::Error::new(dupla::Error::NotFound("x:\nnot found".into()));
+        assert_eq!(error_line(&err), "x: not found");
+        assert!(hint(&err).is_some());
+        assert!(hint(&anyhow::anyhow!("plain")).is_none());
+    }
+
+    #[test]
+    fn rates_are_decimal_megabytes() {
+        assert_eq!(mb_per_s(2_000_000, 2.0), 1.0);
+        assert_eq!(mb_per_s(5, 0.0), 0.0);
+        assert_eq!(format_rate(412.34), "412 MB/s");
+        assert_eq!(format_rate(48.12), "48.1 MB/s");
+        assert_eq!(format_rate(0.0123), "0.012 MB/s");
+        assert_eq!(short_hex("abc"), "abc");
+        assert_eq!(short_hex("0123456789abcdef"), "0123456789ab");
+    }
+}

@@ -1,0 +1,302 @@
+//! The client's handle on the cluster: the manager's address, an optional
+//! entry server, and the connections made from them.
+//!
+//! Every request the client sends is built by `Client::request`, the one
+//! place where the bearer token of a logged-in user will be attached once
+//! accounts exist. The entry server for a transfer is the `--server` the user
+//! named or, failing that, the manager's `up` servers ordered by fewest
+//! active transfers; an unreachable one is skipped with a note on stderr.
+
+use dupla::rpc::MAX_MESSAGE_BYTES;
+use dupla::v1::{
+    clock_client::ClockClient, greeter_client::GreeterClient, manager_client::ManagerClient,
+    storage_client::StorageClient, ServerStatus,
+};
+use dupla::{Error, Result};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Metadata key that will carry the user's token, as in `Authorization: Bearer`.
+pub const AUTHORIZATION_METADATA: &str = "authorization";
+
+/// Largest manager reply the client accepts. Catalog entries carry every
+/// chunk's hash (32 bytes per MiB of file), so a `List` of many large files
+/// outgrows the chunk-sized [`MAX_MESSAGE_BYTES`] long before it is unusual.
+pub const MANAGER_REPLY_MAX_BYTES: usize = 64 << 20;
+
+/// A connection-holding handle on one cluster. Cheap to clone; clones share
+/// the manager connection.
+#[derive(Clone)]
+pub struct Client {
+    /// Manager address: catalog, status and clock calls go here.
+    manager: String,
+    /// Entry server the user forced, if any.
+    server: Option<String>,
+    /// Bearer token of the logged-in user (accounts arrive later).
+    token: Option<Arc<str>>,
+    /// The manager channel, opened on first use and then reused.
+    manager_channel: Arc<OnceCell<Channel>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("manager", &self.manager)
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+/// Which kind of node a message talks about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    Manager,
+    Server,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Manager => "manager",
+            Role::Server => "server",
+        })
+    }
+}
+
+impl Client {
+    /// A client of the cluster whose manager listens on `manager`; `server`
+    /// forces the entry server for transfers. Nothing connects until used.
+    pub fn new(manager: String, server: Option<String>) -> Client {
+        Client {
+            manager,
+            server,
+            token: None,
+            manager_channel: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The same client, sending `token` as a bearer token on every request.
+    pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Client {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The manager address this client talks to.
+    pub fn manager_addr(&self) -> &str {
+        &self.manager
+    }
+
+    /// The entry server the user forced, if any.
+    pub fn server_addr(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
+
+    /// Wrap a message for sending: the one place per-user credentials go.
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token {
+            match format!("Bearer {token}").parse() {
+                Ok(value) => {
+                    request.metadata_mut().insert(AUTHORIZATION_METADATA, value);
+                }
+                Err(_) => tracing::warn!("the saved token is not valid metadata; sending none"),
+            }
+        }
+        request
+    }
+
+    /// The manager's channel, connecting on first use.
+    async fn manager_channel(&self) -> Result<Channel> {
+        self.manager_channel
+            .get_or_try_init(|| open(Role::Manager, &self.manager))
+            .await
+            .cloned()
+    }
+
+    /// A Manager service client.
+    pub(crate) async fn manager(&self) -> Result<ManagerClient<Channel>> {
+        Ok(ManagerClient::new(self.manager_channel().await?)
+            .max_decoding_message_size(MANAGER_REPLY_MAX_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The manager's Clock service.
+    pub(crate) async fn manager_clock(&self) -> Result<ClockClient<Channel>> {
+        Ok(ClockClient::new(self.manager_channel().await?))
+    }
+
+    /// The manager's Greeter service.
+    pub(crate) async fn manager_greeter(&self) -> Result<GreeterClient<Channel>> {
+        Ok(GreeterClient::new(self.manager_channel().await?))
+    }
+
+    /// Turn a failed manager call into an [`Error`] that names the manager.
+    pub(crate) fn manager_error(&self, status: Status) -> Error {
+        rpc_error(Role::Manager, &self.manager, status)
+    }
+
+    /// Servers to enter the cluster through, best first: the forced one, or
+    /// the manager's `up` servers by fewest active transfers.
+    pub async fn entry_servers(&self) -> Result<Vec<String>> {
+        if let Some(server) = &self.server {
+            return Ok(vec![server.clone()]);
+        }
+        let status = self.status().await?;
+        let ranked = rank_entries(&status.servers);
+        if ranked.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "no storage server is up (the manager at {} knows {}); start one or pass --server",
+                self.manager,
+                status.servers.len()
+            )));
+        }
+        Ok(ranked)
+    }
+
+    /// Connect to the first reachable server of `candidates`, saying on
+    /// stderr when one is skipped. Returns its address and a Storage client.
+    pub(crate) async fn connect_storage(
+        &self,
+        candidates: &[String],
+    ) -> Result<(String, StorageClient<Channel>)> {
+        let channel = |ch| {
+            StorageClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        };
+        let (addr, ch) = connect_first(Role::Server, candidates).await?;
+        Ok((addr, channel(ch)))
+    }
+
+    /// A Greeter on the first reachable server of `candidates`.
+    pub(crate) async fn connect_greeter(
+        &self,
+        candidates: &[String],
+    ) -> Result<(String, GreeterClient<Channel>)> {
+        let (addr, ch) = connect_first(Role::Server, candidates).await?;
+        Ok((addr, GreeterClient::new(ch)))
+    }
+}
+
+/// The `up` servers, fewest active transfers first (ties by address, so the
+/// order is stable), as entry candidates.
+pub fn rank_entries(servers: &[ServerStatus]) -> Vec<String> {
+    let mut up: Vec<(u32, &str)> = servers
+        .iter()
+        .filter(|s| s.state == "up")
+        .filter_map(|s| {
+            let node = s.node.as_ref()?;
+            (!node.addr.is_empty()).then_some((s.active_transfers, node.addr.as_str()))
+        })
+        .collect();
+    up.sort();
+    up.into_iter().map(|(_, addr)| addr.to_string()).collect()
+}
+
+/// Connect to the first of `candidates` that answers.
+async fn connect_first(role: Role, candidates: &[String]) -> Result<(String, Channel)> {
+    let mut last = None;
+    for (i, addr) in candidates.iter().enumerate() {
+        match open(role, addr).await {
+            Ok(channel) => return Ok((addr.clone(), channel)),
+            Err(err @ Error::Unavailable(_)) => {
+                if let Some(next) = candidates.get(i + 1) {
+                    eprintln!("note: cannot reach {role} {addr}; trying {next}");
+                }
+                last = Some(err);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Unavailable(format!("no {role} to connect to"))))
+}
+
+/// Open a channel to `addr`, with a message that says what to check.
+async fn open(role: Role, addr: &str) -> Result<Channel> {
+    match dupla::rpc::connect(addr).await {
+        Ok(channel) => Ok(channel),
+        Err(Error::Unavailable(detail)) => {
+            tracing::debug!(%addr, %detail, "connect failed");
+            Err(Error::Unavailable(format!(
+                "cannot reach {role} {addr} (is it running?)"
+            )))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Map a failed call to `addr` into an [`Error`]. A status that tonic made
+/// locally from a broken connection (it carries a source error) becomes
+/// `Unavailable` naming the node; a status the node sent keeps its kind and
+/// message.
+pub(crate) fn rpc_error(role: Role, addr: &str, status: Status) -> Error {
+    if std::error::Error::source(&status).is_some() {
+        tracing::debug!(%addr, ?status, "transport failure");
+        return Error::Unavailable(format!(
+            "lost the connection to {role} {addr} ({}); is it running?",
+            status.message()
+        ));
+    }
+    Error::from_status(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dupla::v1::Node;
+
+    fn server(addr: &str, state: &str, active: u32) -> ServerStatus {
+        ServerStatus {
+            node: Some(Node {
+                id: format!("id-{addr}"),
+                addr: addr.into(),
+            }),
+            state: state.into(),
+            active_transfers: active,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_are_up_servers_least_busy_first() {
+        let servers = [
+            server("a:1", "up", 3),
+            server("b:1", "down", 0),
+            server("c:1", "up", 1),
+            server("d:1", "suspect", 0),
+            server("e:1", "up", 1),
+        ];
+        assert_eq!(rank_entries(&servers), ["c:1", "e:1", "a:1"]);
+        assert!(rank_entries(&[]).is_empty());
+    }
+
+    #[test]
+    fn token_goes_into_the_authorization_header() {
+        let client = Client::new("m:1".into(), None);
+        assert!(client.request(()).metadata().get("authorization").is_none());
+        let client = client.with_token("abc");
+        let req = client.request(());
+        assert_eq!(
+            req.metadata()
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "Bearer abc"
+        );
+        assert!(!format!("{client:?}").contains("abc"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_says_so() {
+        // Port 1 on loopback is closed on any sane test machine.
+        let err = connect_first(Role::Server, &["127.0.0.1:1".into()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable(_)));
+        assert!(err.to_string().contains("cannot reach server 127.0.0.1:1"));
+    }
+}

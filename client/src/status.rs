@@ -1,0 +1,183 @@
+//! `dupla status`: every storage server the manager knows, its state and
+//! usage, and the catalog totals.
+
+use crate::output::{table, Output};
+use crate::session::Client;
+use dupla::size::format_size;
+use dupla::v1::{ClusterStatusReply, ClusterStatusRequest, ServerStatus};
+use dupla::Result;
+use serde::Serialize;
+
+/// `status --json`: the servers and the catalog totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusJson {
+    /// Every known server, in the manager's order.
+    pub servers: Vec<ServerJson>,
+    /// Files in the catalog.
+    pub files: u64,
+    /// Sum of file sizes (one copy).
+    pub bytes: u64,
+    /// Files with fewer than two holders up.
+    pub under_replicated: u64,
+}
+
+/// One server in `status --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerJson {
+    /// host:port.
+    pub addr: String,
+    /// Stable server id.
+    pub id: String,
+    /// "up", "suspect" or "down".
+    pub state: String,
+    /// Whether `state` is "up".
+    pub up: bool,
+    /// Bytes the server may use.
+    pub capacity: u64,
+    /// Bytes it uses.
+    pub used: u64,
+    /// Catalog files with a copy there.
+    pub files: u64,
+    /// Uploads and downloads it serves now.
+    pub active_transfers: u32,
+    /// Peak resident memory of the server process, bytes.
+    pub peak_rss: u64,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms_ago: u64,
+}
+
+impl From<&ServerStatus> for ServerJson {
+    fn from(s: &ServerStatus) -> Self {
+        let node = s.node.clone().unwrap_or_default();
+        ServerJson {
+            addr: node.addr,
+            id: node.id,
+            state: s.state.clone(),
+            up: s.state == "up",
+            capacity: s.capacity,
+            used: s.used,
+            files: s.files,
+            active_transfers: s.active_transfers,
+            peak_rss: s.peak_rss,
+            last_seen_ms_ago: s.last_seen_ms_ago,
+        }
+    }
+}
+
+impl From<&ClusterStatusReply> for StatusJson {
+    fn from(r: &ClusterStatusReply) -> Self {
+        StatusJson {
+            servers: r.servers.iter().map(ServerJson::from).collect(),
+            files: r.files,
+            bytes: r.bytes,
+            under_replicated: r.under_replicated,
+        }
+    }
+}
+
+impl Client {
+    /// The manager's view of the cluster.
+    pub async fn status(&self) -> Result<ClusterStatusReply> {
+        let request = self.request(ClusterStatusRequest {});
+        let reply = self
+            .manager()
+            .await?
+            .cluster_status(request)
+            .await
+            .map_err(|s| self.manager_error(s))?;
+        Ok(reply.into_inner())
+    }
+}
+
+/// `dupla status`: a table of servers and a line of totals.
+pub async fn command(client: &Client, out: Output) -> anyhow::Result<()> {
+    let status = client.status().await?;
+    out.emit(render(&status), &StatusJson::from(&status))
+}
+
+/// The text form.
+fn render(status: &ClusterStatusReply) -> String {
+    let rows: Vec<Vec<String>> = status
+        .servers
+        .iter()
+        .map(|s| {
+            let j = ServerJson::from(s);
+            vec![
+                j.addr,
+                j.state,
+                format_size(j.capacity),
+                format_size(j.used),
+                j.files.to_string(),
+                j.active_transfers.to_string(),
+                format_size(j.peak_rss),
+                format!("{:.1}s ago", j.last_seen_ms_ago as f64 / 1000.0),
+            ]
+        })
+        .collect();
+    let up = status.servers.iter().filter(|s| s.state == "up").count();
+    let totals = format!(
+        "{up} of {} servers up; {} files, {} (one copy); {} under-replicated",
+        status.servers.len(),
+        status.files,
+        format_size(status.bytes),
+        status.under_replicated
+    );
+    if rows.is_empty() {
+        return format!("no storage server has registered yet\n{totals}");
+    }
+    let header = [
+        "ADDR",
+        "STATE",
+        "CAPACITY",
+        "USED",
+        "FILES",
+        "TRANSFERS",
+        "PEAK RSS",
+        "LAST SEEN",
+    ];
+    format!("{}\n{totals}", table(&header, &rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dupla::v1::Node;
+
+    #[test]
+    fn json_has_the_contract_fields() {
+        let reply = ClusterStatusReply {
+            servers: vec![ServerStatus {
+                node: Some(Node {
+                    id: "s1".into(),
+                    addr: "127.0.0.1:50051".into(),
+                }),
+                state: "up".into(),
+                capacity: 10,
+                used: 3,
+                files: 2,
+                ..Default::default()
+            }],
+            files: 2,
+            bytes: 5,
+            under_replicated: 1,
+        };
+        let json = serde_json::to_value(StatusJson::from(&reply)).unwrap();
+        let server = &json["servers"][0];
+        for key in [
+            "addr",
+            "id",
+            "state",
+            "up",
+            "capacity",
+            "used",
+            "files",
+            "active_transfers",
+            "peak_rss",
+        ] {
+            assert!(server.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(server["up"], true);
+        assert_eq!(json["files"], 2);
+        assert!(render(&reply).contains("1 of 1 servers up"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Real processes for end-to-end tests: the built `dupla-manager`,
+//! `dupla-server` and `dupla` binaries, each started from its own copy of a
+//! `nodes/` directory, killed for real, and stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Directory holding the workspace's built binaries (next to the test
+/// executable's `deps/` directory).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps")
+        .to_path_buf();
+    for bin in ["dupla-manager", "dupla-server", "dupla"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: run `cargo build --workspace --bins` (cargo test --workspace builds it)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// The repository's `nodes/` directory.
+pub fn nodes_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../nodes")
+}
+
+/// The repository's `sample-files/` directory.
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-files")
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released: fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Copy `nodes/<node>/node.toml` into `dest/<node>/` and return that directory.
+pub fn copy_node_dir(node: &str, dest: &Path) -> PathBuf {
+    let dir = dest.join(node);
+    std::fs::create_dir_all(&dir).expect("node dir");
+    std::fs::copy(
+        nodes_dir().join(node).join("node.toml"),
+        dir.join("node.toml"),
+    )
+    .expect("copy node.toml");
+    dir
+}
+
+/// A running node process, killed when dropped.
+pub struct NodeProcess {
+    /// The node's name (`manager`, `server-2`, ...).
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its listen address.
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Start `program` in `dir` with extra flags; output goes to `dir/node.log`.
+    pub fn start(name: &str, program: &str, dir: &Path, addr: &str, args: &[&str]) -> NodeProcess {
+        let log = std::fs::File::create(dir.join("node.log")).expect("log file");
+        let child = Command::new(bin_dir().join(program))
+            .current_dir(dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        NodeProcess {
+            name: name.into(),
+            dir: dir.to_path_buf(),
+            addr: addr.into(),
+            child: Some(child),
+        }
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The node's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Run the `dupla` client in `root` with `args`, returning its output.
+pub fn client(root: &Path, args: &[&str]) -> Output {
+    Command::new(bin_dir().join("dupla"))
+        .current_dir(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dupla")
+}
