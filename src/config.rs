@@ -36,6 +36,31 @@ pub fn pick<T>(flag: Option<T>, file: Option<T>, default: impl FnOnce() -> T) ->
     flag.or(file).unwrap_or_else(default)
 }
 
+/// The directory a config file's relative paths are relative to: the
+/// directory holding `config`, or `cwd` for the default `./node.toml`.
+pub fn config_dir(cwd: &Path, config: Option<&Path>) -> PathBuf {
+    config
+        .and_then(Path::parent)
+        .map(|dir| resolve(cwd, dir))
+        .unwrap_or_else(|| cwd.to_path_buf())
+}
+
+/// A path setting: a flag's value is relative to the working directory, a
+/// config file's (and the default) to the config file's directory.
+pub fn pick_path(
+    flag: Option<PathBuf>,
+    file: Option<PathBuf>,
+    default: &str,
+    cwd: &Path,
+    config_dir: &Path,
+) -> PathBuf {
+    match (flag, file) {
+        (Some(flag), _) => resolve(cwd, &flag),
+        (None, Some(file)) => resolve(config_dir, &file),
+        (None, None) => resolve(config_dir, Path::new(default)),
+    }
+}
+
 /// Resolve `path` against `base` unless it is absolute.
 pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -59,6 +84,25 @@ mod tests {
     fn explicit_missing_file_is_an_error_default_is_not() {
         let missing = Path::new("/nonexistent/dupla.toml");
         assert!(load_toml::<Sample>(Some(missing)).is_err());
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_config_file() {
+        let cwd = Path::new("/work");
+        let dir = config_dir(cwd, Some(Path::new("nodes/server-1/node.toml")));
+        assert_eq!(dir, Path::new("/work/nodes/server-1"));
+        assert_eq!(
+            pick_path(None, Some("d".into()), "data", cwd, &dir),
+            Path::new("/work/nodes/server-1/d")
+        );
+        assert_eq!(
+            pick_path(Some("x".into()), Some("d".into()), "data", cwd, &dir),
+            Path::new("/work/x")
+        );
+        assert_eq!(
+            pick_path(None, None, "data", cwd, &dir),
+            Path::new("/work/nodes/server-1/data")
+        );
     }
 
     #[test]

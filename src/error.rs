@@ -24,7 +24,8 @@ pub enum Error {
     /// Stored or transmitted bytes do not match their blake3.
     #[error("corrupt data: {0}")]
     Corrupt(String),
-    /// The caller lacks the cluster secret or a valid token.
+    /// The caller has no valid credentials (user tokens, a later feature;
+    /// a missing cluster secret is `PermissionDenied`).
     #[error("{0}")]
     Unauthenticated(String),
     /// The caller is known but not allowed to do this.

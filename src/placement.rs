@@ -37,6 +37,10 @@ pub struct Candidate {
 /// steers around a server that is clearly busier than the rest.
 pub const DEFAULT_LOAD_EPSILON: f64 = 0.25;
 
+/// A server running fewer transfers than this is never skipped for load:
+/// with a handful of transfers in the cluster, one is noise, not overload.
+pub const LOAD_FLOOR: u32 = 2;
+
 /// Score of one server for one key: higher wins. `ln(u)` is negative, so a
 /// larger weight pulls the score towards zero, winning proportionally more.
 pub fn score(key: &str, id: &str, weight: f64) -> f64 {
@@ -91,7 +95,7 @@ pub fn choose(key: &str, size: u64, candidates: &[Candidate], epsilon: f64) -> V
     let overloaded = |i: usize| {
         let fair = total_active * candidates[i].free as f64 / total_weight;
         let cap = ((1.0 + epsilon) * fair).ceil().max(1.0);
-        (candidates[i].active as f64 + 1.0) > cap
+        candidates[i].active >= LOAD_FLOOR && (candidates[i].active as f64 + 1.0) > cap
     };
     let (mut order, behind): (Vec<usize>, Vec<usize>) =
         ranked.into_iter().partition(|&i| !overloaded(i));
@@ -223,6 +227,14 @@ mod tests {
         assert_eq!(*busy.last().unwrap(), busiest);
         let rest: Vec<usize> = calm.iter().copied().filter(|&i| i != busiest).collect();
         assert_eq!(&busy[..3], &rest[..]);
+    }
+
+    #[test]
+    fn one_transfer_on_an_idle_cluster_moves_nothing() {
+        let mut cands = servers(&[1, 1, 1, 1]);
+        let calm = choose("x", 1, &cands, 0.25);
+        cands[calm[0]].active = 1;
+        assert_eq!(choose("x", 1, &cands, 0.25), calm);
     }
 
     #[test]

@@ -11,10 +11,10 @@
 //! ```
 
 use crate::cli::GlobalArgs;
-use dupla::config::{load_toml, pick, resolve};
+use dupla::config::{config_dir, load_toml, pick, resolve};
 use dupla::{Error, Result};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Manager address used when neither flag, environment nor node.toml names one.
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:50050";
@@ -52,12 +52,7 @@ impl Config {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::InvalidInput(format!("cannot read the working directory: {e}")))?;
         let file: FileConfig = load_toml(args.config.as_deref())?;
-        let config_dir = args
-            .config
-            .as_deref()
-            .and_then(Path::parent)
-            .map(|dir| resolve(&cwd, dir))
-            .unwrap_or_else(|| cwd.clone());
+        let config_dir = config_dir(&cwd, args.config.as_deref());
         let config = Config {
             manager: pick(args.manager.clone(), file.manager, || {
                 DEFAULT_MANAGER.to_string()

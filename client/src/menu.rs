@@ -3,7 +3,7 @@
 //! Each choice asks for what it needs and runs the same code as the
 //! matching subcommand; a failure is printed and the menu comes back.
 
-use crate::cli::{Command, DEFAULT_TIME_SAMPLES};
+use crate::cli::{BenchArgs, Command, DEFAULT_BENCH_SIZE, DEFAULT_TIME_SAMPLES};
 use crate::output::print_error;
 use crate::App;
 use std::io::Write;
@@ -19,6 +19,7 @@ const MENU: &str = concat!(
     "  5) remove a file from the catalog\n",
     "  6) hello\n",
     "  7) time (compare clocks with the manager)\n",
+    "  8) benchmark (upload and download generated files)\n",
     "  0) quit",
 );
 
@@ -122,9 +123,36 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
         "7" => Command::Time {
             samples: DEFAULT_TIME_SAMPLES,
         },
+        // Bench: size and count, with the defaults of `dupla bench`.
+        "8" => {
+            let size = answer(
+                input,
+                &format!("size of each file [{DEFAULT_BENCH_SIZE}]: "),
+            )
+            .await?
+            .unwrap_or_else(|| DEFAULT_BENCH_SIZE.to_string());
+            let size = match dupla::size::parse_size(&size) {
+                Ok(size) => size,
+                Err(e) => {
+                    println!("{e}");
+                    return Ok(Choice::Nothing);
+                }
+            };
+            let count = answer(input, "number of files [1]: ").await?;
+            let Ok(count) = count.as_deref().unwrap_or("1").parse::<u32>() else {
+                println!("the number of files is a whole number");
+                return Ok(Choice::Nothing);
+            };
+            Command::Bench(BenchArgs {
+                size,
+                count: count.max(1),
+                concurrency: 1,
+                download: true,
+            })
+        }
         "" => return Ok(Choice::Nothing),
         other => {
-            println!("{other:?} is not on the menu; type a number from 0 to 7");
+            println!("{other:?} is not on the menu; type a number from 0 to 8");
             return Ok(Choice::Nothing);
         }
     };

@@ -21,10 +21,9 @@ use tonic::{Request, Status};
 /// Metadata key that will carry the user's token, as in `Authorization: Bearer`.
 pub const AUTHORIZATION_METADATA: &str = "authorization";
 
-/// Largest manager reply the client accepts. Catalog entries carry every
-/// chunk's hash (32 bytes per MiB of file), so a `List` of many large files
-/// outgrows the chunk-sized [`MAX_MESSAGE_BYTES`] long before it is unusual.
-pub const MANAGER_REPLY_MAX_BYTES: usize = 64 << 20;
+/// Largest reply the client accepts: a catalog entry carries every chunk's
+/// hash (32 bytes per MiB of file).
+pub const MANAGER_REPLY_MAX_BYTES: usize = dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;
 
 /// A connection-holding handle on one cluster. Cheap to clone; clones share
 /// the manager connection.
@@ -164,7 +163,7 @@ impl Client {
     ) -> Result<(String, StorageClient<Channel>)> {
         let channel = |ch| {
             StorageClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MANAGER_REPLY_MAX_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         };
         let (addr, ch) = connect_first(Role::Server, candidates).await?;

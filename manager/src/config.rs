@@ -2,7 +2,7 @@
 //! and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{load_toml, pick, resolve};
+use dupla::config::{config_dir, load_toml, pick, pick_path};
 use dupla::{Error, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -86,7 +86,13 @@ impl Config {
         let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
         let config = Config {
             listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
-            data: resolve(&base, &pick(args.data, file.data, || "data".into())),
+            data: pick_path(
+                args.data,
+                file.data,
+                "data",
+                &base,
+                &config_dir(&base, args.config.as_deref()),
+            ),
             secret: pick(args.secret, file.secret, String::new),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: args

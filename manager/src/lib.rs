@@ -15,16 +15,13 @@ pub mod uploads;
 pub use config::{Args, Config};
 
 use dupla::kv::SledKv;
+use dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;
 use dupla::shutdown::Shutdown;
 use dupla::v1::manager_server::ManagerServer;
 use dupla::Result;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-
-/// Largest message the manager accepts: commits carry one 32-byte hash per
-/// MiB of file, so 64 MiB of message covers files of about 2 TiB.
-pub const MAX_MANAGER_MESSAGE_BYTES: usize = 64 << 20;
 
 /// A started manager.
 pub struct Running {
@@ -42,8 +39,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let listener = dupla::rpc::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let service = ManagerServer::new(service::ManagerService::new(state))
-        .max_decoding_message_size(MAX_MANAGER_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MANAGER_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
     let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Manager"])?;
     health

@@ -5,11 +5,13 @@
 use crate::catalog::{FileRecord, PlacementLog};
 use crate::membership::{Liveness, NodeRef, Report};
 use crate::state::State;
+use crate::uploads::OpenUpload;
 use dupla::chunk::{chunk_count, CHUNK_SIZE};
 use dupla::placement::{self, DEFAULT_LOAD_EPSILON};
 use dupla::v1::manager_server::Manager;
 use dupla::v1::{self as pb};
 use dupla::{clock, name, Error, Hash, Result};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -79,7 +81,7 @@ impl ManagerService {
     fn place(&self, req: pb::PlaceRequest) -> Result<pb::PlaceReply> {
         name::validate(&req.name)?;
         let now = Instant::now();
-        let (candidates, nodes) = {
+        let (candidates, nodes, up) = {
             let membership = self
                 .state
                 .membership
@@ -96,7 +98,8 @@ impl ManagerService {
                         .unwrap_or_default(),
                 })
                 .collect();
-            (candidates, nodes)
+            let up: HashSet<String> = candidates.iter().map(|c| c.id.clone()).collect();
+            (candidates, nodes, up)
         };
         let order = placement::choose(&req.name, req.size, &candidates, DEFAULT_LOAD_EPSILON);
         if order.len() < 2 {
@@ -111,7 +114,15 @@ impl ManagerService {
             .uploads
             .lock()
             .expect("uploads lock poisoned")
-            .open(upload_id.clone(), &req.name, now)
+            .open(
+                OpenUpload {
+                    id: upload_id.clone(),
+                    name: req.name.clone(),
+                    entry: req.entry_id.clone(),
+                    opened: now,
+                },
+                |entry| up.contains(entry),
+            )
             .map_err(|other| {
                 Error::AlreadyExists(format!(
                     "{}: another upload of this name is running (upload {}); try again when it finishes",
@@ -193,8 +204,23 @@ impl ManagerService {
                 entry.size
             )));
         }
-        if entry.holders.is_empty() {
-            return Err(Error::InvalidInput("commit without holders".into()));
+        let mut holder_ids: Vec<&str> = entry.holders.iter().map(|n| n.id.as_str()).collect();
+        holder_ids.sort_unstable();
+        holder_ids.dedup();
+        if holder_ids.len() != entry.holders.len() || holder_ids.len() < 2 {
+            return Err(Error::InvalidInput(format!(
+                "a commit needs two distinct holders, got {holder_ids:?}"
+            )));
+        }
+        {
+            let membership = self
+                .state
+                .membership
+                .lock()
+                .expect("membership lock poisoned");
+            if let Some(unknown) = holder_ids.iter().find(|id| membership.get(id).is_none()) {
+                return Err(Error::InvalidInput(format!("unknown holder {unknown}")));
+            }
         }
         let previous = self.state.catalog.get(&entry.name)?;
         Ok(FileRecord {
@@ -336,7 +362,11 @@ impl Manager for ManagerService {
             .map_err(Status::from)?
             .iter()
             .filter(|r| name::matches(&pattern, &r.name))
-            .map(|r| self.entry(r))
+            .map(|r| pb::FileEntry {
+                // Listings leave chunk lists out: Lookup has them.
+                chunks: Vec::new(),
+                ..self.entry(r)
+            })
             .collect();
         Ok(Response::new(pb::ListReply { files }))
     }

@@ -1,6 +1,7 @@
 //! Uploads in progress: at most one per name, so two concurrent backups of
-//! the same name cannot interleave. A record that nobody finishes expires,
-//! so a crashed entry server cannot block a name for ever.
+//! the same name cannot interleave. A record that nobody finishes gives way
+//! when its entry server is no longer up (it crashed mid-upload) or after a
+//! lease, so nothing blocks a name for ever.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ pub struct OpenUpload {
     pub id: String,
     /// Name being written.
     pub name: String,
+    /// Entry server coordinating it.
+    pub entry: String,
     /// When it was opened.
     pub opened: Instant,
 }
@@ -28,24 +31,28 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Open an upload of `name`, unless a live one exists: then return it.
-    pub fn open(&mut self, id: String, name: &str, now: Instant) -> Result<(), OpenUpload> {
-        if let Some(existing) = self.by_name.get(name).and_then(|id| self.by_id.get(id)) {
-            if now.saturating_duration_since(existing.opened) < UPLOAD_LEASE {
+    /// Open `upload`, unless a live upload of the same name exists: then
+    /// return that one. An existing upload is stale (and replaced) when its
+    /// lease ran out or `entry_up` says its entry server is gone.
+    pub fn open(
+        &mut self,
+        upload: OpenUpload,
+        entry_up: impl Fn(&str) -> bool,
+    ) -> Result<(), OpenUpload> {
+        if let Some(existing) = self
+            .by_name
+            .get(&upload.name)
+            .and_then(|id| self.by_id.get(id))
+        {
+            let expired = upload.opened.saturating_duration_since(existing.opened) >= UPLOAD_LEASE;
+            if !expired && entry_up(&existing.entry) {
                 return Err(existing.clone());
             }
             let stale = existing.id.clone();
             self.close(&stale);
         }
-        self.by_name.insert(name.to_string(), id.clone());
-        self.by_id.insert(
-            id.clone(),
-            OpenUpload {
-                id,
-                name: name.to_string(),
-                opened: now,
-            },
-        );
+        self.by_name.insert(upload.name.clone(), upload.id.clone());
+        self.by_id.insert(upload.id.clone(), upload);
         Ok(())
     }
 
@@ -78,15 +85,27 @@ impl Uploads {
 mod tests {
     use super::*;
 
+    fn upload(id: &str, name: &str, entry: &str, opened: Instant) -> OpenUpload {
+        OpenUpload {
+            id: id.into(),
+            name: name.into(),
+            entry: entry.into(),
+            opened,
+        }
+    }
+
     #[test]
     fn one_live_upload_per_name() {
         let mut u = Uploads::default();
         let t = Instant::now();
-        u.open("1".into(), "a", t).unwrap();
-        assert_eq!(u.open("2".into(), "a", t).unwrap_err().id, "1");
-        u.open("3".into(), "b", t).unwrap();
+        u.open(upload("1", "a", "e", t), |_| true).unwrap();
+        assert_eq!(
+            u.open(upload("2", "a", "e", t), |_| true).unwrap_err().id,
+            "1"
+        );
+        u.open(upload("3", "b", "e", t), |_| true).unwrap();
         assert!(u.close("1").is_some());
-        u.open("2".into(), "a", t).unwrap();
+        u.open(upload("2", "a", "e", t), |_| true).unwrap();
         assert_eq!(u.len(), 2);
     }
 
@@ -94,10 +113,21 @@ mod tests {
     fn a_stale_upload_gives_way() {
         let mut u = Uploads::default();
         let t = Instant::now();
-        u.open("1".into(), "a", t).unwrap();
-        u.open("2".into(), "a", t + UPLOAD_LEASE).unwrap();
+        u.open(upload("1", "a", "e", t), |_| true).unwrap();
+        u.open(upload("2", "a", "e", t + UPLOAD_LEASE), |_| true)
+            .unwrap();
         assert!(u.get("1").is_none());
         assert!(u.close("1").is_none());
         assert_eq!(u.get("2").unwrap().name, "a");
+    }
+
+    #[test]
+    fn an_upload_whose_entry_died_gives_way() {
+        let mut u = Uploads::default();
+        let t = Instant::now();
+        u.open(upload("1", "a", "crashed", t), |_| true).unwrap();
+        u.open(upload("2", "a", "other", t), |id| id != "crashed")
+            .unwrap();
+        assert!(u.get("1").is_none());
     }
 }

@@ -2,7 +2,7 @@
 //! flags and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{load_toml, pick, resolve};
+use dupla::config::{config_dir, load_toml, pick, pick_path};
 use dupla::size::parse_size;
 use dupla::{Error, Result};
 use serde::Deserialize;
@@ -92,7 +92,13 @@ impl Config {
             listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
             advertise: args.advertise.or(file.advertise),
             manager: pick(args.manager, file.manager, || DEFAULT_MANAGER.into()),
-            data: resolve(&base, &pick(args.data, file.data, || "data".into())),
+            data: pick_path(
+                args.data,
+                file.data,
+                "data",
+                &base,
+                &config_dir(&base, args.config.as_deref()),
+            ),
             capacity: parse_size(&pick(args.capacity, file.capacity, || {
                 DEFAULT_CAPACITY.into()
             }))?,

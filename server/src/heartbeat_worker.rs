@@ -9,8 +9,14 @@ use dupla::v1::HeartbeatRequest;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Bounds on the period the manager may ask for, so a bad reply can neither
+/// flood it nor make this server look dead.
+const MIN_INTERVAL_MS: u64 = 50;
+const MAX_INTERVAL_MS: u64 = 10_000;
+
 /// Send heartbeats until shutdown. Failures are logged once per outage.
-pub async fn run(node: Arc<StorageNode>, interval: Duration, mut shutdown: Shutdown) {
+/// The manager's reply sets the period; `interval` is used until it answers.
+pub async fn run(node: Arc<StorageNode>, mut interval: Duration, mut shutdown: Shutdown) {
     let mut reachable = true;
     loop {
         let request = node.secret.request(HeartbeatRequest {
@@ -21,11 +27,16 @@ pub async fn run(node: Arc<StorageNode>, interval: Duration, mut shutdown: Shutd
             peak_rss: peak_rss(),
         });
         match node.manager().heartbeat(request).await {
-            Ok(_) if !reachable => {
-                tracing::info!("manager reachable again");
-                reachable = true;
+            Ok(reply) => {
+                if !reachable {
+                    tracing::info!("manager reachable again");
+                    reachable = true;
+                }
+                let asked = reply.into_inner().interval_ms;
+                if asked > 0 {
+                    interval = Duration::from_millis(asked.clamp(MIN_INTERVAL_MS, MAX_INTERVAL_MS));
+                }
             }
-            Ok(_) => {}
             Err(status) if reachable => {
                 tracing::warn!(error = %status.message(), "heartbeat failed; will keep trying");
                 reachable = false;

@@ -21,7 +21,7 @@ pub mod upload;
 
 pub use config::{Args, Config};
 
-use dupla::rpc::MAX_MESSAGE_BYTES;
+use dupla::rpc::{MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use dupla::shutdown::Shutdown;
 use dupla::v1::storage_server::StorageServer;
 use dupla::Result;
@@ -46,7 +46,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let store = chunk_store::ChunkStore::open(&config.data, config.capacity)?;
     let listener = dupla::rpc::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let advertise = match &config.advertise {
+        Some(advertise) => advertise.clone(),
+        None if addr.ip().is_unspecified() => {
+            return Err(dupla::Error::InvalidInput(format!(
+                "listening on {addr} needs `advertise` (or --advertise): the address other nodes and clients reach this server at"
+            )))
+        }
+        None => addr.to_string(),
+    };
     let secret = dupla::rpc::Secret::new(&config.secret)?;
     let node = Arc::new(node::StorageNode::new(
         id.clone(),
@@ -56,8 +64,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         &config.manager,
     )?);
     let service = StorageServer::new(service::StorageService::new(node.clone()))
+        // Requests are chunk-sized; replies (receipts, download headers)
+        // may carry a large file's chunk list.
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
     let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Storage"])?;
     health

@@ -3,7 +3,7 @@
 
 use crate::chunk_store::ChunkStore;
 use crate::metrics::ActiveTransfers;
-use dupla::rpc::{Secret, MAX_MESSAGE_BYTES};
+use dupla::rpc::{Secret, MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::storage_client::StorageClient;
 use dupla::v1::Node as WireNode;
@@ -38,8 +38,8 @@ impl StorageNode {
         manager: &str,
     ) -> Result<Self> {
         let manager = ManagerClient::new(dupla::rpc::connect_lazy(manager)?)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+            .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
         Ok(StorageNode {
             id,
             addr,

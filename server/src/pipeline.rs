@@ -13,11 +13,14 @@
 //!             only)      forwards)
 //! ```
 
+use crate::chunk_store::{ChunkStore, Staged};
 use crate::node::StorageNode;
 use dupla::chunk::{chunk_count, verify_in_file};
 use dupla::v1::{store_request, Chunk, Node as WireNode, StoreBegin, StoreEnd, StoreRequest};
-use dupla::{Error, Hash, Result};
+use dupla::{Error, Result};
 use futures::stream::{FuturesOrdered, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,7 +31,7 @@ use tonic::{Status, Streaming};
 /// this node verifies the next chunk, few enough to bound memory (8 MiB).
 pub const PIPELINE_DEPTH_CHUNKS: usize = 8;
 
-/// Local chunk writes in flight: overlaps fsyncs with receiving.
+/// Local chunk writes in flight: overlaps disk writes with receiving.
 pub const WRITE_DEPTH_CHUNKS: usize = 4;
 
 /// A sender silent this long is presumed gone; the transfer is abandoned.
@@ -72,20 +75,60 @@ pub async fn run(
         Some((next, rest)) => Some(Downstream::open(node, next, &plan, rest)?),
         None => None,
     };
+    let mut staged = StagedChunks {
+        store: node.store.clone(),
+        chunks: Vec::new(),
+    };
+    let mut writes: Writes = FuturesOrdered::new();
+    let received = receive(&plan, source, &mut downstream, &mut writes, &mut staged).await;
+    // Whatever happened, wait for the writes already started, so the guard
+    // removes their temp files if this transfer failed.
+    while let Some(write) = writes.next().await {
+        match write {
+            Ok(chunk) => staged.chunks.push(chunk),
+            Err(e) if received.is_ok() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    received?;
+    let mut holders = Vec::new();
+    if plan.store_locally {
+        node.store
+            .commit(std::mem::take(&mut staged.chunks))
+            .await?;
+        holders.push(node.wire_node());
+    }
+    if let Some(next) = downstream {
+        holders.extend(next.finish().await?);
+    }
+    tracing::debug!(upload = %plan.upload_id, name = %plan.name, "pipeline hop done");
+    Ok(holders)
+}
+
+/// Local writes started but not yet finished, in chunk order.
+type Writes = FuturesOrdered<Pin<Box<dyn Future<Output = Result<Staged>> + Send>>>;
+
+/// Take every chunk from `source`: verify it, start its local write (at
+/// most [`WRITE_DEPTH_CHUNKS`] in flight) and pass it downstream.
+async fn receive(
+    plan: &Plan,
+    source: &mut dyn ChunkSource,
+    downstream: &mut Option<Downstream>,
+    writes: &mut Writes,
+    staged: &mut StagedChunks,
+) -> Result<()> {
     let total = chunk_count(plan.size);
-    let mut writes = FuturesOrdered::new();
-    let mut stored: Vec<Hash> = Vec::new();
     let mut index = 0u64;
     while let Some(chunk) = source.next_chunk().await? {
         let hash = verify_in_file(&chunk, index, plan.size)?;
         if plan.store_locally {
-            writes.push_back(node.store.put(hash, chunk.data.clone()));
-            stored.push(hash);
+            writes.push_back(Box::pin(staged.store.stage(hash, chunk.data.clone())));
             if writes.len() >= WRITE_DEPTH_CHUNKS {
-                writes
+                let write = writes
                     .next()
                     .await
-                    .expect("invariant: the queue is not empty")?;
+                    .expect("invariant: the queue is not empty");
+                staged.chunks.push(write?);
             }
         }
         if let Some(next) = downstream.as_mut() {
@@ -98,19 +141,20 @@ pub async fn run(
             "the stream ended after {index} of {total} chunks"
         )));
     }
-    while let Some(write) = writes.next().await {
-        write?;
+    Ok(())
+}
+
+/// Chunks staged by this hop; dropped unfinished (an error, a cancelled
+/// call) their temp files are removed.
+struct StagedChunks {
+    store: ChunkStore,
+    chunks: Vec<Staged>,
+}
+
+impl Drop for StagedChunks {
+    fn drop(&mut self) {
+        self.store.discard(std::mem::take(&mut self.chunks));
     }
-    let mut holders = Vec::new();
-    if plan.store_locally {
-        node.store.sync_dirs(stored).await?;
-        holders.push(node.wire_node());
-    }
-    if let Some(next) = downstream {
-        holders.extend(next.finish().await?);
-    }
-    tracing::debug!(upload = %plan.upload_id, name = %plan.name, chunks = total, "pipeline hop done");
-    Ok(holders)
 }
 
 /// The Store call to the next node, fed through a bounded queue.

@@ -123,7 +123,7 @@ impl TestCluster {
                 .await
                 .expect("manager reachable"),
         )
-        .max_decoding_message_size(64 << 20)
+        .max_decoding_message_size(dupla::rpc::MAX_CATALOG_MESSAGE_BYTES)
     }
 
     /// The manager's cluster status.

@@ -17,7 +17,7 @@ use tonic::Status;
 /// A Storage client for `addr`.
 pub async fn storage(addr: &str) -> StorageClient<Channel> {
     StorageClient::new(dupla::rpc::connect(addr).await.expect("server reachable"))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(dupla::rpc::MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 

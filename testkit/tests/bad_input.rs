@@ -142,10 +142,19 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
                 .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await
         });
-        // The first upload is placed once its first chunk reaches a holder.
-        let first_chunk = dupla::Hash::of(&data[..CHUNK_SIZE]);
+        // The first upload is placed once its first chunk is staged on a
+        // holder (a temp file named after the chunk's hash).
+        let first_chunk = dupla::Hash::of(&data[..CHUNK_SIZE]).to_hex();
+        let staged = |i: usize| {
+            std::fs::read_dir(cluster.servers[i].data.join("tmp"))
+                .map(|dir| {
+                    dir.flatten()
+                        .any(|f| f.file_name().to_string_lossy().starts_with(&first_chunk))
+                })
+                .unwrap_or(false)
+        };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !(0..2).any(|i| cluster.chunk_path(i, &first_chunk).exists()) {
+        while !(0..2).any(staged) {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "first upload never started"
