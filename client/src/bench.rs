@@ -10,6 +10,7 @@
 //! are `bench/<run-id>/file-<i>`; uploads are spread over the `up` servers
 //! by rotating the entry list per file.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use crate::cli::BenchArgs;
 use crate::download::{download, Discard};
 use crate::output::{mb_per_s, Output};
@@ -153,6 +154,10 @@ pub struct BenchReport {
     pub concurrency: u32,
     /// The upload phase.
     pub upload: PhaseReport,
+    /// Uploads whose entry server was one of the file's two holders (two
+    /// hops: entry/holder → other holder); the others took three (entry →
+    /// primary → replica). Placement decides, by the file's name.
+    pub uploads_entering_at_a_holder: u32,
     /// The download phase, unless skipped.
     pub download: Option<PhaseReport>,
     /// Every server's peak memory after the upload phase.
@@ -174,13 +179,14 @@ impl Client {
             .bench_phases(args, &names, &entries, seed, progress)
             .await;
         let removed = self.remove_all(&names, args.concurrency).await;
-        let (upload, download, servers) = result?;
+        let (upload, uploads_entering_at_a_holder, download, servers) = result?;
         Ok(BenchReport {
             run_id,
             size: args.size,
             count: args.count,
             concurrency: args.concurrency,
             upload,
+            uploads_entering_at_a_holder,
             download,
             servers,
             removed,
@@ -195,14 +201,19 @@ impl Client {
         entries: &[String],
         seed: u64,
         progress: bool,
-    ) -> Result<(PhaseReport, Option<PhaseReport>, Vec<ServerMemory>)> {
+    ) -> Result<(PhaseReport, u32, Option<PhaseReport>, Vec<ServerMemory>)> {
         let total = args.size * u64::from(args.count);
         let bar = Progress::new(progress, total, "upload");
+        let at_holder = AtomicU32::new(0);
         let up = phase(names, args.concurrency, |i, name| {
             let source = PrngSource::new(seed ^ (i as u64).wrapping_mul(0xA076_1D64_78BD_642F));
-            let (bar, entries) = (&bar, rotated(entries, i));
+            let (bar, entries, at_holder) = (&bar, rotated(entries, i), &at_holder);
             async move {
                 let done = upload(self, &entries, name, args.size, source, bar).await?;
+                let holders = done.receipt.entry.as_ref().map(|e| e.holders.as_slice());
+                if holders.unwrap_or_default().iter().any(|h| h.addr == done.entry) {
+                    at_holder.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(done.seconds)
             }
         })
@@ -211,8 +222,9 @@ impl Client {
         let (latencies, wall) = up?;
         let upload_report = PhaseReport::new(args.size, latencies, wall);
         let servers = self.server_memory(Instant::now()).await?;
+        let at_holder = at_holder.into_inner();
         if !args.download {
-            return Ok((upload_report, None, servers));
+            return Ok((upload_report, at_holder, None, servers));
         }
         let bar = Progress::new(progress, total, "download");
         let down = phase(names, args.concurrency, |i, name| {
@@ -226,7 +238,7 @@ impl Client {
         bar.finish();
         let (latencies, wall) = down?;
         let download_report = PhaseReport::new(args.size, latencies, wall);
-        Ok((upload_report, Some(download_report), servers))
+        Ok((upload_report, at_holder, Some(download_report), servers))
     }
 
     /// Every server's peak memory as of `since`: waits (a little) until each
@@ -342,6 +354,12 @@ fn render(r: &BenchReport) -> String {
             r.concurrency
         ),
         phase("upload:", &r.upload),
+        format!(
+            "          {} of {} uploads entered at a holder (2 hops), {} went through a non-holder entry (3 hops)",
+            r.uploads_entering_at_a_holder,
+            r.count,
+            r.count - r.uploads_entering_at_a_holder
+        ),
     ];
     match &r.download {
         Some(d) => lines.push(phase("download:", d)),
