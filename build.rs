@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dupla/v1/clock.proto",
         "proto/dupla/v1/storage.proto",
         "proto/dupla/v1/manager.proto",
+        "proto/dupla/v1/accounts.proto",
+        "proto/dupla/v1/rooms.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;

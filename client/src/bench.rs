@@ -10,7 +10,6 @@
 //! are `bench/<run-id>/file-<i>`; uploads are spread over the `up` servers
 //! by rotating the entry list per file.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use crate::cli::BenchArgs;
 use crate::download::{download, Discard};
 use crate::output::{mb_per_s, Output};
@@ -23,6 +22,7 @@ use dupla::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Prefix of every benchmark file's catalog name.
@@ -211,7 +211,11 @@ impl Client {
             async move {
                 let done = upload(self, &entries, name, args.size, source, bar).await?;
                 let holders = done.receipt.entry.as_ref().map(|e| e.holders.as_slice());
-                if holders.unwrap_or_default().iter().any(|h| h.addr == done.entry) {
+                if holders
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|h| h.addr == done.entry)
+                {
                     at_holder.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(done.seconds)

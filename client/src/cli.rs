@@ -1,5 +1,6 @@
 //! The command line: global flags (where the cluster is, the client root,
-//! JSON output) and one subcommand per user action. Parsing only; the
+//! JSON output) and one subcommand per user action (files, cluster, account,
+//! chat). Parsing only; the
 //! commands themselves live in their own modules and run from [`crate::run`].
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -90,6 +91,9 @@ pub enum Command {
     },
     /// Show every storage server and the catalog totals
     Status,
+    /// Have every live server re-hash all its chunks now, and wait; corrupt
+    /// chunks are quarantined and re-replicated from their other copy
+    Scrub,
     /// Say hello: each NAME comes back as "Hola NAME"
     Hello {
         /// Names to greet
@@ -104,6 +108,63 @@ pub enum Command {
     },
     /// Measure upload and download throughput with generated files
     Bench(BenchArgs),
+    /// Create an account (asks for what the flags do not give)
+    Register(RegisterArgs),
+    /// Log in: keep a token in ROOT/.dupla/session.json so later commands need no password
+    Login {
+        /// Your login
+        user: String,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log out: revoke the token and forget it
+    Logout,
+    /// Delete your account (asks for the password again)
+    Unregister {
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Show who is logged in here, until when, and the assigned server
+    Whoami,
+    /// User administration (admins): list accounts, show one, or delete one
+    Users(UsersArgs),
+    /// Chat: rooms and private messages (commands start with #; #help lists them)
+    Chat,
+}
+
+/// Options of `dupla register`. Missing fields are asked for on a terminal.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegisterArgs {
+    /// Login: 3 to 32 of a-z, 0-9, _ . -
+    #[arg(long)]
+    pub login: Option<String>,
+    /// First names
+    #[arg(long, value_name = "NAMES")]
+    pub first_names: Option<String>,
+    /// Last names
+    #[arg(long, value_name = "NAMES")]
+    pub last_names: Option<String>,
+    /// Age in years (1 to 150)
+    #[arg(long, value_parser = crate::account::parse_age)]
+    pub age: Option<u32>,
+    /// Gender (free text)
+    #[arg(long)]
+    pub gender: Option<String>,
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// Options of `dupla users`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UsersArgs {
+    /// One account to show (or delete with --delete); none lists them all
+    pub login: Option<String>,
+    /// Delete the named account
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// Options of `dupla bench`.
@@ -173,6 +234,42 @@ mod tests {
             other => panic!("expected bench, got {other:?}"),
         }
         assert!(Cli::try_parse_from(["dupla", "bench", "--size", "lots"]).is_err());
+
+        let cli = Cli::try_parse_from([
+            "dupla",
+            "register",
+            "--login",
+            "ada",
+            "--first-names",
+            "Ada",
+            "--age",
+            "36",
+            "--password-stdin",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Register(r)) => {
+                assert_eq!(r.login.as_deref(), Some("ada"));
+                assert_eq!(r.age, Some(36));
+                assert!(r.password_stdin && r.gender.is_none());
+            }
+            other => panic!("expected register, got {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["dupla", "register", "--age", "200"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["dupla", "login", "ada", "--password-stdin"])
+                .unwrap()
+                .command,
+            Some(Command::Login {
+                password_stdin: true,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["dupla", "login"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["dupla", "chat"]).unwrap().command,
+            Some(Command::Chat)
+        ));
         assert!(Cli::try_parse_from(["dupla", "backup"]).is_err());
         assert!(Cli::try_parse_from(["dupla"]).unwrap().command.is_none());
     }

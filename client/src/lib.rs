@@ -1,7 +1,10 @@
 //! Dupla's client: back files up from a root directory to the cluster,
 //! restore them, list and remove them, inspect the cluster, say hello, sync
-//! clocks, and benchmark — from the command line, an interactive menu, or
-//! this library.
+//! clocks, benchmark, manage an account and chat — from the command line,
+//! an interactive menu, or this library.
+//!
+//! An account goes [`account`] (register, login, logout...) with the token
+//! kept by [`session_store`]; [`chat`] is `dupla chat`.
 //!
 //! Following one backup through the modules: [`cli`] parses the command,
 //! [`config`] merges flags, environment and node.toml, [`backup`] checks the
@@ -9,8 +12,10 @@
 //! and [`upload`] streams the chunks. A restore goes [`restore`] →
 //! [`download`]. [`output`] and [`progress`] are all the user sees.
 
+pub mod account;
 pub mod backup;
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod download;
@@ -21,7 +26,9 @@ pub mod output;
 pub mod progress;
 pub mod remove;
 pub mod restore;
+pub mod scrub;
 pub mod session;
+pub mod session_store;
 pub mod status;
 pub mod time;
 pub mod upload;
@@ -40,22 +47,40 @@ use std::io::IsTerminal;
 /// A configured client, ready to run commands.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// The cluster connection.
+    /// The cluster connection (with the saved token, when logged in).
     pub client: Client,
     /// The merged settings.
     pub config: Config,
     /// Text or JSON.
     pub out: Output,
+    /// The session `dupla login` saved under the root, if any.
+    pub session: Option<session_store::SavedSession>,
 }
 
 impl App {
-    /// A client for `config`.
+    /// A client for `config`, carrying the token saved under its root when
+    /// that token came from the same manager (a token is never sent to
+    /// another manager).
     pub fn new(config: Config) -> App {
+        let session = session_store::load(&config.root).unwrap_or_else(|err| {
+            eprintln!("warning: {err}");
+            None
+        });
+        let mut client = Client::new(config.manager.clone(), config.server.clone());
+        if let Some(saved) = session.as_ref().filter(|s| s.manager == config.manager) {
+            client = client.with_token(saved.token.clone());
+        }
         App {
-            client: Client::new(config.manager.clone(), config.server.clone()),
+            client,
             out: Output { json: config.json },
             config,
+            session,
         }
+    }
+
+    /// The same app after the session file changed (login, logout).
+    pub fn reloaded(&self) -> App {
+        App::new(self.config.clone())
     }
 
     /// Run one command and print its result.
@@ -69,10 +94,29 @@ impl App {
             Command::Ls { pattern } => list::command(client, &pattern, out).await,
             Command::Rm { name } => remove::command(client, &name, out).await,
             Command::Status => status::command(client, out).await,
+            Command::Scrub => scrub::command(client, out).await,
             Command::Hello { names } => hello::command(client, &names, out).await,
             Command::Time { samples } => time::command(client, samples, out).await,
             Command::Bench(args) => bench::command(client, &args, out).await,
+            // Register and login need no token: a stale one must not get in the way.
+            Command::Register(args) => account::register(&self.anonymous(), &args, out).await,
+            Command::Login {
+                user,
+                password_stdin,
+            } => account::login(&self.anonymous(), root, &user, password_stdin, out).await,
+            Command::Logout => account::logout(client, root, self.session.as_ref(), out).await,
+            Command::Unregister { password_stdin } => {
+                account::unregister(client, root, self.session.as_ref(), password_stdin, out).await
+            }
+            Command::Whoami => account::whoami(client, out).await,
+            Command::Users(args) => account::users(client, &args, out).await,
+            Command::Chat => chat::command(client).await,
         }
+    }
+
+    /// The client without a token.
+    fn anonymous(&self) -> Client {
+        Client::new(self.config.manager.clone(), self.config.server.clone())
     }
 }
 

@@ -3,7 +3,7 @@
 //! Each choice asks for what it needs and runs the same code as the
 //! matching subcommand; a failure is printed and the menu comes back.
 
-use crate::cli::{BenchArgs, Command, DEFAULT_BENCH_SIZE, DEFAULT_TIME_SAMPLES};
+use crate::cli::{BenchArgs, Command, RegisterArgs, DEFAULT_BENCH_SIZE, DEFAULT_TIME_SAMPLES};
 use crate::output::print_error;
 use crate::App;
 use std::io::Write;
@@ -20,6 +20,12 @@ const MENU: &str = concat!(
     "  6) hello\n",
     "  7) time (compare clocks with the manager)\n",
     "  8) benchmark (upload and download generated files)\n",
+    "  9) register an account\n",
+    " 10) log in\n",
+    " 11) log out\n",
+    " 12) delete my account\n",
+    " 13) who am I\n",
+    " 14) chat (#exit comes back here)\n",
     "  0) quit",
 );
 
@@ -41,6 +47,7 @@ impl Input {
 
 /// Run the menu until the user quits or input ends.
 pub async fn run(app: &App) -> anyhow::Result<()> {
+    let mut app = app.clone();
     let mut input = Input(BufReader::new(tokio::io::stdin()).lines());
     println!(
         "dupla: manager {}, client root {}",
@@ -53,13 +60,27 @@ pub async fn run(app: &App) -> anyhow::Result<()> {
             println!();
             return Ok(());
         };
-        let command = match choose(&choice, &mut input, app).await? {
+        let command = match choose(&choice, &mut input, &app).await? {
             Choice::Quit => return Ok(()),
             Choice::Nothing => continue,
+            // The chat reads the same input as the menu, so no line is lost.
+            Choice::Chat => {
+                if let Err(err) = crate::chat::run(&app.client, &mut input.0, true).await {
+                    print_error(&err);
+                }
+                continue;
+            }
             Choice::Run(command) => command,
         };
+        let session_changes = matches!(
+            command,
+            Command::Login { .. } | Command::Logout | Command::Unregister { .. }
+        );
         if let Err(err) = app.execute(command).await {
             print_error(&err);
+        }
+        if session_changes {
+            app = app.reloaded();
         }
     }
 }
@@ -67,6 +88,7 @@ pub async fn run(app: &App) -> anyhow::Result<()> {
 /// What a menu answer amounts to.
 enum Choice {
     Run(Command),
+    Chat,
     Nothing,
     Quit,
 }
@@ -150,13 +172,64 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
                 download: true,
             })
         }
+        "9" => match register_answers(input).await? {
+            Some(args) => Command::Register(args),
+            None => return Ok(Choice::Nothing),
+        },
+        // Log in: the password is asked without echo by the command.
+        "10" => match answer(input, "login: ").await? {
+            Some(user) => Command::Login {
+                user,
+                password_stdin: false,
+            },
+            None => return Ok(Choice::Nothing),
+        },
+        "11" => Command::Logout,
+        "12" => Command::Unregister {
+            password_stdin: false,
+        },
+        "13" => Command::Whoami,
+        "14" => return Ok(Choice::Chat),
         "" => return Ok(Choice::Nothing),
         other => {
-            println!("{other:?} is not on the menu; type a number from 0 to 8");
+            println!("{other:?} is not on the menu; type a number from 0 to 14");
             return Ok(Choice::Nothing);
         }
     };
     Ok(Choice::Run(command))
+}
+
+/// The fields of a registration; the password is asked (without echo)
+/// by the command itself. `None` if the user gave up.
+async fn register_answers(input: &mut Input) -> anyhow::Result<Option<RegisterArgs>> {
+    let mut fields = Vec::new();
+    for question in [
+        "login (3-32 of a-z 0-9 _ . -): ",
+        "first names: ",
+        "last names: ",
+        "age: ",
+        "gender: ",
+    ] {
+        match answer(input, question).await? {
+            Some(value) => fields.push(value),
+            None => return Ok(None),
+        }
+    }
+    let age = match crate::account::parse_age(&fields[3]) {
+        Ok(age) => age,
+        Err(e) => {
+            println!("{e}");
+            return Ok(None);
+        }
+    };
+    Ok(Some(RegisterArgs {
+        login: Some(fields[0].clone()),
+        first_names: Some(fields[1].clone()),
+        last_names: Some(fields[2].clone()),
+        age: Some(age),
+        gender: Some(fields[4].clone()),
+        password_stdin: false,
+    }))
 }
 
 /// Ask, and treat an empty answer or end of input as "no answer".

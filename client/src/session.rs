@@ -2,15 +2,15 @@
 //! entry server, and the connections made from them.
 //!
 //! Every request the client sends is built by `Client::request`, the one
-//! place where the bearer token of a logged-in user will be attached once
-//! accounts exist. The entry server for a transfer is the `--server` the user
+//! place where the bearer token of a logged-in user is attached. The entry server for a transfer is the `--server` the user
 //! named or, failing that, the manager's `up` servers ordered by fewest
 //! active transfers; an unreachable one is skipped with a note on stderr.
 
 use dupla::rpc::MAX_MESSAGE_BYTES;
 use dupla::v1::{
-    clock_client::ClockClient, greeter_client::GreeterClient, manager_client::ManagerClient,
-    storage_client::StorageClient, ServerStatus,
+    accounts_client::AccountsClient, clock_client::ClockClient, greeter_client::GreeterClient,
+    manager_client::ManagerClient, rooms_client::RoomsClient, storage_client::StorageClient,
+    ServerStatus,
 };
 use dupla::{Error, Result};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-/// Metadata key that will carry the user's token, as in `Authorization: Bearer`.
+/// Metadata key that carries the user's token, as in `Authorization: Bearer`.
 pub const AUTHORIZATION_METADATA: &str = "authorization";
 
 /// Largest reply the client accepts: a catalog entry carries every chunk's
@@ -33,7 +33,7 @@ pub struct Client {
     manager: String,
     /// Entry server the user forced, if any.
     server: Option<String>,
-    /// Bearer token of the logged-in user (accounts arrive later).
+    /// Bearer token of the logged-in user, from `dupla login`.
     token: Option<Arc<str>>,
     /// The manager channel, opened on first use and then reused.
     manager_channel: Arc<OnceCell<Channel>>,
@@ -120,6 +120,21 @@ impl Client {
         Ok(ManagerClient::new(self.manager_channel().await?)
             .max_decoding_message_size(MANAGER_REPLY_MAX_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The manager's Accounts service.
+    pub(crate) async fn manager_accounts(&self) -> Result<AccountsClient<Channel>> {
+        Ok(AccountsClient::new(self.manager_channel().await?))
+    }
+
+    /// The manager's Rooms service (the chat).
+    pub(crate) async fn manager_rooms(&self) -> Result<RoomsClient<Channel>> {
+        Ok(RoomsClient::new(self.manager_channel().await?))
+    }
+
+    /// Whether requests carry a bearer token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// The manager's Clock service.

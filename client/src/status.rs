@@ -19,6 +19,12 @@ pub struct StatusJson {
     pub bytes: u64,
     /// Files with fewer than two holders up.
     pub under_replicated: u64,
+    /// Their bytes (one copy).
+    pub under_replicated_bytes: u64,
+    /// Files the manager's repair worker re-replicated since it started.
+    pub repaired_files: u64,
+    /// Bytes those repairs copied.
+    pub repaired_bytes: u64,
 }
 
 /// One server in `status --json`.
@@ -71,6 +77,9 @@ impl From<&ClusterStatusReply> for StatusJson {
             files: r.files,
             bytes: r.bytes,
             under_replicated: r.under_replicated,
+            under_replicated_bytes: r.under_replicated_bytes,
+            repaired_files: r.repaired_files,
+            repaired_bytes: r.repaired_bytes,
         }
     }
 }
@@ -116,11 +125,14 @@ fn render(status: &ClusterStatusReply) -> String {
         .collect();
     let up = status.servers.iter().filter(|s| s.state == "up").count();
     let totals = format!(
-        "{up} of {} servers up; {} files, {} (one copy); {} under-replicated",
+        "{up} of {} servers up; {} files, {} (one copy); {} under-replicated ({}); repaired since manager start: {} files, {}",
         status.servers.len(),
         status.files,
         format_size(status.bytes),
-        status.under_replicated
+        status.under_replicated,
+        format_size(status.under_replicated_bytes),
+        status.repaired_files,
+        format_size(status.repaired_bytes)
     );
     if rows.is_empty() {
         return format!("no storage server has registered yet\n{totals}");
@@ -160,6 +172,7 @@ mod tests {
             files: 2,
             bytes: 5,
             under_replicated: 1,
+            ..Default::default()
         };
         let json = serde_json::to_value(StatusJson::from(&reply)).unwrap();
         let server = &json["servers"][0];

@@ -159,6 +159,20 @@ impl storage_server::Storage for Fake {
     ) -> Result<Response<Self::FetchChunksStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn replicate(
+        &self,
+        _: Request<dupla::v1::ReplicateRequest>,
+    ) -> Result<Response<dupla::v1::ReplicateReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn scrub(
+        &self,
+        _: Request<dupla::v1::ScrubRequest>,
+    ) -> Result<Response<dupla::v1::ScrubReport>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]
@@ -176,6 +190,12 @@ impl manager_server::Manager for Fake {
         Err(Status::unimplemented("fake"))
     }
     async fn abort(&self, _: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn report_corrupt(
+        &self,
+        _: Request<dupla::v1::ReportCorruptRequest>,
+    ) -> Result<Response<dupla::v1::ReportCorruptReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
 
@@ -233,6 +253,7 @@ impl manager_server::Manager for Fake {
             files: state.files.len() as u64,
             bytes: state.files.values().map(|(e, _)| e.size).sum(),
             under_replicated: 0,
+            ..Default::default()
         }))
     }
 }

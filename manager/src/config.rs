@@ -16,6 +16,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SUSPECT_AFTER: Duration = Duration::from_secs(3);
 /// A server silent this long is `down`.
 pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
+/// Login tokens live a day: long enough that a user logs in once per
+/// working day, short enough that a leaked token stops working.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Sessions one storage server takes before login prefers another one.
+pub const DEFAULT_MAX_SESSIONS: usize = 10;
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
@@ -43,6 +48,15 @@ pub struct Args {
     /// Seconds of heartbeat silence before a server is down.
     #[arg(long, env = "DUPLA_DOWN_AFTER_SECS")]
     pub down_after_secs: Option<f64>,
+    /// Seconds a login token stays valid [default: 86400, a day].
+    #[arg(long, env = "DUPLA_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<f64>,
+    /// Sessions per storage server before login prefers another [default: 10].
+    #[arg(long, env = "DUPLA_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Login that is an admin in addition to the first account registered.
+    #[arg(long, env = "DUPLA_ADMIN")]
+    pub admin: Option<String>,
 }
 
 /// The keys of the manager's `node.toml`.
@@ -59,6 +73,12 @@ pub struct FileConfig {
     pub suspect_after_secs: Option<f64>,
     /// Seconds of silence before down.
     pub down_after_secs: Option<f64>,
+    /// Seconds a login token stays valid.
+    pub token_ttl_secs: Option<f64>,
+    /// Sessions per storage server before login prefers another one.
+    pub max_sessions: Option<usize>,
+    /// Login that is an admin besides the first account registered.
+    pub admin: Option<String>,
 }
 
 /// Resolved manager settings.
@@ -76,6 +96,51 @@ pub struct Config {
     pub suspect_after: Duration,
     /// Silence after which a server is down.
     pub down_after: Duration,
+    /// How long a login token stays valid. Zero makes every token expire at
+    /// once (tests use it to exercise expiry without waiting).
+    pub token_ttl: Duration,
+    /// Sessions a storage server takes before login sends users elsewhere
+    /// (when every server is full, the least loaded one takes more).
+    pub max_sessions: usize,
+    /// A login with the admin role besides the first account registered,
+    /// so an operator can recover administration from node.toml.
+    pub admin: Option<String>,
+    /// Limits of the chat rooms: queue sizes, flood control, clients.
+    pub chat: ChatLimits,
+}
+
+/// Limits of the chat rooms. Not in node.toml: the defaults suit any
+/// deployment; tests shrink them to provoke lag and throttling quickly.
+#[derive(Clone, Debug)]
+pub struct ChatLimits {
+    /// Events a room buffers for its slowest member; one that falls further
+    /// behind is told and disconnected, so a slow client never slows the room.
+    pub room_capacity: usize,
+    /// Events queued for one client on their way to its connection (answers,
+    /// private messages); a full queue means the client stopped reading.
+    pub client_queue: usize,
+    /// How long the server waits for a client to take an event before
+    /// calling it dead or stuck and disconnecting it.
+    pub slow_client_timeout: Duration,
+    /// Lines per second one client may send, sustained (flood control).
+    pub lines_per_sec: f64,
+    /// Lines one client may send in a burst above the sustained rate.
+    pub burst: f64,
+    /// Chat connections the manager serves at once.
+    pub max_clients: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        ChatLimits {
+            room_capacity: 1024,
+            client_queue: 256,
+            slow_client_timeout: Duration::from_secs(10),
+            lines_per_sec: 20.0,
+            burst: 40.0,
+            max_clients: 4096,
+        }
+    }
 }
 
 impl Config {
@@ -105,6 +170,17 @@ impl Config {
                 .or(file.down_after_secs)
                 .map(secs)
                 .unwrap_or(DEFAULT_DOWN_AFTER),
+            token_ttl: args
+                .token_ttl_secs
+                .or(file.token_ttl_secs)
+                .map(secs)
+                .unwrap_or(DEFAULT_TOKEN_TTL),
+            max_sessions: args
+                .max_sessions
+                .or(file.max_sessions)
+                .unwrap_or(DEFAULT_MAX_SESSIONS),
+            admin: args.admin.or(file.admin),
+            chat: ChatLimits::default(),
         };
         config.validate()?;
         Ok(config)
@@ -119,6 +195,10 @@ impl Config {
             heartbeat_interval: Duration::from_millis(200),
             suspect_after: Duration::from_millis(1500),
             down_after: Duration::from_secs(5),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            admin: None,
+            chat: ChatLimits::default(),
         }
     }
 
@@ -128,6 +208,16 @@ impl Config {
         if self.suspect_after > self.down_after {
             return Err(Error::InvalidInput(
                 "suspect_after_secs must not exceed down_after_secs".into(),
+            ));
+        }
+        if self.token_ttl.is_zero() {
+            return Err(Error::InvalidInput(
+                "token_ttl_secs must be positive: a zero lifetime makes every login useless".into(),
+            ));
+        }
+        if self.max_sessions == 0 {
+            return Err(Error::InvalidInput(
+                "max_sessions must be at least 1".into(),
             ));
         }
         Ok(())

@@ -1,27 +1,42 @@
 //! The Dupla manager: keeps the catalog, knows the storage servers from their
 //! heartbeats, and decides where each new file goes. It never touches file
-//! bytes: data flows between clients and storage servers only.
+//! bytes: data flows between clients and storage servers only. It also
+//! keeps the accounts (and their login tokens) and hosts the chat rooms.
 //!
 //! `run` is what the binary calls; `start` is the same for tests, returning
 //! the bound address.
 
+pub mod accounts;
+pub mod accounts_service;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod membership;
+pub mod repair;
+pub mod repair_worker;
+pub mod room_hub;
+pub mod room_service;
+pub mod rooms;
 pub mod service;
+pub mod sessions;
 pub mod state;
+pub mod throttle;
+pub mod tokens;
 pub mod uploads;
 
 pub use config::{Args, Config};
 
-use dupla::kv::SledKv;
+use dupla::kv::{Kv, SledKv};
 use dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;
 use dupla::shutdown::Shutdown;
+use dupla::v1::accounts_server::AccountsServer;
 use dupla::v1::manager_server::ManagerServer;
+use dupla::v1::rooms_server::RoomsServer;
 use dupla::Result;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 
 /// A started manager.
 pub struct Running {
@@ -34,22 +49,61 @@ pub struct Running {
 /// Open the database, bind, and serve in the background.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     std::fs::create_dir_all(&config.data)?;
-    let kv = Arc::new(SledKv::open(&config.data.join("db"))?);
-    let state = Arc::new(state::State::open(config.clone(), kv)?);
+    let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&config.data.join("db"))?);
+    let state = Arc::new(state::State::open(config.clone(), kv.clone())?);
+    // Accounts and tokens share the catalog's database; rooms live in memory.
+    let accounts = Arc::new(accounts::Accounts::new(kv.clone()));
+    let tokens = Arc::new(Mutex::new(tokens::Tokens::load(
+        kv,
+        dupla::clock::unix_ms(),
+    )?));
+    let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
+    let authenticator = auth::Authenticator::new(tokens.clone());
+    let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
+        state.clone(),
+        accounts.clone(),
+        tokens,
+        hub.clone(),
+    ));
+    let rooms_service = InterceptedService::new(
+        RoomsServer::new(room_service::RoomsService::new(
+            hub,
+            accounts,
+            authenticator.clone(),
+            config.chat.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(room_service::MAX_CHAT_MESSAGE_BYTES),
+        authenticator,
+    );
     let listener = dupla::rpc::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
+    let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
     let service = ManagerServer::new(service::ManagerService::new(state))
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
-    let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Manager"])?;
+    let (router, health) = dupla::rpc::common_router(
+        &mut server,
+        &["dupla.v1.Manager", "dupla.v1.Accounts", "dupla.v1.Rooms"],
+    )?;
     health
         .set_serving::<ManagerServer<service::ManagerService>>()
         .await;
-    let router = router.add_service(service);
+    health
+        .set_serving::<AccountsServer<accounts_service::AccountsService>>()
+        .await;
+    health
+        .set_serving::<RoomsServer<room_service::RoomsService>>()
+        .await;
+    let router = router
+        .add_service(service)
+        .add_service(accounts_service)
+        .add_service(rooms_service);
     tracing::info!(%addr, data = %config.data.display(), "manager listening");
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
+        let _ = repairs.await;
         tracing::info!(%addr, "manager stopped");
         result
     });

@@ -102,12 +102,14 @@ impl ManagerService {
             (candidates, nodes, up)
         };
         let order = placement::choose(&req.name, req.size, &candidates, DEFAULT_LOAD_EPSILON);
-        if order.len() < 2 {
+        if order.is_empty() {
             return Err(Error::Unavailable(format!(
-                "{} live storage server(s) with room for {} bytes; two copies need two: start another server or free space",
-                order.len(),
+                "no live storage server has room for {} bytes: start a server or free space",
                 req.size
             )));
+        }
+        if order.len() == 1 {
+            tracing::warn!(name = %req.name, "one live server: degraded write, one copy until repaired");
         }
         let upload_id = random_id();
         self.state
@@ -143,11 +145,11 @@ impl ManagerService {
             unix_ms: clock::unix_ms(),
         })?;
         tracing::info!(upload = %upload_id, name = %req.name, size = req.size,
-            primary = %ordered[0].addr, replica = %ordered[1].addr, "placed");
+            primary = %ordered[0].addr, replica = ?ordered.get(1).map(|n| &n.addr), "placed");
         Ok(pb::PlaceReply {
             upload_id,
             primary: Some(ordered[0].clone()),
-            replica: Some(ordered[1].clone()),
+            replica: ordered.get(1).cloned(),
             candidates: ordered,
         })
     }
@@ -175,8 +177,16 @@ impl ManagerService {
                 req.upload_id, open.name, entry.name
             )));
         }
-        let record = self.record_from_entry(entry)?;
-        self.state.catalog.put(&record)?;
+        let record = {
+            let _writes = self
+                .state
+                .catalog_writes
+                .lock()
+                .expect("catalog lock poisoned");
+            let record = self.record_from_entry(entry)?;
+            self.state.catalog.put(&record)?;
+            record
+        };
         self.state
             .uploads
             .lock()
@@ -207,9 +217,9 @@ impl ManagerService {
         let mut holder_ids: Vec<&str> = entry.holders.iter().map(|n| n.id.as_str()).collect();
         holder_ids.sort_unstable();
         holder_ids.dedup();
-        if holder_ids.len() != entry.holders.len() || holder_ids.len() < 2 {
+        if holder_ids.len() != entry.holders.len() || holder_ids.is_empty() {
             return Err(Error::InvalidInput(format!(
-                "a commit needs two distinct holders, got {holder_ids:?}"
+                "a commit needs distinct holders, got {holder_ids:?}"
             )));
         }
         {
@@ -235,8 +245,34 @@ impl ManagerService {
         })
     }
 
+    /// Forget `server` as a holder of every file using one of `corrupt`,
+    /// unless it is the file's last holder (then the copy stays listed: a
+    /// partly damaged copy beats none, and a download still tries it).
+    fn drop_corrupt_holder(
+        &self,
+        server: &str,
+        corrupt: &std::collections::HashSet<Hash>,
+    ) -> Result<u64> {
+        let _writes = self
+            .state
+            .catalog_writes
+            .lock()
+            .expect("catalog lock poisoned");
+        let mut affected = 0;
+        for mut record in self.state.catalog.all()? {
+            let uses = record.chunks.iter().any(|c| corrupt.contains(c));
+            if uses && record.holders.len() > 1 && record.holders.iter().any(|h| h == server) {
+                record.holders.retain(|h| h != server);
+                self.state.catalog.put(&record)?;
+                affected += 1;
+            }
+        }
+        Ok(affected)
+    }
+
     fn status(&self) -> Result<pb::ClusterStatusReply> {
         let records = self.state.catalog.all()?;
+        let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let now = Instant::now();
         let membership = self
             .state
@@ -248,10 +284,10 @@ impl ManagerService {
                 .get(id)
                 .is_some_and(|m| membership.liveness(m, now) == Liveness::Up)
         };
-        let under_replicated = records
+        let under: Vec<&FileRecord> = records
             .iter()
             .filter(|r| r.holders.iter().filter(|h| up(h)).count() < 2)
-            .count() as u64;
+            .collect();
         let servers = membership
             .members()
             .map(|m| pb::ServerStatus {
@@ -277,7 +313,10 @@ impl ManagerService {
             servers,
             files: records.len() as u64,
             bytes: records.iter().map(|r| r.size).sum(),
-            under_replicated,
+            under_replicated: under.len() as u64,
+            under_replicated_bytes: under.iter().map(|r| r.size).sum(),
+            repaired_files: repairs.files,
+            repaired_bytes: repairs.bytes,
         })
     }
 }
@@ -333,6 +372,23 @@ impl Manager for ManagerService {
         Ok(Response::new(self.commit(request.into_inner())?))
     }
 
+    async fn report_corrupt(
+        &self,
+        request: Request<pb::ReportCorruptRequest>,
+    ) -> Reply<pb::ReportCorruptReply> {
+        self.state.secret.check(&request)?;
+        let req = request.into_inner();
+        let corrupt = req
+            .chunks
+            .iter()
+            .map(|c| Hash::from_slice(c, "chunk hash"))
+            .collect::<Result<std::collections::HashSet<_>>>()?;
+        let files_affected = self.drop_corrupt_holder(&req.server_id, &corrupt)?;
+        tracing::warn!(server = %req.server_id, chunks = corrupt.len(), files_affected,
+            "corrupt chunks reported; affected files will be re-replicated");
+        Ok(Response::new(pb::ReportCorruptReply { files_affected }))
+    }
+
     async fn abort(&self, request: Request<pb::AbortRequest>) -> Reply<pb::AbortReply> {
         self.state.secret.check(&request)?;
         let req = request.into_inner();
@@ -373,11 +429,16 @@ impl Manager for ManagerService {
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::RemoveReply> {
         let name = request.into_inner().name;
-        let record = self
-            .state
-            .catalog
-            .remove(&name)?
-            .ok_or_else(|| Error::NotFound(format!("{name}: not found in the catalog")))?;
+        let removed = {
+            let _writes = self
+                .state
+                .catalog_writes
+                .lock()
+                .expect("catalog lock poisoned");
+            self.state.catalog.remove(&name)?
+        };
+        let record =
+            removed.ok_or_else(|| Error::NotFound(format!("{name}: not found in the catalog")))?;
         tracing::info!(name = %name, "removed from the catalog");
         Ok(Response::new(pb::RemoveReply {
             removed: Some(self.entry(&record)),

@@ -22,6 +22,21 @@ pub struct State {
     pub membership: Mutex<Membership>,
     /// Uploads placed but not yet committed or aborted.
     pub uploads: Mutex<Uploads>,
+    /// Serialises read-modify-write sequences on catalog records (commits,
+    /// removals, repairs, corruption reports), so a repair never overwrites
+    /// a newer version.
+    pub catalog_writes: Mutex<()>,
+    /// What the repair worker has done since start.
+    pub repair_stats: Mutex<RepairStats>,
+}
+
+/// Counters of the repair worker, shown in cluster status.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairStats {
+    /// Files given a new copy.
+    pub files: u64,
+    /// Bytes copied for them.
+    pub bytes: u64,
 }
 
 impl State {
@@ -38,6 +53,8 @@ impl State {
             catalog,
             membership: Mutex::new(membership),
             uploads: Mutex::new(Uploads::default()),
+            catalog_writes: Mutex::new(()),
+            repair_stats: Mutex::new(RepairStats::default()),
         })
     }
 }

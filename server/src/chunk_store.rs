@@ -28,6 +28,45 @@ pub struct Staged {
     tmp: Option<PathBuf>,
 }
 
+/// Chunks staged by one transfer. Dropped before [`Batch::take`] hands them
+/// to a commit (an error, a cancelled call), their temp files are removed.
+pub struct Batch {
+    store: ChunkStore,
+    chunks: Vec<Staged>,
+}
+
+impl Batch {
+    /// An empty batch on `store`.
+    pub fn new(store: ChunkStore) -> Self {
+        Batch {
+            store,
+            chunks: Vec::new(),
+        }
+    }
+
+    /// The store the batch stages into.
+    pub fn store(&self) -> &ChunkStore {
+        &self.store
+    }
+
+    /// Add a staged chunk.
+    pub fn push(&mut self, chunk: Staged) {
+        self.chunks.push(chunk);
+    }
+
+    /// Hand the staged chunks over (to [`ChunkStore::commit`]).
+    pub fn take(&mut self) -> Vec<Staged> {
+        std::mem::take(&mut self.chunks)
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let chunks = self.take();
+        self.store.discard(chunks);
+    }
+}
+
 /// Alignment O_DIRECT needs for buffer addresses, offsets and lengths.
 const DIRECT_IO_ALIGN: usize = 4096;
 
@@ -346,6 +385,42 @@ impl ChunkStore {
         })
         .await
         .map_err(|e| Error::Internal(format!("chunk reader: {e}")))?
+    }
+
+    /// Move a chunk that failed verification out of the store, into
+    /// `data/quarantine/`, so it is neither served nor taken for a good copy
+    /// by dedup; an operator can still inspect it. Returns whether it was there.
+    pub fn quarantine(&self, hash: &Hash) -> Result<bool> {
+        let path = self.path(hash);
+        let Ok(meta) = fs::metadata(&path) else {
+            return Ok(false);
+        };
+        let dir = self.inner.chunks.with_file_name("quarantine");
+        fs::create_dir_all(&dir)?;
+        let dest = dir.join(format!("{}.{}", hash.to_hex(), dupla::clock::unix_ms()));
+        fs::rename(&path, dest)?;
+        self.inner.used.fetch_sub(meta.len(), Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Every stored chunk's hash in one fan-out directory (`00`..`ff`), for
+    /// scrubbing in bounded pieces. Names that are not hashes are skipped.
+    pub fn list_prefix(&self, prefix: u8) -> Result<Vec<Hash>> {
+        let dir = self.inner.chunks.join(format!("{prefix:02x}"));
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::Io(e)),
+        };
+        Ok(entries
+            .flatten()
+            .filter_map(|e| Hash::from_hex(&e.file_name().to_string_lossy()).ok())
+            .collect())
+    }
+
+    /// Length of a stored chunk, if present.
+    pub fn stored_len(&self, hash: &Hash) -> Option<u64> {
+        fs::metadata(self.path(hash)).ok().map(|m| m.len())
     }
 
     /// Whether a chunk file exists (without verifying it).

@@ -15,6 +15,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:50050";
 /// Default space for chunks.
 pub const DEFAULT_CAPACITY: &str = "10GiB";
+/// Bytes per second a repair copy may take, so client traffic keeps flowing.
+pub const DEFAULT_REPAIR_RATE: &str = "200MiB";
+/// Bytes per second the background scrub re-hashes.
+pub const DEFAULT_SCRUB_RATE: &str = "50MiB";
+/// Time between background scrub passes.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How often to report to the manager (it marks a server suspect after a
 /// few missed beats).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +51,15 @@ pub struct Args {
     /// Cluster secret shared with the manager and the other servers.
     #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Bytes per second repairs may copy into this server, e.g. 200MiB.
+    #[arg(long, env = "DUPLA_REPAIR_RATE")]
+    pub repair_rate: Option<String>,
+    /// Bytes per second the background scrub re-hashes, e.g. 50MiB.
+    #[arg(long, env = "DUPLA_SCRUB_RATE")]
+    pub scrub_rate: Option<String>,
+    /// Seconds between background scrub passes (0 turns them off).
+    #[arg(long, env = "DUPLA_SCRUB_INTERVAL_SECS")]
+    pub scrub_interval_secs: Option<u64>,
 }
 
 /// The keys of a server's `node.toml`.
@@ -62,6 +78,12 @@ pub struct FileConfig {
     pub capacity: Option<String>,
     /// Cluster secret.
     pub secret: Option<String>,
+    /// Repair copy budget, e.g. "200MiB" (per second).
+    pub repair_rate: Option<String>,
+    /// Background scrub budget, e.g. "50MiB" (per second).
+    pub scrub_rate: Option<String>,
+    /// Seconds between background scrub passes (0: off).
+    pub scrub_interval_secs: Option<u64>,
 }
 
 /// Resolved server settings.
@@ -79,8 +101,14 @@ pub struct Config {
     pub capacity: u64,
     /// Cluster secret.
     pub secret: String,
-    /// Heartbeat period.
+    /// Heartbeat period (until the manager's reply sets it).
     pub heartbeat_interval: Duration,
+    /// Bytes per second a repair copy into this server may take.
+    pub repair_rate: u64,
+    /// Bytes per second the background scrub re-hashes.
+    pub scrub_rate: u64,
+    /// Time between background scrub passes; `None` turns them off.
+    pub scrub_interval: Option<Duration>,
 }
 
 impl Config {
@@ -104,6 +132,17 @@ impl Config {
             }))?,
             secret: pick(args.secret, file.secret, String::new),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            repair_rate: parse_size(&pick(args.repair_rate, file.repair_rate, || {
+                DEFAULT_REPAIR_RATE.into()
+            }))?,
+            scrub_rate: parse_size(&pick(args.scrub_rate, file.scrub_rate, || {
+                DEFAULT_SCRUB_RATE.into()
+            }))?,
+            scrub_interval: match args.scrub_interval_secs.or(file.scrub_interval_secs) {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => Some(DEFAULT_SCRUB_INTERVAL),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -119,6 +158,9 @@ impl Config {
             capacity: 1 << 40,
             secret: secret.into(),
             heartbeat_interval: Duration::from_millis(100),
+            repair_rate: 1 << 30,
+            scrub_rate: 1 << 30,
+            scrub_interval: None,
         }
     }
 
@@ -127,6 +169,11 @@ impl Config {
         dupla::rpc::Secret::new(&self.secret)?.validate()?;
         if self.capacity == 0 {
             return Err(Error::InvalidInput("capacity must be above zero".into()));
+        }
+        if self.repair_rate == 0 || self.scrub_rate == 0 {
+            return Err(Error::InvalidInput(
+                "repair_rate and scrub_rate must be above zero".into(),
+            ));
         }
         Ok(())
     }

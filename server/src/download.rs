@@ -84,8 +84,9 @@ pub async fn open(node: Arc<StorageNode>, request: DownloadRequest) -> Result<Do
     Ok(ReceiverStream::new(rx))
 }
 
-/// Reads a file's chunks in order from whichever holder can serve them.
-struct HolderReader {
+/// Reads a file's chunks in order from whichever holder can serve them
+/// (downloads, and repairs copying a file from its surviving holders).
+pub(crate) struct HolderReader {
     node: Arc<StorageNode>,
     name: String,
     holders: Vec<WireNode>,
@@ -104,7 +105,7 @@ struct RemoteFetch {
 }
 
 impl HolderReader {
-    fn new(
+    pub(crate) fn new(
         node: Arc<StorageNode>,
         name: String,
         mut holders: Vec<WireNode>,
@@ -126,7 +127,7 @@ impl HolderReader {
     }
 
     /// Chunk `index`, verified, from the first holder that serves it.
-    async fn read(&mut self, index: u64) -> Result<Chunk> {
+    pub(crate) async fn read(&mut self, index: u64) -> Result<Chunk> {
         let expected = self.hashes[index as usize];
         let mut failures = Vec::new();
         for attempt in 0..self.holders.len() {
@@ -164,7 +165,11 @@ impl HolderReader {
     async fn read_from(&mut self, h: usize, index: u64, expected: Hash) -> Result<Bytes> {
         let holder = &self.holders[h];
         if holder.id == self.node.id {
-            return self.node.store.get(expected).await;
+            let read = self.node.store.get(expected).await;
+            if matches!(read, Err(Error::Corrupt(_))) {
+                self.node.on_corrupt(expected);
+            }
+            return read;
         }
         if holder.addr.is_empty() {
             return Err(Error::Unavailable("address unknown".into()));

@@ -36,7 +36,11 @@ pub fn open(node: Arc<StorageNode>, request: FetchChunksRequest) -> Result<Fetch
     tokio::spawn(async move {
         let _transfer = node.active.enter();
         for (index, hash) in hashes.into_iter().enumerate() {
-            let message = node.store.get(hash).await.map(|data| Chunk {
+            let read = node.store.get(hash).await;
+            if matches!(read, Err(Error::Corrupt(_))) {
+                node.on_corrupt(hash);
+            }
+            let message = read.map(|data| Chunk {
                 index: index as u64,
                 data,
                 hash: hash.to_bytes(),

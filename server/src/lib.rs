@@ -15,7 +15,10 @@ pub mod heartbeat_worker;
 pub mod identity;
 pub mod metrics;
 pub mod node;
+pub mod pacer;
 pub mod pipeline;
+pub mod replicate;
+pub mod scrub;
 pub mod service;
 pub mod upload;
 
@@ -62,6 +65,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         store,
         secret,
         &config.manager,
+        config.repair_rate,
     )?);
     let service = StorageServer::new(service::StorageService::new(node.clone()))
         // Requests are chunk-sized; replies (receipts, download headers)
@@ -76,6 +80,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let router = router.add_service(service);
     tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
         capacity = config.capacity, manager = %config.manager, "storage server listening");
+    let scrubs = config.scrub_interval.map(|interval| {
+        tokio::spawn(scrub::run(
+            node.clone(),
+            interval,
+            config.scrub_rate,
+            shutdown.clone(),
+        ))
+    });
     let heartbeats = tokio::spawn(heartbeat_worker::run(
         node,
         config.heartbeat_interval,
@@ -84,6 +96,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = heartbeats.await;
+        if let Some(scrubs) = scrubs {
+            let _ = scrubs.await;
+        }
         tracing::info!(%addr, "storage server stopped");
         result
     });

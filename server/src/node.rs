@@ -7,8 +7,10 @@ use dupla::rpc::{Secret, MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::storage_client::StorageClient;
 use dupla::v1::Node as WireNode;
-use dupla::Result;
+use dupla::v1::ReportCorruptRequest;
+use dupla::{Hash, Result};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -24,6 +26,10 @@ pub struct StorageNode {
     pub secret: Secret,
     /// Transfers in progress (reported in heartbeats).
     pub active: ActiveTransfers,
+    /// Bytes per second repair copies into this server may take.
+    pub repair_rate: u64,
+    /// Held by the running scrub pass, so passes never overlap.
+    pub scrub_lock: tokio::sync::Mutex<()>,
     manager: ManagerClient<Channel>,
     peers: Mutex<HashMap<String, Channel>>,
 }
@@ -36,6 +42,7 @@ impl StorageNode {
         store: ChunkStore,
         secret: Secret,
         manager: &str,
+        repair_rate: u64,
     ) -> Result<Self> {
         let manager = ManagerClient::new(dupla::rpc::connect_lazy(manager)?)
             .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
@@ -46,6 +53,8 @@ impl StorageNode {
             store,
             secret,
             active: ActiveTransfers::default(),
+            repair_rate,
+            scrub_lock: tokio::sync::Mutex::new(()),
             manager,
             peers: Mutex::new(HashMap::new()),
         })
@@ -62,6 +71,36 @@ impl StorageNode {
     /// A client for the manager (cheap clone of a shared channel).
     pub fn manager(&self) -> ManagerClient<Channel> {
         self.manager.clone()
+    }
+
+    /// A chunk read back corrupt: quarantine it and tell the manager, in
+    /// the background (the reader has already moved on to the other copy).
+    pub fn on_corrupt(self: &Arc<Self>, hash: Hash) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let quarantined = node.store.quarantine(&hash);
+            if let Err(e) = quarantined {
+                tracing::warn!(chunk = %hash, error = %e, "could not quarantine a corrupt chunk");
+            }
+            if let Err(e) = node.report_corrupt(vec![hash]).await {
+                tracing::warn!(chunk = %hash, error = %e, "could not report a corrupt chunk");
+            }
+        });
+    }
+
+    /// Tell the manager these chunks are corrupt here.
+    pub async fn report_corrupt(&self, chunks: Vec<Hash>) -> Result<()> {
+        let request = self.secret.request(ReportCorruptRequest {
+            server_id: self.id.clone(),
+            chunks: chunks.iter().map(Hash::to_bytes).collect(),
+        });
+        let reply = self.manager().report_corrupt(request).await?.into_inner();
+        tracing::warn!(
+            chunks = chunks.len(),
+            files = reply.files_affected,
+            "reported corrupt chunks; the manager re-replicates the affected files"
+        );
+        Ok(())
     }
 
     /// A client for the storage server at `addr`, reusing one HTTP/2

@@ -13,11 +13,11 @@
 //!             only)      forwards)
 //! ```
 
-use crate::chunk_store::{ChunkStore, Staged};
+use crate::chunk_store::{Batch, Staged};
 use crate::node::StorageNode;
 use dupla::chunk::{chunk_count, verify_in_file};
 use dupla::v1::{store_request, Chunk, Node as WireNode, StoreBegin, StoreEnd, StoreRequest};
-use dupla::{Error, Result};
+use dupla::{Error, Hash, Result};
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +40,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest chain a Store may ask to pass on (entry → primary → replica).
 pub const MAX_CHAIN: usize = 3;
 
+/// Most substitutes a Store may carry (a bound on a peer's request).
+pub const MAX_FALLBACKS: usize = 64;
+
 /// Where a pipeline node gets its chunks from.
 #[tonic::async_trait]
 pub trait ChunkSource: Send {
@@ -61,6 +64,18 @@ pub struct Plan {
     pub store_locally: bool,
     /// The nodes after this one.
     pub chain: Vec<WireNode>,
+    /// Substitutes for the chain's last node (the rest of the placement order).
+    pub fallbacks: Vec<WireNode>,
+}
+
+impl Plan {
+    /// Whether this hop can replace its downstream node if it fails: it
+    /// keeps every chunk itself, and that node is the last of the chain
+    /// (the replica). A primary that fails takes its copy of the stream
+    /// with it; that is the client's to retry.
+    fn can_substitute(&self) -> bool {
+        self.store_locally && self.chain.len() == 1
+    }
 }
 
 /// Run this node's part of the pipeline. Returns the nodes that now hold
@@ -72,20 +87,26 @@ pub async fn run(
     source: &mut dyn ChunkSource,
 ) -> Result<Vec<WireNode>> {
     let mut downstream = match plan.chain.split_first() {
-        Some((next, rest)) => Some(Downstream::open(node, next, &plan, rest)?),
+        Some((next, rest)) => Some(Downstream::open(node, next, &plan, rest, &plan.fallbacks)?),
         None => None,
     };
-    let mut staged = StagedChunks {
-        store: node.store.clone(),
-        chunks: Vec::new(),
-    };
+    let mut staged = Batch::new(node.store.clone());
     let mut writes: Writes = FuturesOrdered::new();
-    let received = receive(&plan, source, &mut downstream, &mut writes, &mut staged).await;
+    let mut hashes = Vec::new();
+    let received = receive(
+        &plan,
+        source,
+        &mut downstream,
+        &mut writes,
+        &mut staged,
+        &mut hashes,
+    )
+    .await;
     // Whatever happened, wait for the writes already started, so the guard
     // removes their temp files if this transfer failed.
     while let Some(write) = writes.next().await {
         match write {
-            Ok(chunk) => staged.chunks.push(chunk),
+            Ok(chunk) => staged.push(chunk),
             Err(e) if received.is_ok() => return Err(e),
             Err(_) => {}
         }
@@ -93,16 +114,72 @@ pub async fn run(
     received?;
     let mut holders = Vec::new();
     if plan.store_locally {
-        node.store
-            .commit(std::mem::take(&mut staged.chunks))
-            .await?;
+        node.store.commit(staged.take()).await?;
         holders.push(node.wire_node());
     }
-    if let Some(next) = downstream {
-        holders.extend(next.finish().await?);
+    let downstream_holders = match downstream {
+        Some(next) => match next.finish().await {
+            Ok(h) => Some(h),
+            Err(e) if plan.can_substitute() => {
+                tracing::warn!(upload = %plan.upload_id, error = %e, "replica failed at the end");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    match downstream_holders {
+        Some(h) => holders.extend(h),
+        None if !plan.chain.is_empty() => {
+            holders.extend(substitute(node, &plan, &hashes).await);
+        }
+        None => {}
     }
     tracing::debug!(upload = %plan.upload_id, name = %plan.name, "pipeline hop done");
     Ok(holders)
+}
+
+/// The replica failed: copy the file, from this node's durable copy, to the
+/// first fallback that takes it. Returns its holders, or none when every
+/// fallback failed: the upload then completes with one copy, and the
+/// manager's repair worker adds the second later.
+async fn substitute(node: &StorageNode, plan: &Plan, hashes: &[Hash]) -> Vec<WireNode> {
+    for (i, fallback) in plan.fallbacks.iter().enumerate() {
+        match copy_to(node, plan, hashes, fallback, &plan.fallbacks[i + 1..]).await {
+            Ok(holders) => {
+                tracing::info!(upload = %plan.upload_id, substitute = %fallback.addr, "replica replaced");
+                return holders;
+            }
+            Err(e) => {
+                tracing::warn!(upload = %plan.upload_id, substitute = %fallback.addr, error = %e,
+                    "substitute failed; trying the next");
+            }
+        }
+    }
+    tracing::warn!(upload = %plan.upload_id, "no substitute took the file: one copy for now");
+    Vec::new()
+}
+
+/// Send every chunk of the file, read back (and verified) from this node's
+/// store, to `target` as a fresh single-node Store.
+async fn copy_to(
+    node: &StorageNode,
+    plan: &Plan,
+    hashes: &[Hash],
+    target: &WireNode,
+    fallbacks: &[WireNode],
+) -> Result<Vec<WireNode>> {
+    let mut next = Downstream::open(node, target, plan, &[], fallbacks)?;
+    for (index, hash) in hashes.iter().enumerate() {
+        let data = node.store.get(*hash).await?;
+        next.send(Chunk {
+            index: index as u64,
+            data,
+            hash: hash.to_bytes(),
+        })
+        .await?;
+    }
+    next.finish().await
 }
 
 /// Local writes started but not yet finished, in chunk order.
@@ -115,24 +192,35 @@ async fn receive(
     source: &mut dyn ChunkSource,
     downstream: &mut Option<Downstream>,
     writes: &mut Writes,
-    staged: &mut StagedChunks,
+    staged: &mut Batch,
+    hashes: &mut Vec<Hash>,
 ) -> Result<()> {
     let total = chunk_count(plan.size);
     let mut index = 0u64;
     while let Some(chunk) = source.next_chunk().await? {
         let hash = verify_in_file(&chunk, index, plan.size)?;
+        hashes.push(hash);
         if plan.store_locally {
-            writes.push_back(Box::pin(staged.store.stage(hash, chunk.data.clone())));
+            writes.push_back(Box::pin(staged.store().stage(hash, chunk.data.clone())));
             if writes.len() >= WRITE_DEPTH_CHUNKS {
                 let write = writes
                     .next()
                     .await
                     .expect("invariant: the queue is not empty");
-                staged.chunks.push(write?);
+                staged.push(write?);
             }
         }
         if let Some(next) = downstream.as_mut() {
-            next.send(chunk).await?;
+            if let Err(e) = next.send(chunk).await {
+                if !plan.can_substitute() {
+                    return Err(e);
+                }
+                // Keep receiving and storing: the replica is replaced from
+                // this node's copy once the stream is complete.
+                tracing::warn!(upload = %plan.upload_id, error = %e,
+                    "replica failed mid-stream; a substitute gets the file after the stream");
+                *downstream = None;
+            }
         }
         index += 1;
     }
@@ -144,19 +232,6 @@ async fn receive(
     Ok(())
 }
 
-/// Chunks staged by this hop; dropped unfinished (an error, a cancelled
-/// call) their temp files are removed.
-struct StagedChunks {
-    store: ChunkStore,
-    chunks: Vec<Staged>,
-}
-
-impl Drop for StagedChunks {
-    fn drop(&mut self) {
-        self.store.discard(std::mem::take(&mut self.chunks));
-    }
-}
-
 /// The Store call to the next node, fed through a bounded queue.
 struct Downstream {
     addr: String,
@@ -165,7 +240,13 @@ struct Downstream {
 }
 
 impl Downstream {
-    fn open(node: &StorageNode, next: &WireNode, plan: &Plan, rest: &[WireNode]) -> Result<Self> {
+    fn open(
+        node: &StorageNode,
+        next: &WireNode,
+        plan: &Plan,
+        rest: &[WireNode],
+        fallbacks: &[WireNode],
+    ) -> Result<Self> {
         let (queue, rx) = mpsc::channel(PIPELINE_DEPTH_CHUNKS);
         let begin = StoreRequest {
             msg: Some(store_request::Msg::Begin(StoreBegin {
@@ -174,6 +255,7 @@ impl Downstream {
                 size: plan.size,
                 store_locally: true,
                 chain: rest.to_vec(),
+                fallbacks: fallbacks.to_vec(),
             })),
         };
         queue

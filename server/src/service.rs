@@ -4,12 +4,12 @@
 use crate::download::{self, DownloadStream};
 use crate::fetch::{self, FetchStream};
 use crate::node::StorageNode;
-use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN};
-use crate::upload;
+use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN, MAX_FALLBACKS};
+use crate::{replicate, scrub, upload};
 use dupla::v1::storage_server::Storage;
 use dupla::v1::{
-    store_request, DownloadRequest, FetchChunksRequest, StoreReceipt, StoreRequest, UploadReceipt,
-    UploadRequest,
+    store_request, DownloadRequest, FetchChunksRequest, ReplicateReply, ReplicateRequest,
+    ScrubReport, ScrubRequest, StoreReceipt, StoreRequest, UploadReceipt, UploadRequest,
 };
 use dupla::{name, Error};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ impl Storage for StorageService {
             }
         };
         name::validate(&begin.name)?;
-        if begin.chain.len() > MAX_CHAIN {
+        if begin.chain.len() > MAX_CHAIN || begin.fallbacks.len() > MAX_FALLBACKS {
             return Err(Status::invalid_argument(format!(
                 "a chain has at most {MAX_CHAIN} nodes"
             )));
@@ -70,9 +70,23 @@ impl Storage for StorageService {
             size: begin.size,
             store_locally: begin.store_locally,
             chain: begin.chain,
+            fallbacks: begin.fallbacks,
         };
         let holders = pipeline::run(&self.node, plan, &mut StoreSource(stream)).await?;
         Ok(Response::new(StoreReceipt { holders }))
+    }
+
+    async fn replicate(&self, request: Request<ReplicateRequest>) -> Reply<ReplicateReply> {
+        self.node.secret.check(&request)?;
+        let reply = replicate::handle(self.node.clone(), request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn scrub(&self, _request: Request<ScrubRequest>) -> Reply<ScrubReport> {
+        // On demand: as fast as the disk allows (the background pass is
+        // the throttled one).
+        let report = scrub::pass(&self.node, u64::MAX).await?;
+        Ok(Response::new(report))
     }
 
     type FetchChunksStream = FetchStream;

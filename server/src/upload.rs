@@ -5,11 +5,11 @@
 //! only after every holder has answered that its copy is durable.
 
 use crate::node::StorageNode;
-use crate::pipeline::{self, next_message, ChunkSource, Plan};
+use crate::pipeline::{self, next_message, ChunkSource, Plan, MAX_FALLBACKS};
 use dupla::chunk::CHUNK_SIZE;
 use dupla::v1::{
-    upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, PlaceRequest, UploadBegin,
-    UploadReceipt, UploadRequest,
+    upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, Node as WireNode, PlaceRequest,
+    UploadBegin, UploadReceipt, UploadRequest,
 };
 use dupla::{name, Error, Hash, Result};
 use std::sync::Arc;
@@ -59,30 +59,24 @@ async fn store_and_commit(
     place: dupla::v1::PlaceReply,
     stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
-    let (primary, replica) = match (place.primary, place.replica) {
-        (Some(p), Some(r)) => (p, r),
-        _ => {
-            return Err(Error::Internal(
-                "placement without primary and replica".into(),
-            ))
-        }
-    };
-    // If this server is one of the holders it stores first and passes the
-    // stream to the other: same holders, one hop less than going through the
-    // primary and back.
-    let (store_locally, chain) = if node.id == primary.id {
-        (true, vec![replica.clone()])
-    } else if node.id == replica.id {
-        (true, vec![primary.clone()])
-    } else {
-        (false, vec![primary.clone(), replica.clone()])
-    };
+    let primary = place
+        .primary
+        .ok_or_else(|| Error::Internal("placement without a primary".into()))?;
+    let (store_locally, chain) = pipeline_route(&node.id, primary.clone(), place.replica);
+    let fallbacks = place
+        .candidates
+        .iter()
+        .filter(|c| c.id != primary.id && !chain.iter().any(|n| n.id == c.id))
+        .take(MAX_FALLBACKS)
+        .cloned()
+        .collect();
     let plan = Plan {
         upload_id: place.upload_id.clone(),
         name: begin.name.clone(),
         size: begin.size,
         store_locally,
         chain,
+        fallbacks,
     };
     let mut source = UploadSource {
         stream,
@@ -128,6 +122,19 @@ async fn store_and_commit(
         copies,
         entry_addr: node.addr.clone(),
     })
+}
+
+/// Where this entry's pipeline goes. If this server is one of the holders
+/// it stores first and passes the stream to the other: same holders, one hop
+/// less than going through the primary and back. Without a replica (a
+/// degraded write) the chain is just the primary.
+fn pipeline_route(me: &str, primary: WireNode, replica: Option<WireNode>) -> (bool, Vec<WireNode>) {
+    match replica {
+        _ if me == primary.id => (true, replica.into_iter().collect()),
+        Some(replica) if me == replica.id => (true, vec![primary]),
+        Some(replica) => (false, vec![primary, replica]),
+        None => (false, vec![primary]),
+    }
 }
 
 /// The client's side of an upload: chunks until `UploadEnd`, hashing the
@@ -201,5 +208,44 @@ async fn send_abort(node: &StorageNode, upload_id: String, reason: String) {
     });
     if let Err(status) = node.manager().abort(request).await {
         tracing::warn!(upload = %upload_id, error = %status.message(), "could not abort upload at the manager");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> WireNode {
+        WireNode {
+            id: id.into(),
+            addr: format!("{id}:1"),
+        }
+    }
+
+    fn ids(chain: &[WireNode]) -> Vec<&str> {
+        chain.iter().map(|n| n.id.as_str()).collect()
+    }
+
+    #[test]
+    fn routes_store_where_the_entry_is_a_holder_and_forward_otherwise() {
+        let (local, chain) = pipeline_route("p", node("p"), Some(node("r")));
+        assert!(local);
+        assert_eq!(ids(&chain), ["r"]);
+        let (local, chain) = pipeline_route("r", node("p"), Some(node("r")));
+        assert!(local);
+        assert_eq!(ids(&chain), ["p"]);
+        let (local, chain) = pipeline_route("e", node("p"), Some(node("r")));
+        assert!(!local);
+        assert_eq!(ids(&chain), ["p", "r"]);
+    }
+
+    #[test]
+    fn a_degraded_write_has_one_holder() {
+        let (local, chain) = pipeline_route("p", node("p"), None);
+        assert!(local);
+        assert!(chain.is_empty());
+        let (local, chain) = pipeline_route("e", node("p"), None);
+        assert!(!local);
+        assert_eq!(ids(&chain), ["p"]);
     }
 }

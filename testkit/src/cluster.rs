@@ -98,6 +98,15 @@ impl TestCluster {
         }
     }
 
+    /// Start one more server; returns its index.
+    pub async fn add_server(&mut self) -> usize {
+        let i = self.servers.len();
+        let data = self.root.path().join(format!("server-{i}"));
+        let server = self.start_server_in(data, "127.0.0.1:0").await;
+        self.servers.push(server);
+        i
+    }
+
     /// Address of the manager, as `host:port`.
     pub fn manager_addr(&self) -> String {
         self.manager.addr.to_string()
@@ -199,9 +208,19 @@ async fn start_manager(data: PathBuf, listen: &str) -> NodeHandle {
     let mut config = dupla_manager::Config::for_test(data.clone(), TEST_SECRET);
     config.listen = listen.into();
     let (handle, shutdown) = shutdown::channel();
-    let running = dupla_manager::start(config, shutdown)
-        .await
-        .expect("manager starts");
+    // After a restart in the same process, connection tasks of the stopped
+    // manager may still hold its database (and its lock) for a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let running = loop {
+        match dupla_manager::start(config.clone(), shutdown.clone()).await {
+            Ok(running) => break running,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("manager restart: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("manager does not start: {e}"),
+        }
+    };
     NodeHandle {
         addr: running.addr,
         id: String::new(),

@@ -3,6 +3,7 @@
 //! own shutdown handle) and raw gRPC helpers to drive it, including with
 //! malformed input.
 
+pub mod chat;
 pub mod cluster;
 pub mod procs;
 pub mod raw;

@@ -1,0 +1,203 @@
+//! `dupla chat`: one bidirectional stream to the manager's `Rooms/Chat`,
+//! carrying the saved bearer token. Each line read goes up as typed; each
+//! event coming down is printed as one line.
+//!
+//! On start the client synchronises with the manager's clock (Cristian's
+//! algorithm, [`crate::time`]): every event carries the manager's time, and
+//! lines the client makes itself are stamped with local time plus the
+//! measured offset, so everything shows in server time.
+//!
+//! When standard input is not a terminal the output is the contract scripts
+//! rely on: one line per event, flushed at once, with no timestamp — a room
+//! message as `alice: text`, a private one as `[private] alice: text`,
+//! notices and answers as `* text`. On a terminal each line gets the
+//! server time in front: `[14:03:27] alice: text`.
+
+use crate::output::format_unix_ms;
+use crate::session::Client;
+use crate::time::{self, LocalClock, SystemClock, TimeReport};
+use anyhow::bail;
+use dupla::v1::{chat_event, ChatEvent, ChatInput, NowRequest};
+use dupla::Result;
+use std::io::{IsTerminal, Write};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, Lines};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Clock samples taken when the chat starts: a few round trips are enough
+/// for one of them to see a quiet network, and cost milliseconds.
+pub const CHAT_CLOCK_SAMPLES: usize = 5;
+
+/// Longest line sent, in bytes (the manager's limit): longer ones are
+/// refused here, with the same words the manager would use.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// Lines typed ahead of the network before reading stdin pauses.
+const INPUT_QUEUE: usize = 64;
+
+/// An event as one line of the stdin/stdout contract.
+pub fn line(event: &ChatEvent) -> String {
+    match chat_event::Kind::try_from(event.kind) {
+        Ok(chat_event::Kind::Message) => format!("{}: {}", event.from, event.text),
+        Ok(chat_event::Kind::Private) => format!("[private] {}: {}", event.from, event.text),
+        _ => format!("* {}", event.text),
+    }
+}
+
+/// `HH:MM:SS` of a Unix time in ms (UTC).
+fn clock_time(unix_ms: i64) -> String {
+    let full = format_unix_ms(unix_ms);
+    full.get(11..).unwrap_or(&full).to_string()
+}
+
+/// Synchronise `clock` with the manager's over `samples` round trips.
+pub async fn sync_clock<C: LocalClock>(
+    client: &Client,
+    clock: &C,
+    samples: usize,
+) -> Result<TimeReport> {
+    let manager = client.manager_clock().await?;
+    time::measure(clock, samples, || {
+        let request = client.request(NowRequest {});
+        let mut manager = manager.clone();
+        async move {
+            let reply = manager
+                .now(request)
+                .await
+                .map_err(|s| client.manager_error(s))?
+                .into_inner();
+            Ok(if reply.unix_nanos != 0 {
+                i128::from(reply.unix_nanos)
+            } else {
+                i128::from(reply.unix_ms) * 1_000_000
+            })
+        }
+    })
+    .await
+}
+
+/// Where chat lines go: stdout, timestamped on a terminal.
+struct Screen {
+    terminal: bool,
+    clock: SystemClock,
+    /// Manager minus local time, ns.
+    offset_ns: i128,
+}
+
+impl Screen {
+    /// The manager's time now, by the local clock and the measured offset.
+    fn server_now_ms(&self) -> i64 {
+        ((self.clock.unix_nanos() + self.offset_ns) / 1_000_000) as i64
+    }
+
+    /// Print a notice made here (`* text`, stamped with the manager's time
+    /// on a terminal).
+    fn local(&self, text: &str) -> std::io::Result<()> {
+        self.print(self.server_now_ms(), &format!("* {text}"))
+    }
+
+    /// Print one event.
+    fn event(&self, event: &ChatEvent) -> std::io::Result<()> {
+        self.print(event.server_unix_ms, &line(event))
+    }
+
+    fn print(&self, server_ms: i64, text: &str) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.terminal {
+            writeln!(out, "[{}] {text}", clock_time(server_ms))?;
+        } else {
+            writeln!(out, "{text}")?;
+        }
+        out.flush()
+    }
+}
+
+/// `dupla chat`, reading lines from standard input.
+pub async fn command(client: &Client) -> anyhow::Result<()> {
+    let terminal = std::io::stdin().is_terminal();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    run(client, &mut lines, terminal).await
+}
+
+/// Chat with lines from `input` until `#exit`, the end of input, or the
+/// manager ends the session. `terminal` picks the timestamped display.
+pub async fn run<R>(client: &Client, input: &mut Lines<R>, terminal: bool) -> anyhow::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+{
+    if !client.has_token() {
+        bail!("not logged in: run `dupla login USER` first (the chat needs an account)");
+    }
+    let clock = SystemClock::new();
+    let report = sync_clock(client, &clock, CHAT_CLOCK_SAMPLES).await?;
+    let screen = Screen {
+        terminal,
+        clock,
+        offset_ns: (report.offset_ms * 1e6) as i128,
+    };
+    screen.local(&format!(
+        "clock synchronised with the manager: offset {:+.3} ms, round trip {:.3} ms; times are the manager's",
+        report.offset_ms, report.rtt_ms
+    ))?;
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let mut rooms = client.manager_rooms().await?;
+    let mut events = rooms
+        .chat(client.request(ReceiverStream::new(rx)))
+        .await
+        .map_err(|s| client.manager_error(s))?
+        .into_inner();
+    let mut tx = Some(tx);
+    loop {
+        tokio::select! {
+            line = input.next_line(), if tx.is_some() => match line? {
+                Some(line) if line.len() > MAX_LINE_BYTES => screen.local(&format!(
+                    "message too long ({} bytes; the limit is {MAX_LINE_BYTES}); nothing was sent",
+                    line.len()
+                ))?,
+                Some(line) => {
+                    let sender = tx.as_ref().expect("invariant: polled only while open");
+                    if sender.send(ChatInput { line }).await.is_err() {
+                        // The stream is over; its last events tell why.
+                        tx = None;
+                    }
+                }
+                // End of input: close our side; the manager ends the session
+                // after answering everything sent so far.
+                None => tx = None,
+            },
+            event = events.message() => match event {
+                Ok(Some(event)) => screen.event(&event)?,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(client.manager_error(status).into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: chat_event::Kind, from: &str, text: &str) -> ChatEvent {
+        ChatEvent {
+            kind: kind as i32,
+            from: from.into(),
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_print_as_the_contract_says() {
+        use chat_event::Kind::*;
+        assert_eq!(line(&event(Message, "alice", "hi")), "alice: hi");
+        assert_eq!(line(&event(Private, "bob", "psst")), "[private] bob: psst");
+        assert_eq!(
+            line(&event(Notice, "", "bob joined lobby")),
+            "* bob joined lobby"
+        );
+        assert_eq!(line(&event(Answer, "", "bye")), "* bye");
+        assert_eq!(line(&event(Unspecified, "", "?")), "* ?");
+        assert_eq!(clock_time(1_700_000_000_123), "22:13:20");
+    }
+}

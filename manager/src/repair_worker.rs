@@ -1,0 +1,138 @@
+//! The repair worker: finds files that lost a copy and has a server make a
+//! new one, without anyone asking. Each pass plans with `repair::plan`,
+//! then repairs one file at a time (the target server throttles the copy
+//! itself), and records the new holder only after the target answered that
+//! its copy is durable and verified. A failing file backs off exponentially.
+
+use crate::membership::Liveness;
+use crate::repair::{self, RepairTask};
+use crate::state::State;
+use dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;
+use dupla::shutdown::Shutdown;
+use dupla::v1::storage_client::StorageClient;
+use dupla::v1::{Node as WireNode, ReplicateRequest};
+use dupla::{Error, Hash, Result};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Time between repair passes.
+pub const REPAIR_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// First retry delay after a failed repair of a file; doubles up to the max.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Run repair passes until shutdown.
+pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
+    let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let mut reported: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REPAIR_SCAN_INTERVAL) => {}
+            _ = shutdown.wait() => return,
+        }
+        let plan = match plan_now(&state) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(error = %e, "repair planning failed");
+                continue;
+            }
+        };
+        for name in plan
+            .unrecoverable
+            .iter()
+            .filter(|n| reported.insert((*n).clone()))
+        {
+            tracing::error!(name = %name, "no live copy left: waiting for a holder to come back");
+        }
+        let now = Instant::now();
+        for task in plan.tasks {
+            if shutdown.is_triggered() {
+                return;
+            }
+            if backoff.get(&task.name).is_some_and(|(next, _)| *next > now) {
+                continue;
+            }
+            match repair_one(&state, &task).await {
+                Ok(bytes) => {
+                    backoff.remove(&task.name);
+                    reported.remove(&task.name);
+                    tracing::info!(name = %task.name, target = %task.target, bytes, "file re-replicated");
+                }
+                Err(e) => {
+                    let delay = backoff
+                        .get(&task.name)
+                        .map_or(FIRST_BACKOFF, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+                    backoff.insert(task.name.clone(), (Instant::now() + delay, delay));
+                    tracing::warn!(name = %task.name, target = %task.target, error = %e,
+                        retry_in_ms = delay.as_millis() as u64, "repair failed");
+                }
+            }
+        }
+    }
+}
+
+/// Plan over the whole catalog with the current membership.
+fn plan_now(state: &State) -> Result<repair::RepairPlan> {
+    let records = state.catalog.all()?;
+    let now = Instant::now();
+    let membership = state.membership.lock().expect("membership lock poisoned");
+    let liveness = |id: &str| {
+        membership
+            .get(id)
+            .map_or(Liveness::Down, |m| membership.liveness(m, now))
+    };
+    Ok(repair::plan(
+        &records,
+        liveness,
+        &membership.candidates(now),
+    ))
+}
+
+/// Have the target copy the file, then record it as a holder.
+async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
+    let record = state
+        .catalog
+        .get(&task.name)?
+        .filter(|r| r.version == task.version)
+        .ok_or_else(|| Error::Aborted("the file changed or went away".into()))?;
+    let addr = |id: &str| {
+        let membership = state.membership.lock().expect("membership lock poisoned");
+        membership.get(id).map(|m| m.node.addr.clone())
+    };
+    let target = addr(&task.target)
+        .ok_or_else(|| Error::Unavailable(format!("target {} is unknown", task.target)))?;
+    let sources = repair::resolve(&task.sources, addr)
+        .into_iter()
+        .map(|n| WireNode {
+            id: n.id,
+            addr: n.addr,
+        })
+        .collect();
+    let mut client = StorageClient::new(dupla::rpc::connect_lazy(&target)?)
+        .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
+    let reply = client
+        .replicate(state.secret.request(ReplicateRequest {
+            name: record.name.clone(),
+            chunks: record.chunks.iter().map(Hash::to_bytes).collect(),
+            size: record.size,
+            sources,
+        }))
+        .await?
+        .into_inner();
+    // Record the new holder unless the file changed meanwhile.
+    let _writes = state.catalog_writes.lock().expect("catalog lock poisoned");
+    let mut current = state
+        .catalog
+        .get(&task.name)?
+        .filter(|r| r.version == task.version)
+        .ok_or_else(|| Error::Aborted("the file changed while it was repaired".into()))?;
+    current.holders = task.new_holders();
+    state.catalog.put(&current)?;
+    let mut stats = state.repair_stats.lock().expect("stats lock poisoned");
+    stats.files += 1;
+    stats.bytes += reply.copied_bytes;
+    Ok(reply.copied_bytes)
+}

@@ -1,0 +1,396 @@
+//! Accounts over gRPC against a real manager in this process: the
+//! register/login/logout/unregister round trip, wrong passwords, expired
+//! and revoked tokens, duplicate logins, bad fields, the failed-login
+//! lockout, administration, and the storage server a login is assigned.
+
+use dupla::v1::{
+    DeleteUserRequest, GetUserRequest, ListUsersRequest, LoginRequest, LogoutRequest,
+    UnregisterRequest, WhoAmIRequest,
+};
+use dupla_testkit::chat::{
+    accounts, authed, login, registration, user, ChatClient, LoneManager, TEST_PASSWORD,
+};
+use dupla_testkit::{TestCluster, TEST_TIMEOUT};
+use std::time::Duration;
+use tonic::{Code, Request, Status};
+
+async fn whoami(addr: &str, token: &str) -> Result<dupla::v1::WhoAmIReply, Status> {
+    accounts(addr)
+        .await
+        .who_am_i(authed(token, WhoAmIRequest {}))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn assert_code(result: Result<impl std::fmt::Debug, Status>, code: Code, words: &str) {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(words),
+        "{words:?} not in {:?}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn register_login_logout_unregister_round_trip() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start().await;
+        let addr = manager.addr();
+        let mut client = accounts(&addr).await;
+        let registered = client
+            .register(registration("alice"))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(registered.login, "alice");
+        assert_eq!(registered.age, 30);
+        assert!(registered.admin, "the first account is an admin");
+
+        // Login, then the token works.
+        let reply = login(&addr, "alice").await.unwrap();
+        assert_eq!(reply.token.len(), 64, "256 bits in hex");
+        assert!(reply.expires_unix_ms > dupla::clock::unix_ms() + 23 * 3_600_000);
+        assert!(reply.server.is_none(), "no storage server is up");
+        let me = whoami(&addr, &reply.token).await.unwrap();
+        assert_eq!(me.user.unwrap().last_names, "User alice");
+
+        // Logout revokes it.
+        client
+            .logout(authed(&reply.token, LogoutRequest {}))
+            .await
+            .unwrap();
+        assert_code(
+            whoami(&addr, &reply.token).await,
+            Code::Unauthenticated,
+            "revoked",
+        );
+        assert_code(
+            client.logout(authed(&reply.token, LogoutRequest {})).await,
+            Code::Unauthenticated,
+            "revoked",
+        );
+
+        // Unregister needs the right password, then the account is gone.
+        let token = login(&addr, "alice").await.unwrap().token;
+        let wrong = UnregisterRequest {
+            password: "not the password".into(),
+        };
+        assert_code(
+            client.unregister(authed(&token, wrong)).await,
+            Code::Unauthenticated,
+            "wrong login or password",
+        );
+        assert!(whoami(&addr, &token).await.is_ok(), "still registered");
+        let right = UnregisterRequest {
+            password: TEST_PASSWORD.into(),
+        };
+        client.unregister(authed(&token, right)).await.unwrap();
+        assert_code(
+            whoami(&addr, &token).await,
+            Code::Unauthenticated,
+            "revoked",
+        );
+        assert_code(
+            login(&addr, "alice").await,
+            Code::Unauthenticated,
+            "wrong login",
+        );
+        // The login is free again.
+        client.register(registration("alice")).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_password_and_unknown_login_get_the_same_answer() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start().await;
+        let addr = manager.addr();
+        user(&addr, "alice").await;
+        let mut client = accounts(&addr).await;
+        let wrong = client
+            .login(LoginRequest {
+                login: "alice".into(),
+                password: "wrong password".into(),
+            })
+            .await
+            .unwrap_err();
+        let unknown = client
+            .login(LoginRequest {
+                login: "nobody".into(),
+                password: TEST_PASSWORD.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+        assert_eq!(
+            (wrong.code(), wrong.message()),
+            (unknown.code(), unknown.message())
+        );
+        assert!(!wrong.message().contains(TEST_PASSWORD));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_without_a_valid_token_are_unauthenticated() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start().await;
+        let addr = manager.addr();
+        let mut client = accounts(&addr).await;
+        assert_code(
+            client.who_am_i(Request::new(WhoAmIRequest {})).await,
+            Code::Unauthenticated,
+            "dupla login",
+        );
+        assert_code(whoami(&addr, "00").await, Code::Unauthenticated, "unknown");
+        assert_code(
+            client.list_users(Request::new(ListUsersRequest {})).await,
+            Code::Unauthenticated,
+            "not logged in",
+        );
+        let Err(status) = ChatClient::connect(&addr, "nobody", "00").await else {
+            panic!("a chat without a valid token must be refused");
+        };
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_tokens_are_refused_everywhere() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // A zero lifetime: every token is born expired, no waiting needed.
+        let manager = LoneManager::start_with(|c| c.token_ttl = Duration::ZERO).await;
+        let addr = manager.addr();
+        let token = user(&addr, "alice").await;
+        assert_code(
+            whoami(&addr, &token).await,
+            Code::Unauthenticated,
+            "expired",
+        );
+        let Err(status) = ChatClient::connect(&addr, "alice", &token).await else {
+            panic!("an expired token must not open a chat");
+        };
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.message().contains("expired"), "{status:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_taken_login_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start().await;
+        let mut client = accounts(&manager.addr()).await;
+        client.register(registration("alice")).await.unwrap();
+        let mut again = registration("alice");
+        again.first_names = "Another".into();
+        assert_code(client.register(again).await, Code::AlreadyExists, "taken");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_fields_are_refused_naming_the_field() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start().await;
+        let mut client = accounts(&manager.addr()).await;
+        type Edit = fn(&mut dupla::v1::RegisterRequest);
+        let cases: [(Edit, &str); 11] = [
+            (|r| r.login = "ab".into(), "login"),
+            (|r| r.login = "Alice".into(), "login"),
+            (|r| r.login = "a b c".into(), "login"),
+            (|r| r.login = "x".repeat(33), "login"),
+            (|r| r.first_names = " ".into(), "first names"),
+            (|r| r.last_names = "x".repeat(101), "last names"),
+            (|r| r.age = 0, "age"),
+            (|r| r.age = 151, "age"),
+            (|r| r.gender = String::new(), "gender"),
+            (|r| r.password = "short".into(), "password"),
+            (|r| r.password = "p".repeat(2000), "password"),
+        ];
+        for (edit, field) in cases {
+            let mut request = registration("carol");
+            edit(&mut request);
+            let status = client.register(request).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().starts_with(field), "{field}: {status:?}");
+        }
+        // Nothing was stored: the login is still free.
+        client.register(registration("carol")).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repeated_failed_logins_lock_that_login_out() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start().await;
+        let addr = manager.addr();
+        user(&addr, "alice").await;
+        user(&addr, "bob").await;
+        let mut client = accounts(&addr).await;
+        let attempt = |password: &str| LoginRequest {
+            login: "alice".into(),
+            password: password.into(),
+        };
+        for _ in 0..5 {
+            let status = client.login(attempt("guess guess")).await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated);
+        }
+        // Even the right password is refused during the lockout...
+        assert_code(
+            client.login(attempt(TEST_PASSWORD)).await,
+            Code::ResourceExhausted,
+            "too many failed logins",
+        );
+        // ...for alice only.
+        login(&addr, "bob").await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admins_list_show_and_delete_users() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let manager = LoneManager::start_with(|c| c.admin = Some("carol".into())).await;
+        let addr = manager.addr();
+        let alice = user(&addr, "alice").await;
+        let bob = user(&addr, "bob").await;
+        let carol = user(&addr, "carol").await;
+        let mut client = accounts(&addr).await;
+
+        let users = client
+            .list_users(authed(&alice, ListUsersRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .users;
+        let logins: Vec<&str> = users.iter().map(|u| u.login.as_str()).collect();
+        assert_eq!(logins, ["alice", "bob", "carol"]);
+        let roles: Vec<bool> = users.iter().map(|u| u.admin).collect();
+        assert_eq!(
+            roles,
+            [true, false, true],
+            "first account + node.toml admin"
+        );
+
+        assert_code(
+            client.list_users(authed(&bob, ListUsersRequest {})).await,
+            Code::PermissionDenied,
+            "not an admin",
+        );
+        let shown = client
+            .get_user(authed(
+                &carol,
+                GetUserRequest {
+                    login: "bob".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(shown.first_names, "Test");
+        assert_code(
+            client
+                .get_user(authed(
+                    &carol,
+                    GetUserRequest {
+                        login: "zed".into(),
+                    },
+                ))
+                .await,
+            Code::NotFound,
+            "zed",
+        );
+
+        // Deleting bob revokes his token and ends his chat.
+        let mut bob_chat = ChatClient::connect(&addr, "bob", &bob).await.unwrap();
+        bob_chat.expect_prefix("* welcome bob").await;
+        client
+            .delete_user(authed(
+                &alice,
+                DeleteUserRequest {
+                    login: "bob".into(),
+                },
+            ))
+            .await
+            .unwrap();
+        let last = bob_chat.until_closed().await;
+        assert!(
+            last.iter().any(|l| l.contains("deleted by alice")),
+            "{last:?}"
+        );
+        assert_code(whoami(&addr, &bob).await, Code::Unauthenticated, "revoked");
+        assert_code(login(&addr, "bob").await, Code::Unauthenticated, "wrong");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_spread_over_servers_up_to_max_sessions() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = TestCluster::start(2).await;
+        let addr = cluster.manager_addr();
+        user(&addr, "alice").await; // one session already, on some server
+        let mut per_server = std::collections::HashMap::<String, usize>::new();
+        for _ in 0..19 {
+            let reply = login(&addr, "alice").await.unwrap();
+            assert!(!reply.over_capacity);
+            *per_server.entry(reply.server.unwrap().addr).or_default() += 1;
+        }
+        // With equal (zero) transfers, sessions fill both servers evenly:
+        // 20 sessions, 10 each.
+        let counts: Vec<usize> = per_server.values().copied().collect();
+        assert_eq!(counts.len(), 2, "{per_server:?}");
+        assert!(counts.iter().all(|&n| n == 9 || n == 10), "{per_server:?}");
+        let servers: Vec<String> = (0..2).map(|i| cluster.server_addr(i)).collect();
+        assert!(per_server.keys().all(|a| servers.contains(a)));
+        // Every server is full: login still works, over capacity.
+        let reply = login(&addr, "alice").await.unwrap();
+        assert!(reply.over_capacity);
+        assert!(reply.server.is_some());
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_and_revocations_survive_a_manager_restart() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut manager = LoneManager::start().await;
+        let addr = manager.addr();
+        let kept = user(&addr, "alice").await;
+        let revoked = login(&addr, "alice").await.unwrap().token;
+        accounts(&addr)
+            .await
+            .logout(authed(&revoked, LogoutRequest {}))
+            .await
+            .unwrap();
+        manager.restart().await;
+        let addr = manager.addr();
+        assert_eq!(
+            whoami(&addr, &kept).await.unwrap().user.unwrap().login,
+            "alice"
+        );
+        assert_code(
+            whoami(&addr, &revoked).await,
+            Code::Unauthenticated,
+            "revoked",
+        );
+    })
+    .await
+    .expect("test timed out");
+}

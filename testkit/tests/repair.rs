@@ -1,0 +1,274 @@
+//! Automatic repair, degraded writes and scrubbing on an in-process cluster:
+//! lose a server for good, write with one server up, flip a byte on disk —
+//! and check the cluster brings every file back to two verified copies by
+//! itself, with nothing lost.
+
+use dupla::chunk::CHUNK_SIZE;
+use dupla::v1::{LookupRequest, ScrubRequest};
+use dupla::Hash;
+use dupla_testkit::{raw, test_bytes, TestCluster, TEST_TIMEOUT};
+
+/// Files of assorted sizes: empty, tiny, exactly a chunk, a few chunks.
+fn corpus(n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let size = match i % 4 {
+                0 => 0,
+                1 => 100 + i,
+                2 => CHUNK_SIZE,
+                _ => 2 * CHUNK_SIZE + i,
+            };
+            (format!("corpus/file-{i}"), test_bytes(size, i as u64))
+        })
+        .collect()
+}
+
+/// Every file has two holders, both up, each holding every chunk intact.
+async fn assert_two_good_copies(cluster: &TestCluster, files: &[(String, Vec<u8>)]) {
+    let mut manager = cluster.manager_client().await;
+    let status = cluster.status().await;
+    for (name, data) in files {
+        let entry = manager
+            .lookup(LookupRequest { name: name.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(entry.holders.len(), 2, "{name}");
+        for holder in &entry.holders {
+            let server = status
+                .servers
+                .iter()
+                .find(|s| s.node.as_ref().unwrap().id == holder.id)
+                .unwrap();
+            assert_eq!(
+                server.state, "up",
+                "{name} is held by a server that is not up"
+            );
+            let i = cluster.server_index(&holder.id);
+            for hash in &entry.chunks {
+                let hash = Hash::from_slice(hash, "chunk").unwrap();
+                let bytes = std::fs::read(cluster.chunk_path(i, &hash)).unwrap();
+                assert_eq!(
+                    Hash::of(&bytes),
+                    hash,
+                    "{name}: bad chunk on {}",
+                    holder.addr
+                );
+            }
+        }
+        assert_eq!(entry.blake3, Hash::of(data).to_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(3).await;
+        let files = corpus(24);
+        for (name, data) in &files {
+            raw::upload(&cluster.server_addr(0), name, data)
+                .await
+                .unwrap();
+        }
+        cluster.stop_server(2).await;
+        // Under-replicated until the server is declared down, then repaired.
+        cluster
+            .wait_for_status(|s| s.under_replicated > 0 || s.repaired_files > 0)
+            .await;
+        cluster
+            .wait_for_status(|s| {
+                s.under_replicated == 0 && s.servers.iter().any(|srv| srv.state == "down")
+            })
+            .await;
+        let status = cluster.status().await;
+        assert!(
+            status.repaired_files > 0,
+            "nothing was repaired: {status:?}"
+        );
+        assert_two_good_copies(&cluster, &files).await;
+        for (name, data) in &files {
+            assert!(raw::download(&cluster.server_addr(1), name).await.unwrap() == *data);
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_with_one_server_up_succeeds_and_gets_its_second_copy_later() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(1).await;
+        let data = test_bytes(3 * CHUNK_SIZE + 3, 7);
+        let receipt = raw::upload(&cluster.server_addr(0), "alone.bin", &data)
+            .await
+            .unwrap();
+        assert_eq!(receipt.copies, 1);
+        assert_eq!(cluster.status().await.under_replicated, 1);
+        let second = cluster.add_server().await;
+        cluster.wait_for_status(|s| s.under_replicated == 0).await;
+        assert_two_good_copies(&cluster, &[("alone.bin".into(), data.clone())]).await;
+        // The first server can go: the repaired copy serves the file.
+        cluster.stop_server(0).await;
+        assert!(
+            raw::download(&cluster.server_addr(second), "alone.bin")
+                .await
+                .unwrap()
+                == data
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_chunk_met_by_a_download_is_quarantined_and_repaired() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(2).await;
+        let data = test_bytes(CHUNK_SIZE + 1, 9);
+        let entry = raw::upload(&cluster.server_addr(0), "read/me.bin", &data)
+            .await
+            .unwrap()
+            .entry
+            .unwrap();
+        let victim = cluster.server_index(&entry.holders[0].id);
+        let hash = Hash::from_slice(&entry.chunks[0], "chunk").unwrap();
+        std::fs::write(cluster.chunk_path(victim, &hash), b"rot").unwrap();
+        assert!(
+            raw::download(&cluster.server_addr(victim), "read/me.bin")
+                .await
+                .unwrap()
+                == data
+        );
+        cluster
+            .wait_for_status(|s| s.under_replicated == 0 && s.repaired_files >= 1)
+            .await;
+        assert_two_good_copies(&cluster, &[("read/me.bin".into(), data.clone())]).await;
+        cluster.stop_server(1 - victim).await;
+        assert!(
+            raw::download(&cluster.server_addr(victim), "read/me.bin")
+                .await
+                .unwrap()
+                == data
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(2).await;
+        let data = test_bytes(2 * CHUNK_SIZE + 9, 8);
+        let entry = raw::upload(&cluster.server_addr(0), "scrub/me.bin", &data)
+            .await
+            .unwrap()
+            .entry
+            .unwrap();
+        let victim = cluster.server_index(&entry.holders[0].id);
+        let hash = Hash::from_slice(&entry.chunks[1], "chunk").unwrap();
+        let path = cluster.chunk_path(victim, &hash);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[777] ^= 0x08;
+        std::fs::write(&path, &bytes).unwrap();
+        let report = raw::storage(&cluster.server_addr(victim))
+            .await
+            .scrub(ScrubRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(report.checked, 3, "{report:?}");
+        assert_eq!(report.corrupt, vec![hash.to_bytes()]);
+        assert!(!path.exists(), "the corrupt chunk must be quarantined");
+        cluster
+            .wait_for_status(|s| s.under_replicated == 0 && s.repaired_files >= 1)
+            .await;
+        assert_two_good_copies(&cluster, &[("scrub/me.bin".into(), data.clone())]).await;
+        // The healed copy alone serves the file.
+        let twin = 1 - victim;
+        cluster.stop_server(twin).await;
+        assert!(
+            raw::download(&cluster.server_addr(victim), "scrub/me.bin")
+                .await
+                .unwrap()
+                == data
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A name whose placement over the cluster's (idle) servers is `primary`
+/// then `replica`.
+async fn name_placed_on(cluster: &TestCluster, primary: usize, replica: usize) -> String {
+    use dupla::placement::{choose, Candidate, DEFAULT_LOAD_EPSILON};
+    let status = cluster.status().await;
+    let candidates: Vec<Candidate> = status
+        .servers
+        .iter()
+        .map(|s| Candidate {
+            id: s.node.as_ref().unwrap().id.clone(),
+            free: s.capacity - s.used,
+            active: 0,
+        })
+        .collect();
+    (0..)
+        .map(|i| format!("placed/{i}"))
+        .find(|name| {
+            let order = choose(name, 1, &candidates, DEFAULT_LOAD_EPSILON);
+            candidates[order[0]].id == cluster.servers[primary].id
+                && candidates[order[1]].id == cluster.servers[replica].id
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_replica_is_replaced_by_the_next_server_during_the_upload() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(3).await;
+        let name = name_placed_on(&cluster, 0, 1).await;
+        // The replica dies; the manager has not noticed yet (it still
+        // places on it), so the primary meets the failure itself.
+        cluster.stop_server(1).await;
+        let data = test_bytes(5 * CHUNK_SIZE + 11, 10);
+        let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
+            .await
+            .unwrap();
+        assert_eq!(receipt.copies, 2, "{receipt:?}");
+        let entry = receipt.entry.unwrap();
+        let holders: Vec<usize> = entry
+            .holders
+            .iter()
+            .map(|h| cluster.server_index(&h.id))
+            .collect();
+        assert!(
+            holders.contains(&0) && holders.contains(&2),
+            "holders {holders:?}"
+        );
+        cluster.stop_server(0).await;
+        assert!(raw::download(&cluster.server_addr(2), &name).await.unwrap() == data);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_substitute_the_upload_completes_with_one_copy() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(2).await;
+        let name = name_placed_on(&cluster, 0, 1).await;
+        cluster.stop_server(1).await;
+        let data = test_bytes(2 * CHUNK_SIZE, 11);
+        let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
+            .await
+            .unwrap();
+        assert_eq!(receipt.copies, 1, "{receipt:?}");
+        assert_eq!(cluster.status().await.under_replicated, 1);
+        // When the server comes back, the repair worker adds the copy.
+        cluster.restart_server(1).await;
+        cluster.wait_for_status(|s| s.under_replicated == 0).await;
+        assert_two_good_copies(&cluster, &[(name.clone(), data.clone())]).await;
+    })
+    .await
+    .expect("test timed out");
+}
