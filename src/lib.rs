@@ -24,7 +24,7 @@ pub use hash::Hash;
 
 /// Generated prost messages and tonic services of the `dupla.v1` package.
 pub mod v1 {
-    #![allow(missing_docs, clippy::all)]
+    #![allow(missing_docs, clippy::all, rustdoc::all)]
     tonic::include_proto!("dupla.v1");
 
     /// Encoded descriptors of every `dupla.v1` proto, for server reflection.
