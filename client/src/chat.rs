@@ -15,9 +15,9 @@
 
 use crate::output::format_unix_ms;
 use crate::session::Client;
-use crate::time::{self, LocalClock, SystemClock, TimeReport};
+use crate::time::{LocalClock, SystemClock, TimeReport};
 use anyhow::bail;
-use dupla::v1::{chat_event, ChatEvent, ChatInput, NowRequest};
+use dupla::v1::{chat_event, ChatEvent, ChatInput};
 use dupla::Result;
 use std::io::{IsTerminal, Write};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, Lines};
@@ -56,24 +56,7 @@ pub async fn sync_clock<C: LocalClock>(
     clock: &C,
     samples: usize,
 ) -> Result<TimeReport> {
-    let manager = client.manager_clock().await?;
-    time::measure(clock, samples, || {
-        let request = client.request(NowRequest {});
-        let mut manager = manager.clone();
-        async move {
-            let reply = manager
-                .now(request)
-                .await
-                .map_err(|s| client.manager_error(s))?
-                .into_inner();
-            Ok(if reply.unix_nanos != 0 {
-                i128::from(reply.unix_nanos)
-            } else {
-                i128::from(reply.unix_ms) * 1_000_000
-            })
-        }
-    })
-    .await
+    client.time_with(clock, samples).await
 }
 
 /// Where chat lines go: stdout, timestamped on a terminal.

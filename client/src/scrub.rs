@@ -21,10 +21,14 @@ pub struct ScrubResult {
     pub checked_bytes: u64,
     /// Hashes (hex) of the chunks found corrupt and sent for repair.
     pub corrupt: Vec<String>,
+    /// Why the pass failed on this server, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Client {
-    /// Run a scrub pass on every live server, concurrently, and collect the reports.
+    /// Run a scrub pass on every live server, concurrently, and collect the
+    /// reports; a server that fails gets its error in its report.
     pub async fn scrub(&self) -> Result<Vec<ScrubResult>> {
         let status = self.status().await?;
         let passes = status
@@ -33,12 +37,27 @@ impl Client {
             .filter(|s| s.state == "up")
             .filter_map(|s| s.node.as_ref().map(|n| n.addr.clone()))
             .map(|addr| async move {
-                let channel = dupla::rpc::connect(&addr).await?;
-                let report = StorageClient::new(channel)
-                    .scrub(ScrubRequest {})
-                    .await?
-                    .into_inner();
-                Ok::<_, dupla::Error>(ScrubResult {
+                let pass = async {
+                    let channel = dupla::rpc::connect(&addr).await?;
+                    let report = StorageClient::new(channel)
+                        .scrub(ScrubRequest {})
+                        .await?
+                        .into_inner();
+                    Ok::<_, dupla::Error>(report)
+                };
+                let report = match pass.await {
+                    Ok(report) => report,
+                    Err(e) => {
+                        return ScrubResult {
+                            addr,
+                            checked: 0,
+                            checked_bytes: 0,
+                            corrupt: Vec::new(),
+                            error: Some(e.to_string()),
+                        }
+                    }
+                };
+                ScrubResult {
                     addr,
                     checked: report.checked,
                     checked_bytes: report.checked_bytes,
@@ -50,9 +69,10 @@ impl Client {
                                 .map_or_else(|_| hex::encode(h), |h| h.to_hex())
                         })
                         .collect(),
-                })
+                    error: None,
+                }
             });
-        futures::future::try_join_all(passes).await
+        Ok(futures::future::join_all(passes).await)
     }
 }
 
@@ -61,8 +81,9 @@ pub async fn command(client: &Client, out: Output) -> anyhow::Result<()> {
     let results = client.scrub().await?;
     let text = results
         .iter()
-        .map(|r| {
-            format!(
+        .map(|r| match &r.error {
+            Some(e) => format!("{}: scrub failed: {e}", r.addr),
+            None => format!(
                 "{}: checked {} chunks ({}), {} corrupt{}",
                 r.addr,
                 r.checked,
@@ -73,7 +94,7 @@ pub async fn command(client: &Client, out: Output) -> anyhow::Result<()> {
                 } else {
                     " (quarantined; the manager re-replicates them)"
                 }
-            )
+            ),
         })
         .collect::<Vec<_>>()
         .join("\n");

@@ -129,9 +129,13 @@ where
 impl Client {
     /// Compare the local clock with the manager's over `samples` round trips.
     pub async fn time(&self, samples: usize) -> Result<TimeReport> {
-        let clock = SystemClock::new();
+        self.time_with(&SystemClock::new(), samples).await
+    }
+
+    /// The same against any local clock (chat uses it; tests skew it).
+    pub async fn time_with<C: LocalClock>(&self, clock: &C, samples: usize) -> Result<TimeReport> {
         let manager = self.manager_clock().await?;
-        measure(&clock, samples, || {
+        measure(clock, samples, || {
             let request = self.request(NowRequest {});
             let mut manager = manager.clone();
             async move {

@@ -33,6 +33,9 @@ pub struct RepairTask {
     pub size: u64,
     /// Holders that are up: the sources.
     pub sources: Vec<String>,
+    /// The file's holders when the plan was made; the result is applied
+    /// only if they are unchanged (a corruption report may drop one meanwhile).
+    pub holders_before: Vec<String>,
     /// Server that receives the new copy.
     pub target: String,
 }
@@ -95,6 +98,7 @@ pub fn plan(
                 version: record.version,
                 size: record.size,
                 sources: up,
+                holders_before: record.holders.clone(),
                 target: target.clone(),
             }),
             None => plan.waiting.push(record.name.clone()),

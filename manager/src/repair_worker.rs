@@ -77,11 +77,15 @@ pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
 fn plan_now(state: &State) -> Result<repair::RepairPlan> {
     let records = state.catalog.all()?;
     let now = Instant::now();
+    // Until a full grace period has passed since the manager started, a
+    // server not heard from yet may simply not have sent its first
+    // heartbeat: wait for it rather than copy its files elsewhere.
+    let warming_up = state.started.elapsed() < state.config.down_after;
     let membership = state.membership.lock().expect("membership lock poisoned");
-    let liveness = |id: &str| {
-        membership
-            .get(id)
-            .map_or(Liveness::Down, |m| membership.liveness(m, now))
+    let liveness = |id: &str| match membership.get(id) {
+        Some(m) if m.last_seen.is_none() && warming_up => Liveness::Suspect,
+        Some(m) => membership.liveness(m, now),
+        None => Liveness::Down,
     };
     Ok(repair::plan(
         &records,
@@ -127,7 +131,7 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     let mut current = state
         .catalog
         .get(&task.name)?
-        .filter(|r| r.version == task.version)
+        .filter(|r| r.version == task.version && r.holders == task.holders_before)
         .ok_or_else(|| Error::Aborted("the file changed while it was repaired".into()))?;
     current.holders = task.new_holders();
     state.catalog.put(&current)?;

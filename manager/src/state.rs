@@ -28,6 +28,8 @@ pub struct State {
     pub catalog_writes: Mutex<()>,
     /// What the repair worker has done since start.
     pub repair_stats: Mutex<RepairStats>,
+    /// When this manager started (repairs wait a grace period after it).
+    pub started: std::time::Instant,
 }
 
 /// Counters of the repair worker, shown in cluster status.
@@ -55,6 +57,7 @@ impl State {
             uploads: Mutex::new(Uploads::default()),
             catalog_writes: Mutex::new(()),
             repair_stats: Mutex::new(RepairStats::default()),
+            started: std::time::Instant::now(),
         })
     }
 }

@@ -24,8 +24,23 @@ use std::sync::Arc;
 pub struct Staged {
     hash: Hash,
     len: u64,
-    /// `None` when the chunk was already stored (nothing to commit).
+    /// `None` when the chunk was already stored (nothing to commit), or
+    /// once committed.
     tmp: Option<PathBuf>,
+    /// The store whose reservation this chunk holds.
+    inner: Arc<Inner>,
+}
+
+impl Drop for Staged {
+    /// A staged chunk dropped without being committed — the transfer failed
+    /// or was cancelled, even before its write finished — removes its temp
+    /// file and gives its reserved bytes back.
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+            self.inner.reserved.fetch_sub(self.len, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Chunks staged by one transfer. Dropped before [`Batch::take`] hands them
@@ -250,6 +265,7 @@ impl ChunkStore {
                 hash,
                 len,
                 tmp: None,
+                inner: self.inner.clone(),
             });
         }
         self.reserve(len)?;
@@ -267,6 +283,7 @@ impl ChunkStore {
             hash,
             len,
             tmp: Some(tmp),
+            inner: self.inner.clone(),
         })
     }
 
@@ -348,12 +365,8 @@ impl ChunkStore {
 
     /// Forget staged chunks of a failed transfer: their temp files go.
     pub fn discard(&self, staged: Vec<Staged>) {
-        for chunk in staged {
-            if let Some(tmp) = chunk.tmp {
-                self.release(chunk.len);
-                let _ = fs::remove_file(tmp);
-            }
-        }
+        // Each chunk's Drop removes its temp file and releases its bytes.
+        drop(staged);
     }
 
     /// Store one chunk durably right away (stage + commit), for callers that

@@ -32,6 +32,7 @@ pub async fn run(node: Arc<StorageNode>, mut interval: Duration, mut shutdown: S
                     tracing::info!("manager reachable again");
                     reachable = true;
                 }
+                node.retry_unreported().await;
                 let asked = reply.into_inner().interval_ms;
                 if asked > 0 {
                     interval = Duration::from_millis(asked.clamp(MIN_INTERVAL_MS, MAX_INTERVAL_MS));

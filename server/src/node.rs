@@ -30,6 +30,9 @@ pub struct StorageNode {
     pub repair_rate: u64,
     /// Held by the running scrub pass, so passes never overlap.
     pub scrub_lock: tokio::sync::Mutex<()>,
+    /// Corrupt chunks quarantined here whose report to the manager failed:
+    /// retried after each successful heartbeat, so none is forgotten.
+    unreported: std::sync::Mutex<Vec<Hash>>,
     manager: ManagerClient<Channel>,
     peers: Mutex<HashMap<String, Channel>>,
 }
@@ -55,6 +58,7 @@ impl StorageNode {
             active: ActiveTransfers::default(),
             repair_rate,
             scrub_lock: tokio::sync::Mutex::new(()),
+            unreported: std::sync::Mutex::new(Vec::new()),
             manager,
             peers: Mutex::new(HashMap::new()),
         })
@@ -88,19 +92,41 @@ impl StorageNode {
         });
     }
 
-    /// Tell the manager these chunks are corrupt here.
+    /// Tell the manager these chunks are corrupt here. On failure they are
+    /// kept and sent again after the next successful heartbeat.
     pub async fn report_corrupt(&self, chunks: Vec<Hash>) -> Result<()> {
         let request = self.secret.request(ReportCorruptRequest {
             server_id: self.id.clone(),
             chunks: chunks.iter().map(Hash::to_bytes).collect(),
         });
-        let reply = self.manager().report_corrupt(request).await?.into_inner();
-        tracing::warn!(
-            chunks = chunks.len(),
-            files = reply.files_affected,
-            "reported corrupt chunks; the manager re-replicates the affected files"
-        );
-        Ok(())
+        match self.manager().report_corrupt(request).await {
+            Ok(reply) => {
+                tracing::warn!(
+                    chunks = chunks.len(),
+                    files = reply.into_inner().files_affected,
+                    "reported corrupt chunks; the manager re-replicates the affected files"
+                );
+                Ok(())
+            }
+            Err(status) => {
+                self.unreported
+                    .lock()
+                    .expect("unreported lock poisoned")
+                    .extend(chunks);
+                Err(status.into())
+            }
+        }
+    }
+
+    /// Send again the corruption reports that failed earlier.
+    pub async fn retry_unreported(&self) {
+        let pending =
+            std::mem::take(&mut *self.unreported.lock().expect("unreported lock poisoned"));
+        if !pending.is_empty() {
+            if let Err(e) = self.report_corrupt(pending).await {
+                tracing::warn!(error = %e, "corruption report still failing; will retry");
+            }
+        }
     }
 
     /// A client for the storage server at `addr`, reusing one HTTP/2

@@ -61,7 +61,7 @@ impl Storage for StorageService {
         name::validate(&begin.name)?;
         if begin.chain.len() > MAX_CHAIN || begin.fallbacks.len() > MAX_FALLBACKS {
             return Err(Status::invalid_argument(format!(
-                "a chain has at most {MAX_CHAIN} nodes"
+                "a Store carries at most {MAX_CHAIN} chain nodes and {MAX_FALLBACKS} fallbacks"
             )));
         }
         let plan = Plan {

@@ -66,7 +66,7 @@ async fn store_and_commit(
     let fallbacks = place
         .candidates
         .iter()
-        .filter(|c| c.id != primary.id && !chain.iter().any(|n| n.id == c.id))
+        .filter(|c| c.id != primary.id && c.id != node.id && !chain.iter().any(|n| n.id == c.id))
         .take(MAX_FALLBACKS)
         .cloned()
         .collect();

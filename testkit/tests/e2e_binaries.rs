@@ -131,6 +131,22 @@ fn backup_with_the_real_client_survives_killing_the_primary() {
         .expect("listed");
     assert_eq!(entry["holders"].as_array().unwrap().len(), 2);
 
+    // A scrub on every server finds nothing wrong.
+    let out = client(&root, &["--manager", &manager, "--json", "scrub"]);
+    assert!(
+        out.status.success(),
+        "scrub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = reports.as_array().expect("one report per server");
+    assert_eq!(reports.len(), 3);
+    assert!(reports
+        .iter()
+        .all(|r| r["corrupt"].as_array().unwrap().is_empty()));
+    let checked: u64 = reports.iter().map(|r| r["checked"].as_u64().unwrap()).sum();
+    assert!(checked >= 4, "{reports:?}");
+
     // Crash the primary, then restore right away (the manager has not yet
     // noticed: the client and servers must route around it themselves).
     let victim = cluster

@@ -272,3 +272,30 @@ async fn with_no_substitute_the_upload_completes_with_one_copy() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_that_is_the_replica_replaces_a_dead_primary() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let mut cluster = TestCluster::start(3).await;
+        // Server 0 is the replica and the entry; the primary (1) is dead.
+        let name = name_placed_on(&cluster, 1, 0).await;
+        cluster.stop_server(1).await;
+        let data = test_bytes(3 * CHUNK_SIZE, 12);
+        let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
+            .await
+            .unwrap();
+        assert_eq!(receipt.copies, 2, "{receipt:?}");
+        let holders: Vec<usize> = receipt
+            .entry
+            .unwrap()
+            .holders
+            .iter()
+            .map(|h| cluster.server_index(&h.id))
+            .collect();
+        let mut sorted = holders.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0, 2], "holders {holders:?}");
+    })
+    .await
+    .expect("test timed out");
+}
