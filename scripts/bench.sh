@@ -13,7 +13,7 @@ top="$(cd "$(dirname "$0")/.." && pwd)"
 runs="${1:-3}"
 shared="${DUPLA_BENCH_REFERENCE:-$top/../shared/bench}"
 work="$(mktemp -d /tmp/dupla-bench.XXXXXX)"
-bin="$top/target/release"
+bin="${CARGO_TARGET_DIR:-$top/target}/release"
 pids=()
 
 cleanup() {

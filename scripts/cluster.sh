@@ -16,7 +16,7 @@
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 profile="${PROFILE:-release}"
-bin="$top/target/$profile"
+bin="${CARGO_TARGET_DIR:-$top/target}/$profile"
 servers=(server-1 server-2 server-3)
 
 build() {
