@@ -46,7 +46,10 @@ wait_port() { # port: until it accepts connections (10 s)
 start_node() { # node binary
   local node="$1" program="$2" dir="$top/nodes/$1"
   if running "$node"; then echo "$node already running"; return; fi
-  (cd "$dir" && nohup "$bin/$program" >>"$dir/node.log" 2>&1 & echo $! >"$dir/node.pid")
+  # exec: the recorded pid is the node's own, so `kill` reaches the node;
+  # no inherited stdout, so callers of `up` are not held open by the node.
+  (cd "$dir" && exec nohup "$bin/$program" >>"$dir/node.log" 2>&1 </dev/null) &
+  echo $! >"$dir/node.pid"
   wait_port "$(port_of "$node")"
   echo "started $node (pid $(cat "$dir/node.pid"), port $(port_of "$node"))"
 }

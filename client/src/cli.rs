@@ -106,7 +106,9 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_TIME_SAMPLES, value_parser = clap::value_parser!(usize))]
         samples: usize,
     },
-    /// Measure upload and download throughput with generated files
+    /// Measure upload and download throughput with generated files;
+    /// `dupla bench chat` measures the chat instead
+    #[command(args_conflicts_with_subcommands = true)]
     Bench(BenchArgs),
     /// Create an account (asks for what the flags do not give)
     Register(RegisterArgs),
@@ -170,6 +172,9 @@ pub struct UsersArgs {
 /// Options of `dupla bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// What to measure instead of file transfers
+    #[command(subcommand)]
+    pub target: Option<BenchTarget>,
     /// Size of each generated file (e.g. 1GiB, 100MB, 4096)
     #[arg(long, default_value = DEFAULT_BENCH_SIZE, value_parser = parse_size_arg)]
     pub size: u64,
@@ -182,6 +187,77 @@ pub struct BenchArgs {
     /// Also download (and verify) every file after uploading
     #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     pub download: bool,
+}
+
+/// What `dupla bench` measures, when not file transfers.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchTarget {
+    /// Chat load: N clients in one room, each message timed from send to receipt
+    Chat(ChatBenchArgs),
+}
+
+/// Default number of chat clients in `dupla bench chat`.
+pub const DEFAULT_CHAT_CLIENTS: u32 = 200;
+/// Default total message rate of `dupla bench chat`, messages per second.
+pub const DEFAULT_CHAT_RATE: u32 = 200;
+/// Default length of the sending phase of `dupla bench chat`, seconds.
+pub const DEFAULT_CHAT_SECONDS: u32 = 10;
+/// Default prefix of the accounts `dupla bench chat` uses (`bench000`...).
+pub const DEFAULT_CHAT_PREFIX: &str = "bench";
+/// Most chat clients one benchmark opens: the manager's default limit of
+/// chat connections.
+pub const MAX_CHAT_CLIENTS: u32 = 4096;
+/// Longest account prefix: room for four digits in a 32-character login.
+pub const MAX_CHAT_PREFIX: usize = 28;
+
+/// Options of `dupla bench chat`.
+#[derive(Debug, Clone, Args)]
+pub struct ChatBenchArgs {
+    /// Chat clients, each a real account with its own connection
+    #[arg(long, default_value_t = DEFAULT_CHAT_CLIENTS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CHAT_CLIENTS)))]
+    pub clients: u32,
+    /// Messages per second sent by all clients together (not per client);
+    /// every message is delivered to every client, so deliveries per second
+    /// are RATE x CLIENTS
+    #[arg(long, default_value_t = DEFAULT_CHAT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Length of the sending phase, in seconds
+    #[arg(long, default_value_t = DEFAULT_CHAT_SECONDS,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub seconds: u32,
+    /// Accounts are PREFIX000, PREFIX001...: registered on first use, then reused
+    #[arg(long, default_value = DEFAULT_CHAT_PREFIX, value_parser = parse_prefix)]
+    pub prefix: String,
+}
+
+impl Default for ChatBenchArgs {
+    fn default() -> Self {
+        ChatBenchArgs {
+            clients: DEFAULT_CHAT_CLIENTS,
+            rate: DEFAULT_CHAT_RATE,
+            seconds: DEFAULT_CHAT_SECONDS,
+            prefix: DEFAULT_CHAT_PREFIX.into(),
+        }
+    }
+}
+
+/// An account prefix: 1 to 28 of `a-z 0-9 _ . -`, so that the prefix plus
+/// the client number is a valid login.
+pub fn parse_prefix(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_CHAT_PREFIX
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "an account prefix is 1 to {MAX_CHAT_PREFIX} of a-z, 0-9, _ . or -, not {text:?}"
+        ))
+    }
 }
 
 /// clap adapter for [`dupla::size::parse_size`].
@@ -234,6 +310,44 @@ mod tests {
             other => panic!("expected bench, got {other:?}"),
         }
         assert!(Cli::try_parse_from(["dupla", "bench", "--size", "lots"]).is_err());
+        match Cli::try_parse_from(["dupla", "bench", "--size", "1MiB", "--count", "3"])
+            .unwrap()
+            .command
+        {
+            Some(Command::Bench(b)) => {
+                assert_eq!((b.size, b.count), (1 << 20, 3));
+                assert!(b.target.is_none() && b.download);
+            }
+            other => panic!("expected bench, got {other:?}"),
+        }
+
+        // `bench chat`: its own flags, defaults from the reference.
+        match Cli::try_parse_from(["dupla", "bench", "chat", "--clients", "5", "--json"])
+            .unwrap()
+            .command
+        {
+            Some(Command::Bench(BenchArgs {
+                target: Some(BenchTarget::Chat(c)),
+                ..
+            })) => {
+                assert_eq!((c.clients, c.rate, c.seconds), (5, 200, 10));
+                assert_eq!(c.prefix, "bench");
+            }
+            other => panic!("expected bench chat, got {other:?}"),
+        }
+        for bad in [
+            &["dupla", "bench", "chat", "--clients", "0"][..],
+            &["dupla", "bench", "chat", "--clients", "5000"],
+            &["dupla", "bench", "chat", "--rate", "0"],
+            &["dupla", "bench", "chat", "--seconds", "0"],
+            &["dupla", "bench", "chat", "--rate", "fast"],
+            &["dupla", "bench", "chat", "--prefix", "Bench"],
+            &["dupla", "bench", "chat", "--prefix", ""],
+            &["dupla", "bench", "chat", "--size", "1MiB"],
+            &["dupla", "bench", "--size", "1MiB", "chat"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
 
         let cli = Cli::try_parse_from([
             "dupla",

@@ -4,7 +4,8 @@
 //! an interactive menu, or this library.
 //!
 //! An account goes [`account`] (register, login, logout...) with the token
-//! kept by [`session_store`]; [`chat`] is `dupla chat`.
+//! kept by [`session_store`]; [`chat`] is `dupla chat`, and [`chat_bench`]
+//! is `dupla bench chat`, its load benchmark.
 //!
 //! Following one backup through the modules: [`cli`] parses the command,
 //! [`config`] merges flags, environment and node.toml, [`backup`] checks the
@@ -16,6 +17,7 @@ pub mod account;
 pub mod backup;
 pub mod bench;
 pub mod chat;
+pub mod chat_bench;
 pub mod cli;
 pub mod config;
 pub mod download;
@@ -35,11 +37,12 @@ pub mod upload;
 
 pub use backup::BackupReport;
 pub use bench::BenchReport;
+pub use chat_bench::ChatBenchReport;
 pub use restore::RestoreReport;
 pub use session::Client;
 pub use time::TimeReport;
 
-use cli::{Cli, Command};
+use cli::{BenchTarget, Cli, Command};
 use config::Config;
 use output::Output;
 use std::io::IsTerminal;
@@ -97,7 +100,13 @@ impl App {
             Command::Scrub => scrub::command(client, out).await,
             Command::Hello { names } => hello::command(client, &names, out).await,
             Command::Time { samples } => time::command(client, samples, out).await,
-            Command::Bench(args) => bench::command(client, &args, out).await,
+            Command::Bench(args) => match &args.target {
+                // Its own accounts: the saved session plays no part.
+                Some(BenchTarget::Chat(chat)) => {
+                    chat_bench::command(&self.anonymous(), root, chat, out).await
+                }
+                None => bench::command(client, &args, out).await,
+            },
             // Register and login need no token: a stale one must not get in the way.
             Command::Register(args) => account::register(&self.anonymous(), &args, out).await,
             Command::Login {

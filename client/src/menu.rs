@@ -166,6 +166,7 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
                 return Ok(Choice::Nothing);
             };
             Command::Bench(BenchArgs {
+                target: None,
                 size,
                 count: count.max(1),
                 concurrency: 1,

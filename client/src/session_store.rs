@@ -90,7 +90,7 @@ pub fn remove(root: &Path) -> Result<bool> {
 }
 
 #[cfg(unix)]
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -102,13 +102,13 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     Ok(())
 }
 
 #[cfg(unix)]
-fn private_file(path: &Path) -> Result<std::fs::File> {
+pub(crate) fn private_file(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     Ok(std::fs::OpenOptions::new()
         .write(true)
@@ -118,7 +118,7 @@ fn private_file(path: &Path) -> Result<std::fs::File> {
 }
 
 #[cfg(not(unix))]
-fn private_file(path: &Path) -> Result<std::fs::File> {
+pub(crate) fn private_file(path: &Path) -> Result<std::fs::File> {
     Ok(std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

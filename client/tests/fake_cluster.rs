@@ -404,6 +404,7 @@ async fn bench_uploads_downloads_and_cleans_up() {
     timed(async {
         let (fake, client) = start().await;
         let args = BenchArgs {
+            target: None,
             size: 3_000_000,
             count: 3,
             concurrency: 2,
