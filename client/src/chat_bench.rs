@@ -462,10 +462,16 @@ async fn sign_in(
     password: &str,
     file: &Path,
 ) -> Result<Vec<Account>> {
-    let mut pending = futures::stream::iter(logins)
+    let Some((first, rest)) = logins.split_first() else {
+        return Ok(Vec::new());
+    };
+    // The first account alone: on a fresh manager the first registration
+    // gets the admin role, and it must be PREFIX000 whatever the concurrency.
+    let mut accounts = Vec::with_capacity(logins.len());
+    accounts.push(account(anonymous, first, password, file).await?);
+    let mut pending = futures::stream::iter(rest)
         .map(|login| account(anonymous, login, password, file))
         .buffered(SETUP_CONCURRENCY);
-    let mut accounts = Vec::with_capacity(logins.len());
     while let Some(outcome) = pending.next().await {
         match outcome {
             Ok(account) => accounts.push(account),
