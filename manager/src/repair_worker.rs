@@ -13,6 +13,7 @@ use dupla::v1::storage_client::StorageClient;
 use dupla::v1::{Node as WireNode, ReplicateRequest};
 use dupla::{Error, Hash, Result};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,13 +33,22 @@ pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
             _ = tokio::time::sleep(REPAIR_SCAN_INTERVAL) => {}
             _ = shutdown.wait() => return,
         }
+        let wanted = state.repair_wanted.swap(false, Ordering::Relaxed);
+        if !wanted && !any_server_not_up(&state) {
+            continue;
+        }
         let plan = match plan_now(&state) {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::warn!(error = %e, "repair planning failed");
+                state.want_repair();
                 continue;
             }
         };
+        if !(plan.tasks.is_empty() && plan.waiting.is_empty() && plan.unrecoverable.is_empty()) {
+            // Work left (or blocked): look again next pass.
+            state.want_repair();
+        }
         for name in plan
             .unrecoverable
             .iter()
@@ -71,6 +81,16 @@ pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
             }
         }
     }
+}
+
+/// Whether any known server is not `up`: then files may be losing copies.
+fn any_server_not_up(state: &State) -> bool {
+    let now = Instant::now();
+    let membership = state.membership.lock().expect("membership lock poisoned");
+    let degraded = membership
+        .members()
+        .any(|m| membership.liveness(m, now) != Liveness::Up);
+    degraded
 }
 
 /// Plan over the whole catalog with the current membership.

@@ -187,6 +187,9 @@ impl ManagerService {
             self.state.catalog.put(&record)?;
             record
         };
+        if record.holders.len() < crate::repair::TARGET_COPIES {
+            self.state.want_repair();
+        }
         self.state
             .uploads
             .lock()
@@ -266,6 +269,9 @@ impl ManagerService {
                 self.state.catalog.put(&record)?;
                 affected += 1;
             }
+        }
+        if affected > 0 {
+            self.state.want_repair();
         }
         Ok(affected)
     }

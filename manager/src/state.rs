@@ -7,6 +7,7 @@ use crate::uploads::Uploads;
 use dupla::kv::Kv;
 use dupla::rpc::Secret;
 use dupla::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The manager's state: persistent catalog plus in-memory membership and
@@ -30,6 +31,18 @@ pub struct State {
     pub repair_stats: Mutex<RepairStats>,
     /// When this manager started (repairs wait a grace period after it).
     pub started: std::time::Instant,
+    /// Set when something may have left a file short of copies (a
+    /// one-holder commit, a corruption report, a manager start). With it
+    /// clear and every server up, the repair worker skips its catalog scan:
+    /// a healthy cluster pays nothing per pass.
+    pub repair_wanted: AtomicBool,
+}
+
+impl State {
+    /// Ask the repair worker to scan the catalog at its next pass.
+    pub fn want_repair(&self) {
+        self.repair_wanted.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Counters of the repair worker, shown in cluster status.
@@ -58,6 +71,7 @@ impl State {
             catalog_writes: Mutex::new(()),
             repair_stats: Mutex::new(RepairStats::default()),
             started: std::time::Instant::now(),
+            repair_wanted: AtomicBool::new(true),
         })
     }
 }
