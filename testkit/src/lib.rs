@@ -13,6 +13,14 @@ pub use cluster::TestCluster;
 /// Bound on every async test: generous, so only a hang trips it.
 pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Run a test body under [`TEST_TIMEOUT`]: a hang fails the test instead of
+/// stalling the suite.
+pub async fn bounded<F: std::future::Future>(test: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out")
+}
+
 /// Deterministic test bytes of length `len` (a cheap xorshift stream).
 pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

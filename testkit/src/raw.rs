@@ -104,3 +104,16 @@ pub async fn download(addr: &str, name: &str) -> Result<Vec<u8>, Status> {
     );
     Ok(data)
 }
+
+/// Download `name` through `addr` and check it is exactly `want` (compared by
+/// length and blake3, so a failure prints something readable).
+pub async fn assert_restores(addr: &str, name: &str, want: &[u8]) {
+    let got = download(addr, name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} via {addr}: {e:?}"));
+    assert_eq!(
+        (got.len(), Hash::of(&got)),
+        (want.len(), Hash::of(want)),
+        "{name} via {addr} restored different bytes"
+    );
+}

@@ -10,7 +10,7 @@ use dupla::v1::{
 use dupla_testkit::chat::{
     accounts, authed, login, registration, user, ChatClient, LoneManager, TEST_PASSWORD,
 };
-use dupla_testkit::{TestCluster, TEST_TIMEOUT};
+use dupla_testkit::{bounded, TestCluster};
 use std::time::Duration;
 use tonic::{Code, Request, Status};
 
@@ -34,7 +34,7 @@ fn assert_code(result: Result<impl std::fmt::Debug, Status>, code: Code, words: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn register_login_logout_unregister_round_trip() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let addr = manager.addr();
         let mut client = accounts(&addr).await;
@@ -101,13 +101,12 @@ async fn register_login_logout_unregister_round_trip() {
         // The login is free again.
         client.register(registration("alice")).await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_password_and_unknown_login_get_the_same_answer() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let addr = manager.addr();
         user(&addr, "alice").await;
@@ -133,13 +132,12 @@ async fn wrong_password_and_unknown_login_get_the_same_answer() {
         );
         assert!(!wrong.message().contains(TEST_PASSWORD));
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_without_a_valid_token_are_unauthenticated() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let addr = manager.addr();
         let mut client = accounts(&addr).await;
@@ -159,13 +157,12 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
         };
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_tokens_are_refused_everywhere() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         // A zero lifetime: every token is born expired, no waiting needed.
         let manager = LoneManager::start_with(|c| c.token_ttl = Duration::ZERO).await;
         let addr = manager.addr();
@@ -181,13 +178,12 @@ async fn expired_tokens_are_refused_everywhere() {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert!(status.message().contains("expired"), "{status:?}");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_taken_login_is_refused() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let mut client = accounts(&manager.addr()).await;
         client.register(registration("alice")).await.unwrap();
@@ -195,13 +191,12 @@ async fn a_taken_login_is_refused() {
         again.first_names = "Another".into();
         assert_code(client.register(again).await, Code::AlreadyExists, "taken");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_fields_are_refused_naming_the_field() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let mut client = accounts(&manager.addr()).await;
         type Edit = fn(&mut dupla::v1::RegisterRequest);
@@ -228,13 +223,12 @@ async fn bad_fields_are_refused_naming_the_field() {
         // Nothing was stored: the login is still free.
         client.register(registration("carol")).await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_failed_logins_lock_that_login_out() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let addr = manager.addr();
         user(&addr, "alice").await;
@@ -257,13 +251,12 @@ async fn repeated_failed_logins_lock_that_login_out() {
         // ...for alice only.
         login(&addr, "bob").await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admins_list_show_and_delete_users() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start_with(|c| c.admin = Some("carol".into())).await;
         let addr = manager.addr();
         let alice = user(&addr, "alice").await;
@@ -335,13 +328,12 @@ async fn admins_list_show_and_delete_users() {
         assert_code(whoami(&addr, &bob).await, Code::Unauthenticated, "revoked");
         assert_code(login(&addr, "bob").await, Code::Unauthenticated, "wrong");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logins_spread_over_servers_up_to_max_sessions() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         let addr = cluster.manager_addr();
         user(&addr, "alice").await; // one session already, on some server
@@ -363,13 +355,12 @@ async fn logins_spread_over_servers_up_to_max_sessions() {
         assert!(reply.over_capacity);
         assert!(reply.server.is_some());
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_and_revocations_survive_a_manager_restart() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut manager = LoneManager::start().await;
         let addr = manager.addr();
         let kept = user(&addr, "alice").await;
@@ -391,6 +382,5 @@ async fn tokens_and_revocations_survive_a_manager_restart() {
             "revoked",
         );
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use dupla::chunk::CHUNK_SIZE;
 use dupla::v1::{upload_request, LookupRequest, StoreRequest, UploadRequest};
-use dupla_testkit::{raw, test_bytes, TestCluster, TEST_TIMEOUT};
+use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 use tonic::Code;
 
 async fn assert_not_in_catalog(cluster: &TestCluster, name: &str) {
@@ -30,7 +30,7 @@ fn chunk_message(messages: &mut [UploadRequest], i: usize) -> &mut dupla::v1::Ch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chunk_whose_hash_does_not_match_is_refused() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(3).await;
         let data = test_bytes(2 * CHUNK_SIZE, 1);
         let mut messages = raw::upload_messages("tampered.bin", &data);
@@ -48,13 +48,12 @@ async fn a_chunk_whose_hash_does_not_match_is_refused() {
             .await
             .unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_file_hash_mismatch_commits_nothing() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         let mut messages = raw::upload_messages("liar.txt", b"some content");
         if let Some(upload_request::Msg::End(end)) = messages.last_mut().unwrap().msg.as_mut() {
@@ -66,13 +65,12 @@ async fn a_whole_file_hash_mismatch_commits_nothing() {
         assert_eq!(err.code(), Code::DataLoss, "{err:?}");
         assert_not_in_catalog(&cluster, "liar.txt").await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stream_that_ends_early_commits_nothing() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         let data = test_bytes(3 * CHUNK_SIZE, 2);
         let mut messages = raw::upload_messages("short.bin", &data);
@@ -94,13 +92,12 @@ async fn a_stream_that_ends_early_commits_nothing() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert_not_in_catalog(&cluster, "long.bin").await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_names_and_missing_files_get_clear_statuses() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         for bad in ["../etc/passwd", "/abs", "a//b", ""] {
             let err = raw::upload(&cluster.server_addr(0), bad, b"x")
@@ -122,13 +119,12 @@ async fn bad_names_and_missing_files_get_clear_statuses() {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(cluster.status().await.files, 0);
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_upload_of_a_name_in_progress_is_refused() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         // Hold the first upload open: send begin and one chunk, then wait.
         let (tx, rx) = tokio::sync::mpsc::channel::<UploadRequest>(4);
@@ -175,20 +171,14 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
         }
         drop(tx);
         first.await.unwrap().unwrap();
-        assert!(
-            raw::download(&cluster.server_addr(1), "busy.bin")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(1), "busy.bin", &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn internal_calls_without_the_cluster_secret_are_refused() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         let mut storage = raw::storage(&cluster.server_addr(0)).await;
         let err = storage
@@ -217,6 +207,5 @@ async fn internal_calls_without_the_cluster_secret_are_refused() {
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

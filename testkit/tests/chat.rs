@@ -4,8 +4,8 @@
 //! that never reads, and the clock synchronisation `dupla chat` starts with.
 
 use dupla::v1::{chat_event, LogoutRequest};
+use dupla_testkit::bounded;
 use dupla_testkit::chat::{accounts, authed, user, ChatClient, LoneManager};
-use dupla_testkit::TEST_TIMEOUT;
 use std::time::{Duration, Instant};
 
 /// A connection whose HTTP/2 windows are the protocol's minimum default
@@ -33,7 +33,7 @@ async fn join(manager: &LoneManager, login: &str) -> ChatClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_command_with_three_clients() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let mut alice = join(&manager, "alice").await;
         let mut bob = join(&manager, "bob").await;
@@ -120,13 +120,12 @@ async fn every_command_with_three_clients() {
             .expect("* users: alice (online), bob (online), carol (offline), dave (offline)")
             .await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rooms_creator_disconnecting_sends_its_members_to_the_lobby() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let mut alice = join(&manager, "alice").await;
         let mut bob = join(&manager, "bob").await;
@@ -155,13 +154,12 @@ async fn a_rooms_creator_disconnecting_sends_its_members_to_the_lobby() {
         carol.send("back home").await;
         bob.expect("carol: back home").await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn private_messages_reach_users_in_other_rooms() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let mut alice = join(&manager, "alice").await;
         let mut bob = join(&manager, "bob").await;
@@ -197,13 +195,12 @@ async fn private_messages_reach_users_in_other_rooms() {
         bob.send("#\\private alice").await;
         bob.expect("* usage: #\\private <user> <message>").await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn room_events_carry_sequence_numbers_and_server_time() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let mut alice = join(&manager, "alice").await;
         let mut bob = join(&manager, "bob").await;
@@ -232,13 +229,12 @@ async fn room_events_carry_sequence_numbers_and_server_time() {
         let joined = bob.expect("* bob joined fresh").await;
         assert_eq!(joined.seq, 1);
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_is_throttled_and_long_lines_are_refused() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         // A burst of 5 and (practically) no refill: exactly 5 lines get through.
         let manager = LoneManager::start_with(|c| {
             c.chat.burst = 5.0;
@@ -267,13 +263,12 @@ async fn a_flood_is_throttled_and_long_lines_are_refused() {
         assert_eq!(next.from, "carol");
         assert_eq!(next.text.len(), 4096);
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_consumer_never_delays_the_others() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         const SLOW_TIMEOUT: Duration = Duration::from_secs(5);
         let manager = LoneManager::start_with(|c| {
             c.chat.lines_per_sec = 1e6;
@@ -314,13 +309,12 @@ async fn a_slow_consumer_never_delays_the_others() {
         bob.expect("* slow left lobby").await;
         drop(slow);
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_too_far_behind_is_told_and_disconnected() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         // A small room buffer, and patience long enough that the lag, not
         // the send timeout, is what ends the laggard.
         let manager = LoneManager::start_with(|c| {
@@ -355,13 +349,12 @@ async fn a_client_too_far_behind_is_told_and_disconnected() {
         assert!(told, "{:?}", &rest[rest.len().saturating_sub(3)..]);
         alice.expect("* late left lobby").await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logout_ends_an_open_chat_and_shutdown_ends_them_all() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut manager = LoneManager::start().await;
         let token = user(&manager.addr(), "alice").await;
         let mut alice = ChatClient::connect(&manager.addr(), "alice", &token)
@@ -386,8 +379,7 @@ async fn logout_ends_an_open_chat_and_shutdown_ends_them_all() {
             "{last:?}"
         );
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// The machine's clock, read `skew_ns` off (a badly set clock, on purpose).
@@ -404,7 +396,7 @@ impl dupla_client::time::LocalClock for Skewed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_chat_clock_sync_measures_a_skewed_clock_within_the_round_trip() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let manager = LoneManager::start().await;
         let client = dupla_client::Client::new(manager.addr(), None);
         for skew_ms in [-3_000i128, 0, 45_000] {
@@ -425,6 +417,5 @@ async fn the_chat_clock_sync_measures_a_skewed_clock_within_the_round_trip() {
             );
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

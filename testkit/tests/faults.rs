@@ -3,7 +3,7 @@
 
 use dupla::chunk::CHUNK_SIZE;
 use dupla::Hash;
-use dupla_testkit::{raw, test_bytes, TestCluster, TEST_TIMEOUT};
+use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 
 fn holder_indexes(cluster: &TestCluster, entry: &dupla::v1::FileEntry) -> Vec<usize> {
     entry
@@ -15,7 +15,7 @@ fn holder_indexes(cluster: &TestCluster, entry: &dupla::v1::FileEntry) -> Vec<us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flipped_byte_on_one_holder_is_detected_and_served_from_the_other() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(3).await;
         let data = test_bytes(4 * CHUNK_SIZE + 100, 1);
         let entry = raw::upload(&cluster.server_addr(0), "photos/cat.jpg", &data)
@@ -39,13 +39,12 @@ async fn a_flipped_byte_on_one_holder_is_detected_and_served_from_the_other() {
             assert!(back == data, "wrong bytes via server {i}");
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn corrupt_on_both_holders_is_a_clear_error_not_wrong_bytes() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE + 7, 2);
         let entry = raw::upload(&cluster.server_addr(0), "doomed.bin", &data)
@@ -67,13 +66,12 @@ async fn corrupt_on_both_holders_is_a_clear_error_not_wrong_bytes() {
             err.message()
         );
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_holder_does_not_stop_downloads() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(3).await;
         let data = test_bytes(3 * CHUNK_SIZE, 3);
         let entry = raw::upload(&cluster.server_addr(0), "report.pdf", &data)
@@ -86,12 +84,7 @@ async fn a_stopped_holder_does_not_stop_downloads() {
         let serving = (0..3).find(|i| *i != holders[0]).unwrap();
         // Immediately (the manager still believes the primary is up) and
         // after the manager noticed: both work.
-        assert!(
-            raw::download(&cluster.server_addr(serving), "report.pdf")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(serving), "report.pdf", &data).await;
         let primary_id = cluster.servers[holders[0]].id.clone();
         cluster
             .wait_for_status(|s| {
@@ -100,12 +93,7 @@ async fn a_stopped_holder_does_not_stop_downloads() {
                     .any(|srv| srv.node.as_ref().unwrap().id == primary_id && srv.state != "up")
             })
             .await;
-        assert!(
-            raw::download(&cluster.server_addr(serving), "report.pdf")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(serving), "report.pdf", &data).await;
         assert_eq!(cluster.status().await.under_replicated, 1);
         // New uploads avoid the stopped server.
         let receipt = raw::upload(&cluster.server_addr(serving), "after.txt", b"after")
@@ -118,13 +106,12 @@ async fn a_stopped_holder_does_not_stop_downloads() {
             .iter()
             .all(|h| h.id != primary_id));
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_catalog_survives_a_manager_restart() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(2 * CHUNK_SIZE + 1, 4);
         raw::upload(&cluster.server_addr(0), "keep/me.bin", &data)
@@ -133,20 +120,14 @@ async fn the_catalog_survives_a_manager_restart() {
         cluster.restart_manager().await;
         cluster.wait_for_up(2).await;
         assert_eq!(cluster.status().await.files, 1);
-        assert!(
-            raw::download(&cluster.server_addr(1), "keep/me.bin")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(1), "keep/me.bin", &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_server_rejoins_and_serves_its_chunks() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE / 2, 5);
         raw::upload(&cluster.server_addr(0), "small.txt", &data)
@@ -156,13 +137,7 @@ async fn a_restarted_server_rejoins_and_serves_its_chunks() {
         cluster.restart_server(1).await;
         cluster.wait_for_up(2).await;
         cluster.stop_server(0).await;
-        assert!(
-            raw::download(&cluster.server_addr(1), "small.txt")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(1), "small.txt", &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

@@ -6,7 +6,7 @@
 use dupla::chunk::CHUNK_SIZE;
 use dupla::v1::{LookupRequest, ScrubRequest};
 use dupla::Hash;
-use dupla_testkit::{raw, test_bytes, TestCluster, TEST_TIMEOUT};
+use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 
 /// Files of assorted sizes: empty, tiny, exactly a chunk, a few chunks.
 fn corpus(n: usize) -> Vec<(String, Vec<u8>)> {
@@ -62,7 +62,7 @@ async fn assert_two_good_copies(cluster: &TestCluster, files: &[(String, Vec<u8>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(3).await;
         let files = corpus(24);
         for (name, data) in &files {
@@ -87,16 +87,15 @@ async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() 
         );
         assert_two_good_copies(&cluster, &files).await;
         for (name, data) in &files {
-            assert!(raw::download(&cluster.server_addr(1), name).await.unwrap() == *data);
+            raw::assert_restores(&cluster.server_addr(1), name, data).await;
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_with_one_server_up_succeeds_and_gets_its_second_copy_later() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(1).await;
         let data = test_bytes(3 * CHUNK_SIZE + 3, 7);
         let receipt = raw::upload(&cluster.server_addr(0), "alone.bin", &data)
@@ -109,20 +108,14 @@ async fn a_write_with_one_server_up_succeeds_and_gets_its_second_copy_later() {
         assert_two_good_copies(&cluster, &[("alone.bin".into(), data.clone())]).await;
         // The first server can go: the repaired copy serves the file.
         cluster.stop_server(0).await;
-        assert!(
-            raw::download(&cluster.server_addr(second), "alone.bin")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(second), "alone.bin", &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupt_chunk_met_by_a_download_is_quarantined_and_repaired() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE + 1, 9);
         let entry = raw::upload(&cluster.server_addr(0), "read/me.bin", &data)
@@ -133,31 +126,20 @@ async fn a_corrupt_chunk_met_by_a_download_is_quarantined_and_repaired() {
         let victim = cluster.server_index(&entry.holders[0].id);
         let hash = Hash::from_slice(&entry.chunks[0], "chunk").unwrap();
         std::fs::write(cluster.chunk_path(victim, &hash), b"rot").unwrap();
-        assert!(
-            raw::download(&cluster.server_addr(victim), "read/me.bin")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(victim), "read/me.bin", &data).await;
         cluster
             .wait_for_status(|s| s.under_replicated == 0 && s.repaired_files >= 1)
             .await;
         assert_two_good_copies(&cluster, &[("read/me.bin".into(), data.clone())]).await;
         cluster.stop_server(1 - victim).await;
-        assert!(
-            raw::download(&cluster.server_addr(victim), "read/me.bin")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(victim), "read/me.bin", &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(2 * CHUNK_SIZE + 9, 8);
         let entry = raw::upload(&cluster.server_addr(0), "scrub/me.bin", &data)
@@ -187,15 +169,9 @@ async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
         // The healed copy alone serves the file.
         let twin = 1 - victim;
         cluster.stop_server(twin).await;
-        assert!(
-            raw::download(&cluster.server_addr(victim), "scrub/me.bin")
-                .await
-                .unwrap()
-                == data
-        );
+        raw::assert_restores(&cluster.server_addr(victim), "scrub/me.bin", &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// A name whose placement over the cluster's (idle) servers is `primary`
@@ -224,7 +200,7 @@ async fn name_placed_on(cluster: &TestCluster, primary: usize, replica: usize) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_replica_is_replaced_by_the_next_server_during_the_upload() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(3).await;
         let name = name_placed_on(&cluster, 0, 1).await;
         // The replica dies; the manager has not noticed yet (it still
@@ -246,15 +222,14 @@ async fn a_dead_replica_is_replaced_by_the_next_server_during_the_upload() {
             "holders {holders:?}"
         );
         cluster.stop_server(0).await;
-        assert!(raw::download(&cluster.server_addr(2), &name).await.unwrap() == data);
+        raw::assert_restores(&cluster.server_addr(2), &name, &data).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_no_substitute_the_upload_completes_with_one_copy() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let name = name_placed_on(&cluster, 0, 1).await;
         cluster.stop_server(1).await;
@@ -269,13 +244,12 @@ async fn with_no_substitute_the_upload_completes_with_one_copy() {
         cluster.wait_for_status(|s| s.under_replicated == 0).await;
         assert_two_good_copies(&cluster, &[(name.clone(), data.clone())]).await;
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_entry_that_is_the_replica_replaces_a_dead_primary() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let mut cluster = TestCluster::start(3).await;
         // Server 0 is the replica and the entry; the primary (1) is dead.
         let name = name_placed_on(&cluster, 1, 0).await;
@@ -296,6 +270,5 @@ async fn an_entry_that_is_the_replica_replaces_a_dead_primary() {
         sorted.sort();
         assert_eq!(sorted, [0, 2], "holders {holders:?}");
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

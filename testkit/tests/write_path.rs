@@ -5,7 +5,7 @@
 use dupla::chunk::CHUNK_SIZE;
 use dupla::placement::{self, Candidate, DEFAULT_LOAD_EPSILON};
 use dupla::Hash;
-use dupla_testkit::{raw, test_bytes, TestCluster, TEST_TIMEOUT};
+use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 
 /// A name whose placement leaves server `entry` out, so uploading through it
 /// exercises forwarding. Computed with the manager's own rule from status.
@@ -33,7 +33,7 @@ async fn name_avoiding(cluster: &TestCluster, entry: usize, prefix: &str, size: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upload_through_a_non_holder_gives_two_identical_copies_at_every_size_edge() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(3).await;
         let sizes = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 64 * CHUNK_SIZE];
         for (seed, size) in sizes.into_iter().enumerate() {
@@ -69,13 +69,12 @@ async fn upload_through_a_non_holder_gives_two_identical_copies_at_every_size_ed
             }
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_holder_that_is_the_entry_stores_locally_and_replicates() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(3).await;
         let data = test_bytes(3 * CHUNK_SIZE + 5, 9);
         // Find a name placed on server 1 by trying until a receipt names it.
@@ -96,13 +95,12 @@ async fn a_holder_that_is_the_entry_stores_locally_and_replicates() {
             }
         }
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_backup_of_a_name_makes_a_new_version() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let cluster = TestCluster::start(2).await;
         let addr = cluster.server_addr(0);
         let v1 = raw::upload(&addr, "notes.txt", b"first")
@@ -119,6 +117,5 @@ async fn a_second_backup_of_a_name_makes_a_new_version() {
         assert_eq!(raw::download(&addr, "notes.txt").await.unwrap(), b"second");
         assert_eq!(cluster.status().await.files, 1);
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
