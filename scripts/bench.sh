@@ -61,6 +61,12 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 
+# Backups belong to accounts: register and log in a benchmark user.
+bench_password="benchmark password"
+echo "$bench_password" | "${client[@]}" register --login bench --first-names Bench --last-names User \
+  --age 30 --gender other --password-stdin >/dev/null
+echo "$bench_password" | "${client[@]}" login bench --password-stdin >/dev/null
+
 for i in $(seq "$runs"); do
   drop_caches
   echo "-- dupla bench --size 1GiB (run $i)"

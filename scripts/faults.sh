@@ -51,6 +51,10 @@ wait_for() { # python expression over status `s`, timeout seconds
   done
 }
 wait_for 'sum(x["state"] == "up" for x in s["servers"]) == 3' 30
+# Backups belong to accounts: register and log in a drill user.
+echo "drill password" | dupla register --login drill --first-names Drill --last-names User \
+  --age 30 --gender other --password-stdin >/dev/null
+echo "drill password" | dupla login drill --password-stdin >/dev/null
 
 echo "== writing $files files of 1-64 KiB and one of 256 MiB"
 python3 - "$root/files" "$files" <<'PY'

@@ -153,6 +153,47 @@ pub async fn serve(router: Router, listener: TcpListener, mut shutdown: Shutdown
         .map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))
 }
 
+/// Metadata key of a user's bearer token (`authorization: Bearer <token>`).
+pub const AUTHORIZATION_METADATA: &str = "authorization";
+
+/// The `authorization` metadata of a user's call, carried on unchanged when
+/// a storage server asks the manager something on the user's behalf (the
+/// manager checks it: servers never see accounts). Its Debug output hides
+/// the token.
+#[derive(Clone)]
+pub struct UserCredentials(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl std::fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserCredentials(..)")
+    }
+}
+
+impl UserCredentials {
+    /// The credentials `request` carries, or `Unauthenticated` saying how to
+    /// get some.
+    pub fn of<T>(request: &Request<T>) -> Result<Self> {
+        request
+            .metadata()
+            .get(AUTHORIZATION_METADATA)
+            .cloned()
+            .map(UserCredentials)
+            .ok_or_else(|| {
+                Error::Unauthenticated(
+                    "not logged in: backups belong to accounts, so this call needs `authorization: Bearer <token>`; run `dupla login USER` first"
+                        .into(),
+                )
+            })
+    }
+
+    /// Add the credentials to an outgoing request.
+    pub fn attach<T>(&self, request: &mut Request<T>) {
+        request
+            .metadata_mut()
+            .insert(AUTHORIZATION_METADATA, self.0.clone());
+    }
+}
+
 /// The cluster secret: shared by the manager and the servers, carried on
 /// every internal call, and never accepted from a client token.
 #[derive(Clone)]

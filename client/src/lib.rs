@@ -71,7 +71,9 @@ impl App {
         });
         let mut client = Client::new(config.manager.clone(), config.server.clone());
         if let Some(saved) = session.as_ref().filter(|s| s.manager == config.manager) {
-            client = client.with_token(saved.token.clone());
+            client = client
+                .with_token(saved.token.clone())
+                .with_assigned_server(saved.server.clone());
         }
         App {
             client,

@@ -56,6 +56,9 @@ pub async fn run(app: &App) -> anyhow::Result<()> {
     );
     loop {
         println!("\n{MENU}");
+        if !app.client.has_token() {
+            println!("(not logged in: backups belong to accounts; 9 registers, 10 logs in)");
+        }
         let Some(choice) = input.ask("choose: ").await? else {
             println!();
             return Ok(());

@@ -18,8 +18,7 @@ use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-/// Metadata key that carries the user's token, as in `Authorization: Bearer`.
-pub const AUTHORIZATION_METADATA: &str = "authorization";
+pub use dupla::rpc::AUTHORIZATION_METADATA;
 
 /// Largest reply the client accepts: a catalog entry carries every chunk's
 /// hash (32 bytes per MiB of file).
@@ -33,6 +32,9 @@ pub struct Client {
     manager: String,
     /// Entry server the user forced, if any.
     server: Option<String>,
+    /// Storage server the manager assigned at login: tried first when no
+    /// server is forced.
+    assigned: Option<String>,
     /// Bearer token of the logged-in user, from `dupla login`.
     token: Option<Arc<str>>,
     /// The manager channel, opened on first use and then reused.
@@ -72,6 +74,7 @@ impl Client {
         Client {
             manager,
             server,
+            assigned: None,
             token: None,
             manager_channel: Arc::new(OnceCell::new()),
         }
@@ -80,6 +83,13 @@ impl Client {
     /// The same client, sending `token` as a bearer token on every request.
     pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Client {
         self.token = Some(token.into());
+        self
+    }
+
+    /// The same client, entering the cluster through `server` (the one
+    /// assigned at login) while it is up, before any other.
+    pub fn with_assigned_server(mut self, server: Option<String>) -> Client {
+        self.assigned = server;
         self
     }
 
@@ -153,13 +163,14 @@ impl Client {
     }
 
     /// Servers to enter the cluster through, best first: the forced one, or
-    /// the manager's `up` servers by fewest active transfers.
+    /// the one assigned at login while it is up, then the manager's other
+    /// `up` servers by fewest active transfers.
     pub async fn entry_servers(&self) -> Result<Vec<String>> {
         if let Some(server) = &self.server {
             return Ok(vec![server.clone()]);
         }
         let status = self.status().await?;
-        let ranked = rank_entries(&status.servers);
+        let ranked = assigned_first(rank_entries(&status.servers), self.assigned.as_deref());
         if ranked.is_empty() {
             return Err(Error::Unavailable(format!(
                 "no storage server is up (the manager at {} knows {}); start one or pass --server",
@@ -208,6 +219,16 @@ pub fn rank_entries(servers: &[ServerStatus]) -> Vec<String> {
         .collect();
     up.sort();
     up.into_iter().map(|(_, addr)| addr.to_string()).collect()
+}
+
+/// `ranked` with `assigned` moved to the front when it is among them (a
+/// server that is not up is not tried first).
+fn assigned_first(mut ranked: Vec<String>, assigned: Option<&str>) -> Vec<String> {
+    if let Some(pos) = assigned.and_then(|a| ranked.iter().position(|r| r == a)) {
+        let server = ranked.remove(pos);
+        ranked.insert(0, server);
+    }
+    ranked
 }
 
 /// Connect to the first of `candidates` that answers.
@@ -285,6 +306,14 @@ mod tests {
         ];
         assert_eq!(rank_entries(&servers), ["c:1", "e:1", "a:1"]);
         assert!(rank_entries(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_assigned_server_goes_first_while_it_is_up() {
+        let ranked = || vec!["c:1".to_string(), "e:1".into(), "a:1".into()];
+        assert_eq!(assigned_first(ranked(), Some("a:1")), ["a:1", "c:1", "e:1"]);
+        assert_eq!(assigned_first(ranked(), Some("b:1")), ranked());
+        assert_eq!(assigned_first(ranked(), None), ranked());
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub struct StatusJson {
     pub repaired_files: u64,
     /// Bytes those repairs copied.
     pub repaired_bytes: u64,
+    /// Connected client sessions, all servers together.
+    pub sessions: u64,
+    /// Sessions one server takes before logins go elsewhere.
+    pub max_sessions: u32,
+    /// Every up server is at `max_sessions`: the cluster needs more servers.
+    pub over_capacity: bool,
 }
 
 /// One server in `status --json`.
@@ -50,6 +56,8 @@ pub struct ServerJson {
     pub peak_rss: u64,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ms_ago: u64,
+    /// Connected client sessions assigned to it.
+    pub sessions: u32,
 }
 
 impl From<&ServerStatus> for ServerJson {
@@ -66,6 +74,7 @@ impl From<&ServerStatus> for ServerJson {
             active_transfers: s.active_transfers,
             peak_rss: s.peak_rss,
             last_seen_ms_ago: s.last_seen_ms_ago,
+            sessions: s.sessions,
         }
     }
 }
@@ -80,6 +89,9 @@ impl From<&ClusterStatusReply> for StatusJson {
             under_replicated_bytes: r.under_replicated_bytes,
             repaired_files: r.repaired_files,
             repaired_bytes: r.repaired_bytes,
+            sessions: r.sessions,
+            max_sessions: r.max_sessions,
+            over_capacity: r.over_capacity,
         }
     }
 }
@@ -119,6 +131,7 @@ fn render(status: &ClusterStatusReply) -> String {
                 j.files.to_string(),
                 j.active_transfers.to_string(),
                 format_size(j.peak_rss),
+                format!("{}/{}", j.sessions, status.max_sessions),
                 format!("{:.1}s ago", j.last_seen_ms_ago as f64 / 1000.0),
             ]
         })
@@ -134,6 +147,14 @@ fn render(status: &ClusterStatusReply) -> String {
         status.repaired_files,
         format_size(status.repaired_bytes)
     );
+    let totals = if status.over_capacity {
+        format!(
+            "{totals}\nOVER CAPACITY: every up server has {} sessions or more; start another server",
+            status.max_sessions
+        )
+    } else {
+        totals
+    };
     if rows.is_empty() {
         return format!("no storage server has registered yet\n{totals}");
     }
@@ -145,6 +166,7 @@ fn render(status: &ClusterStatusReply) -> String {
         "FILES",
         "TRANSFERS",
         "PEAK RSS",
+        "SESSIONS",
         "LAST SEEN",
     ];
     format!("{}\n{totals}", table(&header, &rows))
@@ -186,11 +208,19 @@ mod tests {
             "files",
             "active_transfers",
             "peak_rss",
+            "sessions",
         ] {
             assert!(server.get(key).is_some(), "missing {key}");
         }
         assert_eq!(server["up"], true);
         assert_eq!(json["files"], 2);
         assert!(render(&reply).contains("1 of 1 servers up"));
+        assert_eq!(json["over_capacity"], false);
+        let full = ClusterStatusReply {
+            over_capacity: true,
+            max_sessions: 10,
+            ..reply
+        };
+        assert!(render(&full).contains("OVER CAPACITY"));
     }
 }

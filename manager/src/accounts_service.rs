@@ -156,6 +156,9 @@ impl Inner {
             registered_unix_ms: clock::unix_ms(),
         })?;
         tracing::info!(login = %account.login, admin = account.admin, "registered");
+        if account.admin {
+            crate::adopt_legacy_files(&self.state, &account.login)?;
+        }
         Ok(pb::RegisterReply {
             user: Some(self.user(&account)),
         })
@@ -179,7 +182,7 @@ impl Inner {
         let now_ms = clock::unix_ms();
         let (token, record, over_capacity) = {
             let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
-            let counts = tokens.sessions_per_server(now_ms);
+            let counts = tokens.sessions_per_server(now_ms, config.session_idle);
             let loads = sessions::loads(&self.state, &counts, Instant::now());
             let assignment = sessions::assign(&loads, config.max_sessions);
             let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
@@ -235,7 +238,8 @@ impl Inner {
         Ok(pb::UnregisterReply {})
     }
 
-    /// Delete an account, revoke its tokens and end its chat sessions.
+    /// Delete an account and its backups, revoke its tokens and end its
+    /// chat sessions.
     fn delete(&self, login: &str, reason: &str) -> Result<Account> {
         let account = self
             .accounts
@@ -246,7 +250,15 @@ impl Inner {
             .expect("tokens lock poisoned")
             .revoke_user(login)?;
         self.hub.kick_login(login, reason);
-        tracing::info!(%login, "account deleted");
+        let files = {
+            let _writes = self
+                .state
+                .catalog_writes
+                .lock()
+                .expect("catalog lock poisoned");
+            self.state.catalog.remove_owner(login)?
+        };
+        tracing::info!(%login, files, "account deleted with its files");
         Ok(account)
     }
 

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-/// Metadata key of the bearer token, as in HTTP's `Authorization` header.
-pub const AUTHORIZATION_METADATA: &str = "authorization";
+pub use dupla::rpc::AUTHORIZATION_METADATA;
 
 /// The logged-in user behind a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +45,14 @@ impl Authenticator {
         self.check_token(token)
     }
 
-    /// The session of `token` itself, or `Unauthenticated`.
+    /// The session of `token` itself, or `Unauthenticated`. A successful
+    /// check counts as activity of the session.
     pub fn check_token(&self, token: &str) -> Result<Session> {
-        let (token_key, record) = self
-            .tokens
-            .lock()
-            .expect("tokens lock poisoned")
-            .check(token, clock::unix_ms())?;
+        let now_ms = clock::unix_ms();
+        let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
+        let (token_key, record) = tokens.check(token, now_ms)?;
+        tokens.touch(&token_key, now_ms);
+        drop(tokens);
         Ok(Session {
             login: record.login,
             token_key,
@@ -62,14 +62,19 @@ impl Authenticator {
     }
 
     /// Whether the token stored under `token_key` still works now (sessions
-    /// that outlive their call, like a chat, recheck with this).
+    /// that outlive their call, like a chat, recheck with this). A session
+    /// that is still valid counts as active: an open chat keeps it connected.
     pub fn still_valid(&self, session: &Session) -> bool {
-        session.expires_unix_ms > clock::unix_ms()
-            && self
-                .tokens
-                .lock()
-                .expect("tokens lock poisoned")
-                .is_known(&session.token_key)
+        let now_ms = clock::unix_ms();
+        if session.expires_unix_ms <= now_ms {
+            return false;
+        }
+        let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
+        let known = tokens.is_known(&session.token_key);
+        if known {
+            tokens.touch(&session.token_key, now_ms);
+        }
+        known
     }
 }
 

@@ -21,6 +21,8 @@ pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Sessions one storage server takes before login prefers another one.
 pub const DEFAULT_MAX_SESSIONS: usize = 10;
+/// Default idle time after which a session stops counting: 5 minutes.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
@@ -54,6 +56,10 @@ pub struct Args {
     /// Sessions per storage server before login prefers another [default: 10].
     #[arg(long, env = "DUPLA_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
+    /// Seconds without a call after which a session stops counting toward
+    /// its server's load [default: 300].
+    #[arg(long, env = "DUPLA_SESSION_IDLE_SECS")]
+    pub session_idle_secs: Option<f64>,
     /// Login that is an admin in addition to the first account registered.
     #[arg(long, env = "DUPLA_ADMIN")]
     pub admin: Option<String>,
@@ -77,6 +83,8 @@ pub struct FileConfig {
     pub token_ttl_secs: Option<f64>,
     /// Sessions per storage server before login prefers another one.
     pub max_sessions: Option<usize>,
+    /// Seconds without a call before a session stops counting.
+    pub session_idle_secs: Option<f64>,
     /// Login that is an admin besides the first account registered.
     pub admin: Option<String>,
 }
@@ -102,6 +110,10 @@ pub struct Config {
     /// Sessions a storage server takes before login sends users elsewhere
     /// (when every server is full, the least loaded one takes more).
     pub max_sessions: usize,
+    /// A session whose client made no call for this long (and holds no
+    /// open chat) is disconnected: it no longer counts toward its server's
+    /// `max_sessions`. The token itself stays valid until it expires.
+    pub session_idle: Duration,
     /// A login with the admin role besides the first account registered,
     /// so an operator can recover administration from node.toml.
     pub admin: Option<String>,
@@ -179,6 +191,11 @@ impl Config {
                 .max_sessions
                 .or(file.max_sessions)
                 .unwrap_or(DEFAULT_MAX_SESSIONS),
+            session_idle: args
+                .session_idle_secs
+                .or(file.session_idle_secs)
+                .map(secs)
+                .unwrap_or(DEFAULT_SESSION_IDLE),
             admin: args.admin.or(file.admin),
             chat: ChatLimits::default(),
         };
@@ -197,6 +214,7 @@ impl Config {
             down_after: Duration::from_secs(5),
             token_ttl: DEFAULT_TOKEN_TTL,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            session_idle: DEFAULT_SESSION_IDLE,
             admin: None,
             chat: ChatLimits::default(),
         }

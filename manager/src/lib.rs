@@ -57,12 +57,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         kv,
         dupla::clock::unix_ms(),
     )?));
+    if let Some(owner) = legacy_owner(&config, &accounts)? {
+        adopt_legacy_files(&state, &owner)?;
+    }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
     let authenticator = auth::Authenticator::new(tokens.clone());
     let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
         state.clone(),
         accounts.clone(),
-        tokens,
+        tokens.clone(),
         hub.clone(),
     ));
     let rooms_service = InterceptedService::new(
@@ -79,7 +82,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let listener = dupla::rpc::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
-    let service = ManagerServer::new(service::ManagerService::new(state))
+    let service = ManagerServer::new(service::ManagerService::new(state, tokens))
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
@@ -108,6 +111,37 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         result
     });
     Ok(Running { addr, task })
+}
+
+/// Who inherits a catalog from before files had owners: the `admin` of
+/// node.toml if that account exists, else the first account registered.
+/// `None` while there is no account: the first one to register gets them.
+fn legacy_owner(config: &Config, accounts: &accounts::Accounts) -> Result<Option<String>> {
+    if let Some(admin) = &config.admin {
+        if accounts.exists(admin)? {
+            return Ok(Some(admin.clone()));
+        }
+    }
+    Ok(accounts
+        .all()?
+        .into_iter()
+        .filter(|a| a.admin)
+        .min_by_key(|a| a.registered_unix_ms)
+        .map(|a| a.login))
+}
+
+/// Give the files of a catalog from before ownership to `owner`.
+pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<()> {
+    let _writes = state.catalog_writes.lock().expect("catalog lock poisoned");
+    if state.catalog.has_legacy()? {
+        let moved = state.catalog.adopt_legacy(owner)?;
+        tracing::warn!(
+            owner,
+            moved,
+            "files backed up before accounts existed now belong to {owner}"
+        );
+    }
+    Ok(())
 }
 
 /// Run the manager until `shutdown` fires.

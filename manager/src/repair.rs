@@ -24,6 +24,8 @@ pub const TARGET_COPIES: usize = 2;
 /// One file to re-replicate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RepairTask {
+    /// Owner of the file.
+    pub owner: String,
     /// File name.
     pub name: String,
     /// Version the plan was made for; the result is applied only if the
@@ -87,13 +89,19 @@ pub fn plan(
             plan.unrecoverable.push(record.name.clone());
             continue;
         }
-        let order = placement::choose(&record.name, record.size, candidates, DEFAULT_LOAD_EPSILON);
+        let order = placement::choose(
+            &record.placement_key(),
+            record.size,
+            candidates,
+            DEFAULT_LOAD_EPSILON,
+        );
         match order
             .iter()
             .map(|&i| &candidates[i].id)
             .find(|id| !record.holders.contains(id))
         {
             Some(target) => plan.tasks.push(RepairTask {
+                owner: record.owner.clone(),
                 name: record.name.clone(),
                 version: record.version,
                 size: record.size,
@@ -128,6 +136,7 @@ mod tests {
 
     fn record(name: &str, size: u64, holders: &[&str]) -> FileRecord {
         FileRecord {
+            owner: "ada".into(),
             name: name.into(),
             size,
             blake3: Hash::of(name.as_bytes()),

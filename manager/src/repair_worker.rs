@@ -118,7 +118,7 @@ fn plan_now(state: &State) -> Result<repair::RepairPlan> {
 async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     let record = state
         .catalog
-        .get(&task.name)?
+        .get(&task.owner, &task.name)?
         .filter(|r| r.version == task.version)
         .ok_or_else(|| Error::Aborted("the file changed or went away".into()))?;
     let addr = |id: &str| {
@@ -150,7 +150,7 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     let _writes = state.catalog_writes.lock().expect("catalog lock poisoned");
     let mut current = state
         .catalog
-        .get(&task.name)?
+        .get(&task.owner, &task.name)?
         .filter(|r| r.version == task.version && r.holders == task.holders_before)
         .ok_or_else(|| Error::Aborted("the file changed while it was repaired".into()))?;
     current.holders = task.new_holders();

@@ -2,9 +2,11 @@
 //! catalog. Handlers only translate between wire messages and [`State`];
 //! the decisions live in `placement`, `membership` and `uploads`.
 
+use crate::auth::{Authenticator, Session};
 use crate::catalog::{FileRecord, PlacementLog};
 use crate::membership::{Liveness, NodeRef, Report};
 use crate::state::State;
+use crate::tokens::Tokens;
 use crate::uploads::OpenUpload;
 use dupla::chunk::{chunk_count, CHUNK_SIZE};
 use dupla::placement::{self, DEFAULT_LOAD_EPSILON};
@@ -12,20 +14,36 @@ use dupla::v1::manager_server::Manager;
 use dupla::v1::{self as pb};
 use dupla::{clock, name, Error, Hash, Result};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 /// The Manager service over shared [`State`].
+///
+/// Catalog calls act for a user: Lookup, List and Remove need the user's
+/// bearer token, and Place needs it too (the entry server forwards the
+/// `authorization` metadata of the upload it serves), so every file has an
+/// owner and each user sees only their own.
 #[derive(Clone)]
 pub struct ManagerService {
     state: Arc<State>,
+    tokens: Arc<Mutex<Tokens>>,
+    auth: Authenticator,
 }
 
 impl ManagerService {
-    /// Serve `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        ManagerService { state }
+    /// Serve `state`, checking users against `tokens`.
+    pub fn new(state: Arc<State>, tokens: Arc<Mutex<Tokens>>) -> Self {
+        ManagerService {
+            state,
+            auth: Authenticator::new(tokens.clone()),
+            tokens,
+        }
+    }
+
+    /// The user behind a catalog call.
+    fn user<T>(&self, request: &Request<T>) -> Result<Session> {
+        self.auth.check(request.metadata())
     }
 
     /// A catalog record as a wire entry, holders resolved to their current
@@ -71,14 +89,14 @@ impl ManagerService {
         }
     }
 
-    fn lookup_record(&self, name: &str) -> Result<FileRecord> {
+    fn lookup_record(&self, owner: &str, name: &str) -> Result<FileRecord> {
         self.state
             .catalog
-            .get(name)?
-            .ok_or_else(|| Error::NotFound(format!("{name}: not found in the catalog")))
+            .get(owner, name)?
+            .ok_or_else(|| Error::NotFound(format!("{name}: not found in your backups")))
     }
 
-    fn place(&self, req: pb::PlaceRequest) -> Result<pb::PlaceReply> {
+    fn place(&self, owner: &str, req: pb::PlaceRequest) -> Result<pb::PlaceReply> {
         name::validate(&req.name)?;
         let now = Instant::now();
         let (candidates, nodes, up) = {
@@ -101,7 +119,8 @@ impl ManagerService {
             let up: HashSet<String> = candidates.iter().map(|c| c.id.clone()).collect();
             (candidates, nodes, up)
         };
-        let order = placement::choose(&req.name, req.size, &candidates, DEFAULT_LOAD_EPSILON);
+        let key = crate::catalog::placement_key(owner, &req.name);
+        let order = placement::choose(&key, req.size, &candidates, DEFAULT_LOAD_EPSILON);
         if order.is_empty() {
             return Err(Error::Unavailable(format!(
                 "no live storage server has room for {} bytes: start a server or free space",
@@ -119,6 +138,7 @@ impl ManagerService {
             .open(
                 OpenUpload {
                     id: upload_id.clone(),
+                    owner: owner.to_string(),
                     name: req.name.clone(),
                     entry: req.entry_id.clone(),
                     opened: now,
@@ -183,7 +203,7 @@ impl ManagerService {
                 .catalog_writes
                 .lock()
                 .expect("catalog lock poisoned");
-            let record = self.record_from_entry(entry)?;
+            let record = self.record_from_entry(&open.owner, entry)?;
             self.state.catalog.put(&record)?;
             record
         };
@@ -203,7 +223,7 @@ impl ManagerService {
     }
 
     /// Validate a committed entry and turn it into the next version's record.
-    fn record_from_entry(&self, entry: pb::FileEntry) -> Result<FileRecord> {
+    fn record_from_entry(&self, owner: &str, entry: pb::FileEntry) -> Result<FileRecord> {
         name::validate(&entry.name)?;
         let chunks = entry
             .chunks
@@ -235,8 +255,9 @@ impl ManagerService {
                 return Err(Error::InvalidInput(format!("unknown holder {unknown}")));
             }
         }
-        let previous = self.state.catalog.get(&entry.name)?;
+        let previous = self.state.catalog.get(owner, &entry.name)?;
         Ok(FileRecord {
+            owner: owner.to_string(),
             name: entry.name,
             size: entry.size,
             blake3: Hash::from_slice(&entry.blake3, "file blake3")?,
@@ -278,6 +299,11 @@ impl ManagerService {
 
     fn status(&self) -> Result<pb::ClusterStatusReply> {
         let records = self.state.catalog.all()?;
+        let sessions = self
+            .tokens
+            .lock()
+            .expect("tokens lock poisoned")
+            .sessions_per_server(clock::unix_ms(), self.state.config.session_idle);
         let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let now = Instant::now();
         let membership = self
@@ -294,7 +320,8 @@ impl ManagerService {
             .iter()
             .filter(|r| r.holders.iter().filter(|h| up(h)).count() < 2)
             .collect();
-        let servers = membership
+        let max_sessions = self.state.config.max_sessions;
+        let servers: Vec<pb::ServerStatus> = membership
             .members()
             .map(|m| pb::ServerStatus {
                 node: Some(pb::Node {
@@ -313,8 +340,16 @@ impl ManagerService {
                 last_seen_ms_ago: m.last_seen.map_or(u64::MAX, |t| {
                     now.saturating_duration_since(t).as_millis() as u64
                 }),
+                sessions: sessions.get(&m.node.id).copied().unwrap_or(0) as u32,
             })
             .collect();
+        // Over capacity: no live server can take a session without going
+        // past max_sessions (new logins still succeed, on the least loaded).
+        let up_servers = servers.iter().filter(|s| s.state == "up");
+        let over_capacity = up_servers
+            .clone()
+            .all(|s| s.sessions as usize >= max_sessions)
+            && up_servers.count() > 0;
         Ok(pb::ClusterStatusReply {
             servers,
             files: records.len() as u64,
@@ -323,6 +358,9 @@ impl ManagerService {
             under_replicated_bytes: under.iter().map(|r| r.size).sum(),
             repaired_files: repairs.files,
             repaired_bytes: repairs.bytes,
+            sessions: sessions.values().sum::<usize>() as u64,
+            max_sessions: max_sessions as u32,
+            over_capacity,
         })
     }
 }
@@ -370,7 +408,10 @@ impl Manager for ManagerService {
 
     async fn place(&self, request: Request<pb::PlaceRequest>) -> Reply<pb::PlaceReply> {
         self.state.secret.check(&request)?;
-        Ok(Response::new(self.place(request.into_inner())?))
+        let user = self.user(&request)?;
+        Ok(Response::new(
+            self.place(&user.login, request.into_inner())?,
+        ))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Reply<pb::CommitReply> {
@@ -411,16 +452,18 @@ impl Manager for ManagerService {
     }
 
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Reply<pb::FileEntry> {
-        let record = self.lookup_record(&request.into_inner().name)?;
+        let user = self.user(&request)?;
+        let record = self.lookup_record(&user.login, &request.into_inner().name)?;
         Ok(Response::new(self.entry(&record)))
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Reply<pb::ListReply> {
+        let user = self.user(&request)?;
         let pattern = request.into_inner().pattern;
         let files = self
             .state
             .catalog
-            .all()
+            .owned_by(&user.login)
             .map_err(Status::from)?
             .iter()
             .filter(|r| name::matches(&pattern, &r.name))
@@ -434,6 +477,7 @@ impl Manager for ManagerService {
     }
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::RemoveReply> {
+        let user = self.user(&request)?;
         let name = request.into_inner().name;
         let removed = {
             let _writes = self
@@ -441,11 +485,11 @@ impl Manager for ManagerService {
                 .catalog_writes
                 .lock()
                 .expect("catalog lock poisoned");
-            self.state.catalog.remove(&name)?
+            self.state.catalog.remove(&user.login, &name)?
         };
         let record =
-            removed.ok_or_else(|| Error::NotFound(format!("{name}: not found in the catalog")))?;
-        tracing::info!(name = %name, "removed from the catalog");
+            removed.ok_or_else(|| Error::NotFound(format!("{name}: not found in your backups")))?;
+        tracing::info!(owner = %user.login, name = %name, "removed from the catalog");
         Ok(Response::new(pb::RemoveReply {
             removed: Some(self.entry(&record)),
         }))

@@ -8,8 +8,9 @@
 //! milliseconds, since expiry must survive restarts), so expiry is tested
 //! without waiting.
 //!
-//! Each token also remembers the storage server assigned at login: the
-//! live tokens per server are the server's session count.
+//! Each token also remembers the storage server assigned at login, and
+//! (in memory) when it was last used: the live tokens used within the idle
+//! window are the server's connected sessions.
 
 use crate::membership::NodeRef;
 use dupla::kv::Kv;
@@ -59,6 +60,9 @@ pub fn token_key(token: &str) -> String {
 pub struct Tokens {
     kv: Arc<dyn Kv>,
     by_key: HashMap<String, TokenRecord>,
+    /// Last use of each token, ms since the Unix epoch (not persisted:
+    /// after a restart a session counts again from its next call).
+    last_seen: HashMap<String, i64>,
 }
 
 fn encode(record: &TokenRecord) -> Result<Vec<u8>> {
@@ -82,7 +86,11 @@ impl Tokens {
                 }
             }
         }
-        let mut tokens = Tokens { kv, by_key };
+        let mut tokens = Tokens {
+            kv,
+            by_key,
+            last_seen: HashMap::new(),
+        };
         tokens.purge(now_ms)?;
         Ok(tokens)
     }
@@ -109,6 +117,7 @@ impl Tokens {
         self.kv
             .put(TOKENS_TREE, key.as_bytes(), &encode(&record)?)?;
         self.kv.flush()?;
+        self.last_seen.insert(key.clone(), now_ms);
         self.by_key.insert(key, record.clone());
         Ok((token, record))
     }
@@ -130,6 +139,13 @@ impl Tokens {
         }
     }
 
+    /// Note that the token under `key` was used at `now_ms`.
+    pub fn touch(&mut self, key: &str, now_ms: i64) {
+        if self.by_key.contains_key(key) {
+            self.last_seen.insert(key.to_string(), now_ms);
+        }
+    }
+
     /// Whether a token is stored under `key` (live or expired, not revoked).
     pub fn is_known(&self, key: &str) -> bool {
         self.by_key.contains_key(key)
@@ -137,6 +153,7 @@ impl Tokens {
 
     /// Revoke the token stored under `key`, returning its record.
     pub fn revoke(&mut self, key: &str) -> Result<Option<TokenRecord>> {
+        self.last_seen.remove(key);
         let old = self.by_key.remove(key);
         if old.is_some() {
             self.kv.delete(TOKENS_TREE, key.as_bytes())?;
@@ -155,16 +172,22 @@ impl Tokens {
             .collect();
         for key in &keys {
             self.by_key.remove(key);
+            self.last_seen.remove(key);
             self.kv.delete(TOKENS_TREE, key.as_bytes())?;
         }
         self.kv.flush()?;
         Ok(keys)
     }
 
-    /// Live sessions per storage server id at `now_ms`.
-    pub fn sessions_per_server(&self, now_ms: i64) -> HashMap<String, usize> {
+    /// Connected sessions per storage server id at `now_ms`: live tokens
+    /// used within the last `idle`.
+    pub fn sessions_per_server(&self, now_ms: i64, idle: Duration) -> HashMap<String, usize> {
+        let since = now_ms.saturating_sub(idle.as_millis().min(i64::MAX as u128) as i64);
         let mut counts = HashMap::new();
-        for record in self.by_key.values().filter(|r| r.is_live(now_ms)) {
+        let connected = self.by_key.iter().filter(|(key, r)| {
+            r.is_live(now_ms) && self.last_seen.get(*key).is_some_and(|&t| t >= since)
+        });
+        for (_, record) in connected {
             if let Some(server) = &record.server {
                 *counts.entry(server.id.clone()).or_insert(0) += 1;
             }
@@ -188,6 +211,7 @@ impl Tokens {
             .collect();
         for key in &stale {
             self.by_key.remove(key);
+            self.last_seen.remove(key);
             self.kv.delete(TOKENS_TREE, key.as_bytes())?;
         }
         Ok(())
@@ -285,12 +309,24 @@ mod tests {
         tokens.issue("c", server("s2"), HOUR, T0).unwrap();
         tokens.issue("d", server("s2"), Duration::ZERO, T0).unwrap();
         tokens.issue("e", None, HOUR, T0).unwrap();
-        let counts = tokens.sessions_per_server(T0 + 1);
+        let counts = tokens.sessions_per_server(T0 + 1, HOUR);
         assert_eq!(counts.get("s1"), Some(&2));
         assert_eq!(counts.get("s2"), Some(&1));
         assert_eq!(tokens.live(T0 + 1), 4);
         assert_eq!(tokens.revoke_user("b").unwrap().len(), 1);
-        assert_eq!(tokens.sessions_per_server(T0 + 1).get("s1"), Some(&1));
+        assert_eq!(tokens.sessions_per_server(T0 + 1, HOUR).get("s1"), Some(&1));
+    }
+
+    #[test]
+    fn an_idle_session_stops_counting_until_it_is_used_again() {
+        let mut tokens = Tokens::load(Arc::new(MemoryKv::new()), T0).unwrap();
+        let (token, _) = tokens.issue("a", server("s1"), 10 * HOUR, T0).unwrap();
+        let idle = Duration::from_secs(60);
+        let later = T0 + 61_000;
+        assert_eq!(tokens.sessions_per_server(later, idle).get("s1"), None);
+        let (key, _) = tokens.check(&token, later).unwrap();
+        tokens.touch(&key, later);
+        assert_eq!(tokens.sessions_per_server(later, idle).get("s1"), Some(&1));
     }
 
     #[test]

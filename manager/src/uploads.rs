@@ -1,5 +1,6 @@
-//! Uploads in progress: at most one per name, so two concurrent backups of
-//! the same name cannot interleave. A record that nobody finishes gives way
+//! Uploads in progress: at most one per owner and name, so two concurrent
+//! backups of the same file cannot interleave (two users' files of the same
+//! name are different files). A record that nobody finishes gives way
 //! when its entry server is no longer up (it crashed mid-upload) or after a
 //! lease, so nothing blocks a name for ever.
 
@@ -15,6 +16,8 @@ pub const UPLOAD_LEASE: Duration = Duration::from_secs(30 * 60);
 pub struct OpenUpload {
     /// Upload id handed to the entry server.
     pub id: String,
+    /// Login of the user backing it up.
+    pub owner: String,
     /// Name being written.
     pub name: String,
     /// Entry server coordinating it.
@@ -23,11 +26,18 @@ pub struct OpenUpload {
     pub opened: Instant,
 }
 
-/// Open uploads, by id and by name.
+impl OpenUpload {
+    fn key(&self) -> (String, String) {
+        (self.owner.clone(), self.name.clone())
+    }
+}
+
+/// Open uploads, by id and by owner and name.
 #[derive(Debug, Default)]
 pub struct Uploads {
     by_id: HashMap<String, OpenUpload>,
-    by_name: HashMap<String, String>,
+    /// (owner, name) → upload id.
+    by_name: HashMap<(String, String), String>,
 }
 
 impl Uploads {
@@ -41,7 +51,7 @@ impl Uploads {
     ) -> Result<(), OpenUpload> {
         if let Some(existing) = self
             .by_name
-            .get(&upload.name)
+            .get(&upload.key())
             .and_then(|id| self.by_id.get(id))
         {
             let expired = upload.opened.saturating_duration_since(existing.opened) >= UPLOAD_LEASE;
@@ -51,7 +61,7 @@ impl Uploads {
             let stale = existing.id.clone();
             self.close(&stale);
         }
-        self.by_name.insert(upload.name.clone(), upload.id.clone());
+        self.by_name.insert(upload.key(), upload.id.clone());
         self.by_id.insert(upload.id.clone(), upload);
         Ok(())
     }
@@ -64,8 +74,8 @@ impl Uploads {
     /// Close an upload (committed or aborted); returns it if it was open.
     pub fn close(&mut self, id: &str) -> Option<OpenUpload> {
         let upload = self.by_id.remove(id)?;
-        if self.by_name.get(&upload.name) == Some(&upload.id) {
-            self.by_name.remove(&upload.name);
+        if self.by_name.get(&upload.key()) == Some(&upload.id) {
+            self.by_name.remove(&upload.key());
         }
         Some(upload)
     }
@@ -88,6 +98,7 @@ mod tests {
     fn upload(id: &str, name: &str, entry: &str, opened: Instant) -> OpenUpload {
         OpenUpload {
             id: id.into(),
+            owner: "ada".into(),
             name: name.into(),
             entry: entry.into(),
             opened,
@@ -106,6 +117,17 @@ mod tests {
         u.open(upload("3", "b", "e", t), |_| true).unwrap();
         assert!(u.close("1").is_some());
         u.open(upload("2", "a", "e", t), |_| true).unwrap();
+        assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn different_owners_may_upload_the_same_name() {
+        let mut u = Uploads::default();
+        let t = Instant::now();
+        u.open(upload("1", "a", "e", t), |_| true).unwrap();
+        let mut bob = upload("2", "a", "e", t);
+        bob.owner = "bob".into();
+        u.open(bob, |_| true).unwrap();
         assert_eq!(u.len(), 2);
     }
 

@@ -9,6 +9,7 @@ use crate::node::StorageNode;
 use crate::pipeline::IDLE_TIMEOUT;
 use bytes::Bytes;
 use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::rpc::UserCredentials;
 use dupla::v1::{
     download_response, Chunk, DownloadRequest, DownloadResponse, FetchChunksRequest, LookupRequest,
     Node as WireNode,
@@ -28,16 +29,18 @@ pub const FETCH_WINDOW_CHUNKS: usize = 1024;
 /// The response stream of a download.
 pub type DownloadStream = ReceiverStream<Result<DownloadResponse, Status>>;
 
-/// Look the file up and start streaming it from `offset`'s chunk.
-pub async fn open(node: Arc<StorageNode>, request: DownloadRequest) -> Result<DownloadStream> {
+/// Look the user's file up and start streaming it from `offset`'s chunk.
+pub async fn open(
+    node: Arc<StorageNode>,
+    user: UserCredentials,
+    request: DownloadRequest,
+) -> Result<DownloadStream> {
     name::validate(&request.name)?;
-    let entry = node
-        .manager()
-        .lookup(node.secret.request(LookupRequest {
-            name: request.name.clone(),
-        }))
-        .await?
-        .into_inner();
+    let mut lookup = node.secret.request(LookupRequest {
+        name: request.name.clone(),
+    });
+    user.attach(&mut lookup);
+    let entry = node.manager().lookup(lookup).await?.into_inner();
     if request.offset > entry.size {
         return Err(Error::InvalidInput(format!(
             "offset {} is past the end of {} ({} bytes)",

@@ -6,6 +6,7 @@ use crate::fetch::{self, FetchStream};
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN, MAX_FALLBACKS};
 use crate::{replicate, scrub, upload};
+use dupla::rpc::UserCredentials;
 use dupla::v1::storage_server::Storage;
 use dupla::v1::{
     store_request, DownloadRequest, FetchChunksRequest, ReplicateReply, ReplicateRequest,
@@ -33,14 +34,16 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl Storage for StorageService {
     async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Reply<UploadReceipt> {
-        let receipt = upload::handle(self.node.clone(), request.into_inner()).await?;
+        let user = UserCredentials::of(&request)?;
+        let receipt = upload::handle(self.node.clone(), user, request.into_inner()).await?;
         Ok(Response::new(receipt))
     }
 
     type DownloadStream = DownloadStream;
 
     async fn download(&self, request: Request<DownloadRequest>) -> Reply<DownloadStream> {
-        let stream = download::open(self.node.clone(), request.into_inner()).await?;
+        let user = UserCredentials::of(&request)?;
+        let stream = download::open(self.node.clone(), user, request.into_inner()).await?;
         Ok(Response::new(stream))
     }
 

@@ -7,6 +7,7 @@
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, ChunkSource, Plan, MAX_FALLBACKS};
 use dupla::chunk::CHUNK_SIZE;
+use dupla::rpc::UserCredentials;
 use dupla::v1::{
     upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, Node as WireNode, PlaceRequest,
     UploadBegin, UploadReceipt, UploadRequest,
@@ -15,9 +16,11 @@ use dupla::{name, Error, Hash, Result};
 use std::sync::Arc;
 use tonic::Streaming;
 
-/// Handle one upload from first message to receipt.
+/// Handle one upload from first message to receipt, for the user whose
+/// credentials the manager will check (the file becomes theirs).
 pub async fn handle(
     node: Arc<StorageNode>,
+    user: UserCredentials,
     mut stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
     let _transfer = node.active.enter();
@@ -32,15 +35,13 @@ pub async fn handle(
         }
     };
     name::validate(&begin.name)?;
-    let place = node
-        .manager()
-        .place(node.secret.request(PlaceRequest {
-            name: begin.name.clone(),
-            size: begin.size,
-            entry_id: node.id.clone(),
-        }))
-        .await?
-        .into_inner();
+    let mut place_request = node.secret.request(PlaceRequest {
+        name: begin.name.clone(),
+        size: begin.size,
+        entry_id: node.id.clone(),
+    });
+    user.attach(&mut place_request);
+    let place = node.manager().place(place_request).await?.into_inner();
     let mut guard = AbortGuard {
         node: node.clone(),
         upload_id: Some(place.upload_id.clone()),

@@ -45,6 +45,9 @@ impl NodeHandle {
     }
 }
 
+/// Login of the user [`TestCluster::start`] registers and logs in.
+pub const TEST_USER: &str = "tester";
+
 /// A manager and N storage servers, each in its own temp directory; all
 /// stop when the cluster is dropped (their shutdown handles drop with it).
 pub struct TestCluster {
@@ -52,17 +55,28 @@ pub struct TestCluster {
     pub manager: NodeHandle,
     /// The storage servers.
     pub servers: Vec<NodeHandle>,
+    /// Token of [`TEST_USER`] (empty after [`TestCluster::start_without_user`]).
+    pub token: String,
     root: TempDir,
 }
 
 impl TestCluster {
-    /// Start a manager and `n` servers and wait until all servers are up.
+    /// Start a manager and `n` servers, wait until all servers are up, and
+    /// log in [`TEST_USER`], whose token [`TestCluster::at`] uses.
     pub async fn start(n: usize) -> TestCluster {
+        let mut cluster = Self::start_without_user(n).await;
+        cluster.token = crate::chat::user(&cluster.manager_addr(), TEST_USER).await;
+        cluster
+    }
+
+    /// Start a manager and `n` servers with no account registered.
+    pub async fn start_without_user(n: usize) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let manager = start_manager(root.path().join("manager"), "127.0.0.1:0").await;
         let mut cluster = TestCluster {
             manager,
             servers: Vec::new(),
+            token: String::new(),
             root,
         };
         for i in 0..n {
@@ -115,6 +129,55 @@ impl TestCluster {
     /// Address of server `i`.
     pub fn server_addr(&self, i: usize) -> String {
         self.servers[i].addr.to_string()
+    }
+
+    /// Raw calls to server `i` as [`TEST_USER`].
+    pub fn at(&self, i: usize) -> crate::raw::Target {
+        crate::raw::Target::new(self.server_addr(i), &self.token)
+    }
+
+    /// The first name `prefix-0`, `prefix-1`, ... whose placement order
+    /// (server indices, as the manager would place [`TEST_USER`]'s file of
+    /// `size` bytes on the idle cluster now) satisfies `wanted`.
+    pub async fn name_placed(
+        &self,
+        prefix: &str,
+        size: u64,
+        wanted: impl Fn(&[usize]) -> bool,
+    ) -> String {
+        use dupla::placement::{choose, Candidate, DEFAULT_LOAD_EPSILON};
+        let status = self.status().await;
+        let candidates: Vec<Candidate> = status
+            .servers
+            .iter()
+            .filter(|s| s.state == "up")
+            .map(|s| Candidate {
+                id: s.node.as_ref().expect("a server has a node").id.clone(),
+                free: s.capacity.saturating_sub(s.used),
+                active: 0,
+            })
+            .collect();
+        (0..100_000)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|name| {
+                let key = dupla_manager::catalog::placement_key(TEST_USER, name);
+                let order: Vec<usize> = choose(&key, size, &candidates, DEFAULT_LOAD_EPSILON)
+                    .into_iter()
+                    .map(|i| self.server_index(&candidates[i].id))
+                    .collect();
+                wanted(&order)
+            })
+            .expect("a name with the wanted placement")
+    }
+
+    /// Register and log in another user; returns their token.
+    pub async fn new_user(&self, login: &str) -> String {
+        crate::chat::user(&self.manager_addr(), login).await
+    }
+
+    /// `message` as a call of [`TEST_USER`] (for the manager's catalog calls).
+    pub fn as_user<T>(&self, message: T) -> tonic::Request<T> {
+        crate::chat::authed(&self.token, message)
     }
 
     /// Index of the server with this id.
@@ -182,7 +245,18 @@ impl TestCluster {
 
     /// Stop the manager and start it again on the same address and data.
     pub async fn restart_manager(&mut self) {
+        self.stop_manager().await;
+        self.start_manager_again().await;
+    }
+
+    /// Stop the manager (its database stays).
+    pub async fn stop_manager(&mut self) {
         self.manager.stop().await;
+    }
+
+    /// Start the stopped manager on its old address and data.
+    pub async fn start_manager_again(&mut self) {
+        assert!(!self.manager.is_running(), "the manager is running");
         let data = self.manager.data.clone();
         let listen = self.manager.addr.to_string();
         self.manager = start_manager(data, &listen).await;

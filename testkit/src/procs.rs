@@ -116,3 +116,60 @@ pub fn client(root: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run dupla")
 }
+
+/// Run the `dupla` client in `root` with `args`, writing `input` to its
+/// standard input.
+pub fn client_with_input(root: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin_dir().join("dupla"))
+        .current_dir(root)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run dupla");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("write dupla's stdin");
+    child.wait_with_output().expect("dupla finishes")
+}
+
+/// Password of the accounts [`register_and_login`] creates.
+pub const PROCS_PASSWORD: &str = "correct horse battery staple";
+
+/// Register `login` with the real client and log it in, so the session is
+/// saved under `root` and later commands there act as that user.
+pub fn register_and_login(root: &Path, manager: &str, login: &str) {
+    let password = format!("{PROCS_PASSWORD}\n");
+    let steps: [&[&str]; 2] = [
+        &[
+            "--manager",
+            manager,
+            "register",
+            "--login",
+            login,
+            "--first-names",
+            "Test",
+            "--last-names",
+            "User",
+            "--age",
+            "30",
+            "--gender",
+            "other",
+            "--password-stdin",
+        ],
+        &["--manager", manager, "login", login, "--password-stdin"],
+    ];
+    for args in steps {
+        let out = client_with_input(root, args, &password);
+        assert!(
+            out.status.success(),
+            "dupla {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -12,13 +12,53 @@ use dupla::v1::{
 };
 use dupla::Hash;
 use tonic::transport::Channel;
-use tonic::Status;
+use tonic::{Request, Status};
 
-/// A Storage client for `addr`.
-pub async fn storage(addr: &str) -> StorageClient<Channel> {
-    StorageClient::new(dupla::rpc::connect(addr).await.expect("server reachable"))
-        .max_decoding_message_size(dupla::rpc::MAX_CATALOG_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+/// Where a raw call goes, and as whom: a storage server's address and the
+/// bearer token of a logged-in user (none, to test that calls are refused).
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `host:port` of the storage server.
+    pub addr: String,
+    /// The user's token.
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// Calls to `addr` as the user holding `token`.
+    pub fn new(addr: impl Into<String>, token: &str) -> Target {
+        Target {
+            addr: addr.into(),
+            token: Some(token.into()),
+        }
+    }
+
+    /// Calls to `addr` without credentials.
+    pub fn anonymous(addr: impl Into<String>) -> Target {
+        Target {
+            addr: addr.into(),
+            token: None,
+        }
+    }
+
+    /// `message` with this target's credentials.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        match &self.token {
+            Some(token) => crate::chat::authed(token, message),
+            None => Request::new(message),
+        }
+    }
+}
+
+/// A Storage client for the server at `target`.
+pub async fn storage(target: &Target) -> StorageClient<Channel> {
+    StorageClient::new(
+        dupla::rpc::connect(&target.addr)
+            .await
+            .expect("server reachable"),
+    )
+    .max_decoding_message_size(dupla::rpc::MAX_CATALOG_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// The well-formed message sequence of an upload of `data` as `name`.
@@ -45,29 +85,32 @@ pub fn upload_messages(name: &str, data: &[u8]) -> Vec<UploadRequest> {
     messages
 }
 
-/// Send `messages` as one Upload stream to `addr`.
-pub async fn upload_raw(addr: &str, messages: Vec<UploadRequest>) -> Result<UploadReceipt, Status> {
-    storage(addr)
+/// Send `messages` as one Upload stream to `target`.
+pub async fn upload_raw(
+    target: &Target,
+    messages: Vec<UploadRequest>,
+) -> Result<UploadReceipt, Status> {
+    storage(target)
         .await
-        .upload(tokio_stream::iter(messages))
+        .upload(target.request(tokio_stream::iter(messages)))
         .await
         .map(|r| r.into_inner())
 }
 
-/// Upload `data` as `name` through the server at `addr`.
-pub async fn upload(addr: &str, name: &str, data: &[u8]) -> Result<UploadReceipt, Status> {
-    upload_raw(addr, upload_messages(name, data)).await
+/// Upload `data` as `name` through `target`.
+pub async fn upload(target: &Target, name: &str, data: &[u8]) -> Result<UploadReceipt, Status> {
+    upload_raw(target, upload_messages(name, data)).await
 }
 
-/// Download `name` through the server at `addr`, checking every chunk and
-/// the whole file against the catalog entry.
-pub async fn download(addr: &str, name: &str) -> Result<Vec<u8>, Status> {
-    let mut stream = storage(addr)
+/// Download `name` through `target`, checking every chunk and the whole
+/// file against the catalog entry.
+pub async fn download(target: &Target, name: &str) -> Result<Vec<u8>, Status> {
+    let mut stream = storage(target)
         .await
-        .download(DownloadRequest {
+        .download(target.request(DownloadRequest {
             name: name.into(),
             offset: 0,
-        })
+        }))
         .await?
         .into_inner();
     let header = match stream.message().await? {
@@ -105,10 +148,11 @@ pub async fn download(addr: &str, name: &str) -> Result<Vec<u8>, Status> {
     Ok(data)
 }
 
-/// Download `name` through `addr` and check it is exactly `want` (compared by
-/// length and blake3, so a failure prints something readable).
-pub async fn assert_restores(addr: &str, name: &str, want: &[u8]) {
-    let got = download(addr, name)
+/// Download `name` through `target` and check it is exactly `want`
+/// (compared by length and blake3, so a failure prints something readable).
+pub async fn assert_restores(target: &Target, name: &str, want: &[u8]) {
+    let addr = &target.addr;
+    let got = download(target, name)
         .await
         .unwrap_or_else(|e| panic!("{name} via {addr}: {e:?}"));
     assert_eq!(

@@ -334,9 +334,10 @@ async fn admins_list_show_and_delete_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logins_spread_over_servers_up_to_max_sessions() {
     bounded(async {
-        let cluster = TestCluster::start(2).await;
+        let cluster = TestCluster::start_without_user(2).await;
         let addr = cluster.manager_addr();
         user(&addr, "alice").await; // one session already, on some server
+        assert!(!cluster.status().await.over_capacity);
         let mut per_server = std::collections::HashMap::<String, usize>::new();
         for _ in 0..19 {
             let reply = login(&addr, "alice").await.unwrap();
@@ -350,10 +351,18 @@ async fn logins_spread_over_servers_up_to_max_sessions() {
         assert!(counts.iter().all(|&n| n == 9 || n == 10), "{per_server:?}");
         let servers: Vec<String> = (0..2).map(|i| cluster.server_addr(i)).collect();
         assert!(per_server.keys().all(|a| servers.contains(a)));
-        // Every server is full: login still works, over capacity.
+        // Every server is full: the cluster status says so, and login still
+        // works, over capacity.
+        assert!(cluster.status().await.over_capacity);
         let reply = login(&addr, "alice").await.unwrap();
         assert!(reply.over_capacity);
         assert!(reply.server.is_some());
+        let status = cluster.status().await;
+        assert!(status.over_capacity);
+        assert_eq!(status.sessions, 21);
+        assert_eq!(status.max_sessions, 10);
+        let per_server: Vec<u32> = status.servers.iter().map(|s| s.sessions).collect();
+        assert_eq!(per_server.iter().sum::<u32>(), 21, "{per_server:?}");
     })
     .await;
 }

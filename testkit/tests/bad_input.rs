@@ -10,7 +10,7 @@ async fn assert_not_in_catalog(cluster: &TestCluster, name: &str) {
     let err = cluster
         .manager_client()
         .await
-        .lookup(LookupRequest { name: name.into() })
+        .lookup(cluster.as_user(LookupRequest { name: name.into() }))
         .await
         .unwrap_err();
     assert_eq!(
@@ -38,13 +38,11 @@ async fn a_chunk_whose_hash_does_not_match_is_refused() {
         let mut bytes = chunk.data.to_vec();
         bytes[0] ^= 1;
         chunk.data = Bytes::from(bytes);
-        let err = raw::upload_raw(&cluster.server_addr(0), messages)
-            .await
-            .unwrap_err();
+        let err = raw::upload_raw(&cluster.at(0), messages).await.unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{err:?}");
         assert_not_in_catalog(&cluster, "tampered.bin").await;
         // The name is free again right away.
-        raw::upload(&cluster.server_addr(0), "tampered.bin", &data)
+        raw::upload(&cluster.at(0), "tampered.bin", &data)
             .await
             .unwrap();
     })
@@ -59,9 +57,7 @@ async fn a_whole_file_hash_mismatch_commits_nothing() {
         if let Some(upload_request::Msg::End(end)) = messages.last_mut().unwrap().msg.as_mut() {
             end.blake3 = dupla::Hash::of(b"other content").to_bytes();
         }
-        let err = raw::upload_raw(&cluster.server_addr(0), messages)
-            .await
-            .unwrap_err();
+        let err = raw::upload_raw(&cluster.at(0), messages).await.unwrap_err();
         assert_eq!(err.code(), Code::DataLoss, "{err:?}");
         assert_not_in_catalog(&cluster, "liar.txt").await;
     })
@@ -75,9 +71,7 @@ async fn a_stream_that_ends_early_commits_nothing() {
         let data = test_bytes(3 * CHUNK_SIZE, 2);
         let mut messages = raw::upload_messages("short.bin", &data);
         messages.truncate(3); // begin + 2 chunks, no third chunk, no end
-        let err = raw::upload_raw(&cluster.server_addr(0), messages)
-            .await
-            .unwrap_err();
+        let err = raw::upload_raw(&cluster.at(0), messages).await.unwrap_err();
         assert_eq!(err.code(), Code::Aborted, "{err:?}");
         assert_not_in_catalog(&cluster, "short.bin").await;
 
@@ -86,9 +80,7 @@ async fn a_stream_that_ends_early_commits_nothing() {
         if let Some(upload_request::Msg::Begin(b)) = messages[0].msg.as_mut() {
             b.size = CHUNK_SIZE as u64;
         }
-        let err = raw::upload_raw(&cluster.server_addr(0), messages)
-            .await
-            .unwrap_err();
+        let err = raw::upload_raw(&cluster.at(0), messages).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert_not_in_catalog(&cluster, "long.bin").await;
     })
@@ -100,22 +92,16 @@ async fn bad_names_and_missing_files_get_clear_statuses() {
     bounded(async {
         let cluster = TestCluster::start(2).await;
         for bad in ["../etc/passwd", "/abs", "a//b", ""] {
-            let err = raw::upload(&cluster.server_addr(0), bad, b"x")
-                .await
-                .unwrap_err();
+            let err = raw::upload(&cluster.at(0), bad, b"x").await.unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err:?}");
         }
-        let err = raw::download(&cluster.server_addr(0), "nope.txt")
-            .await
-            .unwrap_err();
+        let err = raw::download(&cluster.at(0), "nope.txt").await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert!(err.message().contains("nope.txt"), "{}", err.message());
         // An upload that does not start with UploadBegin.
         let mut messages = raw::upload_messages("x", b"x");
         messages.remove(0);
-        let err = raw::upload_raw(&cluster.server_addr(0), messages)
-            .await
-            .unwrap_err();
+        let err = raw::upload_raw(&cluster.at(0), messages).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(cluster.status().await.files, 0);
     })
@@ -132,10 +118,11 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
         let mut messages = raw::upload_messages("busy.bin", &data).into_iter();
         tx.send(messages.next().unwrap()).await.unwrap();
         tx.send(messages.next().unwrap()).await.unwrap();
-        let mut client = raw::storage(&cluster.server_addr(0)).await;
+        let target = cluster.at(0);
+        let mut client = raw::storage(&target).await;
         let first = tokio::spawn(async move {
             client
-                .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .upload(target.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
                 .await
         });
         // The first upload is placed once its first chunk is staged on a
@@ -157,7 +144,7 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let second = raw::upload(&cluster.server_addr(1), "busy.bin", b"other")
+        let second = raw::upload(&cluster.at(1), "busy.bin", b"other")
             .await
             .expect_err("a concurrent upload of the same name was accepted");
         assert_eq!(second.code(), Code::AlreadyExists, "{second:?}");
@@ -171,7 +158,7 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
         }
         drop(tx);
         first.await.unwrap().unwrap();
-        raw::assert_restores(&cluster.server_addr(1), "busy.bin", &data).await;
+        raw::assert_restores(&cluster.at(1), "busy.bin", &data).await;
     })
     .await;
 }
@@ -180,7 +167,7 @@ async fn a_second_upload_of_a_name_in_progress_is_refused() {
 async fn internal_calls_without_the_cluster_secret_are_refused() {
     bounded(async {
         let cluster = TestCluster::start(2).await;
-        let mut storage = raw::storage(&cluster.server_addr(0)).await;
+        let mut storage = raw::storage(&cluster.at(0)).await;
         let err = storage
             .store(tokio_stream::iter(Vec::<StoreRequest>::new()))
             .await

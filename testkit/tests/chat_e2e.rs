@@ -3,7 +3,9 @@
 //! and three `dupla chat` processes driven through their standard input,
 //! their standard output read line by line as the contract says.
 
-use dupla_testkit::procs::{bin_dir, copy_node_dir, free_port, nodes_dir, NodeProcess};
+use dupla_testkit::procs::{
+    bin_dir, client_with_input, copy_node_dir, free_port, nodes_dir, NodeProcess,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -20,25 +22,6 @@ fn client_root(base: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(nodes_dir().join("client/node.toml"), dir.join("node.toml")).unwrap();
     dir
-}
-
-/// Run `dupla` in `root` with `stdin` as its standard input.
-fn dupla(root: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(bin_dir().join("dupla"))
-        .current_dir(root)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run dupla");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn assert_ok(out: &Output, what: &str) {
@@ -178,7 +161,7 @@ fn three_real_chat_clients_driven_through_stdin() {
     let mut roots = Vec::new();
     for (name, first) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
         let root = client_root(tmp.path(), name);
-        let out = dupla(
+        let out = client_with_input(
             &root,
             &[
                 "--manager",
@@ -199,7 +182,7 @@ fn three_real_chat_clients_driven_through_stdin() {
             "a long password\n",
         );
         assert_ok(&out, "register");
-        let out = dupla(
+        let out = client_with_input(
             &root,
             &["--manager", &addr, "login", name, "--password-stdin"],
             "a long password\n",
@@ -215,7 +198,7 @@ fn three_real_chat_clients_driven_through_stdin() {
         roots.push(root);
     }
     // A wrong password is refused with a non-zero exit.
-    let out = dupla(
+    let out = client_with_input(
         &roots[0],
         &["--manager", &addr, "login", "alice", "--password-stdin"],
         "not it at all\n",

@@ -90,6 +90,7 @@ fn backup_with_the_real_client_survives_killing_the_primary() {
     }
     wait_for_up(&cluster, &root, 3);
     let manager = cluster.manager.addr.clone();
+    procs::register_and_login(&root, &manager, "alice");
 
     let out = client(
         &root,

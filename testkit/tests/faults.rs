@@ -18,7 +18,7 @@ async fn a_flipped_byte_on_one_holder_is_detected_and_served_from_the_other() {
     bounded(async {
         let cluster = TestCluster::start(3).await;
         let data = test_bytes(4 * CHUNK_SIZE + 100, 1);
-        let entry = raw::upload(&cluster.server_addr(0), "photos/cat.jpg", &data)
+        let entry = raw::upload(&cluster.at(0), "photos/cat.jpg", &data)
             .await
             .unwrap()
             .entry
@@ -33,7 +33,7 @@ async fn a_flipped_byte_on_one_holder_is_detected_and_served_from_the_other() {
         // Through the corrupted holder itself (it reads locally first) and
         // through every other server: always the right bytes.
         for i in 0..3 {
-            let back = raw::download(&cluster.server_addr(i), "photos/cat.jpg")
+            let back = raw::download(&cluster.at(i), "photos/cat.jpg")
                 .await
                 .unwrap();
             assert!(back == data, "wrong bytes via server {i}");
@@ -47,7 +47,7 @@ async fn corrupt_on_both_holders_is_a_clear_error_not_wrong_bytes() {
     bounded(async {
         let cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE + 7, 2);
-        let entry = raw::upload(&cluster.server_addr(0), "doomed.bin", &data)
+        let entry = raw::upload(&cluster.at(0), "doomed.bin", &data)
             .await
             .unwrap()
             .entry
@@ -56,7 +56,7 @@ async fn corrupt_on_both_holders_is_a_clear_error_not_wrong_bytes() {
         for i in holder_indexes(&cluster, &entry) {
             std::fs::write(cluster.chunk_path(i, &hash), b"garbage").unwrap();
         }
-        let err = raw::download(&cluster.server_addr(0), "doomed.bin")
+        let err = raw::download(&cluster.at(0), "doomed.bin")
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
@@ -74,7 +74,7 @@ async fn a_stopped_holder_does_not_stop_downloads() {
     bounded(async {
         let mut cluster = TestCluster::start(3).await;
         let data = test_bytes(3 * CHUNK_SIZE, 3);
-        let entry = raw::upload(&cluster.server_addr(0), "report.pdf", &data)
+        let entry = raw::upload(&cluster.at(0), "report.pdf", &data)
             .await
             .unwrap()
             .entry
@@ -84,7 +84,7 @@ async fn a_stopped_holder_does_not_stop_downloads() {
         let serving = (0..3).find(|i| *i != holders[0]).unwrap();
         // Immediately (the manager still believes the primary is up) and
         // after the manager noticed: both work.
-        raw::assert_restores(&cluster.server_addr(serving), "report.pdf", &data).await;
+        raw::assert_restores(&cluster.at(serving), "report.pdf", &data).await;
         let primary_id = cluster.servers[holders[0]].id.clone();
         cluster
             .wait_for_status(|s| {
@@ -93,10 +93,10 @@ async fn a_stopped_holder_does_not_stop_downloads() {
                     .any(|srv| srv.node.as_ref().unwrap().id == primary_id && srv.state != "up")
             })
             .await;
-        raw::assert_restores(&cluster.server_addr(serving), "report.pdf", &data).await;
+        raw::assert_restores(&cluster.at(serving), "report.pdf", &data).await;
         assert_eq!(cluster.status().await.under_replicated, 1);
         // New uploads avoid the stopped server.
-        let receipt = raw::upload(&cluster.server_addr(serving), "after.txt", b"after")
+        let receipt = raw::upload(&cluster.at(serving), "after.txt", b"after")
             .await
             .unwrap();
         assert!(receipt
@@ -114,13 +114,13 @@ async fn the_catalog_survives_a_manager_restart() {
     bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(2 * CHUNK_SIZE + 1, 4);
-        raw::upload(&cluster.server_addr(0), "keep/me.bin", &data)
+        raw::upload(&cluster.at(0), "keep/me.bin", &data)
             .await
             .unwrap();
         cluster.restart_manager().await;
         cluster.wait_for_up(2).await;
         assert_eq!(cluster.status().await.files, 1);
-        raw::assert_restores(&cluster.server_addr(1), "keep/me.bin", &data).await;
+        raw::assert_restores(&cluster.at(1), "keep/me.bin", &data).await;
     })
     .await;
 }
@@ -130,14 +130,14 @@ async fn a_restarted_server_rejoins_and_serves_its_chunks() {
     bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE / 2, 5);
-        raw::upload(&cluster.server_addr(0), "small.txt", &data)
+        raw::upload(&cluster.at(0), "small.txt", &data)
             .await
             .unwrap();
         cluster.stop_server(1).await;
         cluster.restart_server(1).await;
         cluster.wait_for_up(2).await;
         cluster.stop_server(0).await;
-        raw::assert_restores(&cluster.server_addr(1), "small.txt", &data).await;
+        raw::assert_restores(&cluster.at(1), "small.txt", &data).await;
     })
     .await;
 }

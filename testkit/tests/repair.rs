@@ -29,7 +29,7 @@ async fn assert_two_good_copies(cluster: &TestCluster, files: &[(String, Vec<u8>
     let status = cluster.status().await;
     for (name, data) in files {
         let entry = manager
-            .lookup(LookupRequest { name: name.clone() })
+            .lookup(cluster.as_user(LookupRequest { name: name.clone() }))
             .await
             .unwrap()
             .into_inner();
@@ -66,9 +66,7 @@ async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() 
         let mut cluster = TestCluster::start(3).await;
         let files = corpus(24);
         for (name, data) in &files {
-            raw::upload(&cluster.server_addr(0), name, data)
-                .await
-                .unwrap();
+            raw::upload(&cluster.at(0), name, data).await.unwrap();
         }
         cluster.stop_server(2).await;
         // Under-replicated until the server is declared down, then repaired.
@@ -87,7 +85,7 @@ async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() 
         );
         assert_two_good_copies(&cluster, &files).await;
         for (name, data) in &files {
-            raw::assert_restores(&cluster.server_addr(1), name, data).await;
+            raw::assert_restores(&cluster.at(1), name, data).await;
         }
     })
     .await;
@@ -98,7 +96,7 @@ async fn a_write_with_one_server_up_succeeds_and_gets_its_second_copy_later() {
     bounded(async {
         let mut cluster = TestCluster::start(1).await;
         let data = test_bytes(3 * CHUNK_SIZE + 3, 7);
-        let receipt = raw::upload(&cluster.server_addr(0), "alone.bin", &data)
+        let receipt = raw::upload(&cluster.at(0), "alone.bin", &data)
             .await
             .unwrap();
         assert_eq!(receipt.copies, 1);
@@ -108,7 +106,7 @@ async fn a_write_with_one_server_up_succeeds_and_gets_its_second_copy_later() {
         assert_two_good_copies(&cluster, &[("alone.bin".into(), data.clone())]).await;
         // The first server can go: the repaired copy serves the file.
         cluster.stop_server(0).await;
-        raw::assert_restores(&cluster.server_addr(second), "alone.bin", &data).await;
+        raw::assert_restores(&cluster.at(second), "alone.bin", &data).await;
     })
     .await;
 }
@@ -118,7 +116,7 @@ async fn a_corrupt_chunk_met_by_a_download_is_quarantined_and_repaired() {
     bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(CHUNK_SIZE + 1, 9);
-        let entry = raw::upload(&cluster.server_addr(0), "read/me.bin", &data)
+        let entry = raw::upload(&cluster.at(0), "read/me.bin", &data)
             .await
             .unwrap()
             .entry
@@ -126,13 +124,13 @@ async fn a_corrupt_chunk_met_by_a_download_is_quarantined_and_repaired() {
         let victim = cluster.server_index(&entry.holders[0].id);
         let hash = Hash::from_slice(&entry.chunks[0], "chunk").unwrap();
         std::fs::write(cluster.chunk_path(victim, &hash), b"rot").unwrap();
-        raw::assert_restores(&cluster.server_addr(victim), "read/me.bin", &data).await;
+        raw::assert_restores(&cluster.at(victim), "read/me.bin", &data).await;
         cluster
             .wait_for_status(|s| s.under_replicated == 0 && s.repaired_files >= 1)
             .await;
         assert_two_good_copies(&cluster, &[("read/me.bin".into(), data.clone())]).await;
         cluster.stop_server(1 - victim).await;
-        raw::assert_restores(&cluster.server_addr(victim), "read/me.bin", &data).await;
+        raw::assert_restores(&cluster.at(victim), "read/me.bin", &data).await;
     })
     .await;
 }
@@ -142,7 +140,7 @@ async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
     bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes(2 * CHUNK_SIZE + 9, 8);
-        let entry = raw::upload(&cluster.server_addr(0), "scrub/me.bin", &data)
+        let entry = raw::upload(&cluster.at(0), "scrub/me.bin", &data)
             .await
             .unwrap()
             .entry
@@ -153,7 +151,7 @@ async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[777] ^= 0x08;
         std::fs::write(&path, &bytes).unwrap();
-        let report = raw::storage(&cluster.server_addr(victim))
+        let report = raw::storage(&cluster.at(victim))
             .await
             .scrub(ScrubRequest {})
             .await
@@ -169,7 +167,7 @@ async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
         // The healed copy alone serves the file.
         let twin = 1 - victim;
         cluster.stop_server(twin).await;
-        raw::assert_restores(&cluster.server_addr(victim), "scrub/me.bin", &data).await;
+        raw::assert_restores(&cluster.at(victim), "scrub/me.bin", &data).await;
     })
     .await;
 }
@@ -177,25 +175,9 @@ async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
 /// A name whose placement over the cluster's (idle) servers is `primary`
 /// then `replica`.
 async fn name_placed_on(cluster: &TestCluster, primary: usize, replica: usize) -> String {
-    use dupla::placement::{choose, Candidate, DEFAULT_LOAD_EPSILON};
-    let status = cluster.status().await;
-    let candidates: Vec<Candidate> = status
-        .servers
-        .iter()
-        .map(|s| Candidate {
-            id: s.node.as_ref().unwrap().id.clone(),
-            free: s.capacity - s.used,
-            active: 0,
-        })
-        .collect();
-    (0..)
-        .map(|i| format!("placed/{i}"))
-        .find(|name| {
-            let order = choose(name, 1, &candidates, DEFAULT_LOAD_EPSILON);
-            candidates[order[0]].id == cluster.servers[primary].id
-                && candidates[order[1]].id == cluster.servers[replica].id
-        })
-        .unwrap()
+    cluster
+        .name_placed("placed", 1, |order| order[..2] == [primary, replica])
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -207,9 +189,7 @@ async fn a_dead_replica_is_replaced_by_the_next_server_during_the_upload() {
         // places on it), so the primary meets the failure itself.
         cluster.stop_server(1).await;
         let data = test_bytes(5 * CHUNK_SIZE + 11, 10);
-        let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
-            .await
-            .unwrap();
+        let receipt = raw::upload(&cluster.at(0), &name, &data).await.unwrap();
         assert_eq!(receipt.copies, 2, "{receipt:?}");
         let entry = receipt.entry.unwrap();
         let holders: Vec<usize> = entry
@@ -222,7 +202,7 @@ async fn a_dead_replica_is_replaced_by_the_next_server_during_the_upload() {
             "holders {holders:?}"
         );
         cluster.stop_server(0).await;
-        raw::assert_restores(&cluster.server_addr(2), &name, &data).await;
+        raw::assert_restores(&cluster.at(2), &name, &data).await;
     })
     .await;
 }
@@ -234,9 +214,7 @@ async fn with_no_substitute_the_upload_completes_with_one_copy() {
         let name = name_placed_on(&cluster, 0, 1).await;
         cluster.stop_server(1).await;
         let data = test_bytes(2 * CHUNK_SIZE, 11);
-        let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
-            .await
-            .unwrap();
+        let receipt = raw::upload(&cluster.at(0), &name, &data).await.unwrap();
         assert_eq!(receipt.copies, 1, "{receipt:?}");
         assert_eq!(cluster.status().await.under_replicated, 1);
         // When the server comes back, the repair worker adds the copy.
@@ -255,9 +233,7 @@ async fn an_entry_that_is_the_replica_replaces_a_dead_primary() {
         let name = name_placed_on(&cluster, 1, 0).await;
         cluster.stop_server(1).await;
         let data = test_bytes(3 * CHUNK_SIZE, 12);
-        let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
-            .await
-            .unwrap();
+        let receipt = raw::upload(&cluster.at(0), &name, &data).await.unwrap();
         assert_eq!(receipt.copies, 2, "{receipt:?}");
         let holders: Vec<usize> = receipt
             .entry

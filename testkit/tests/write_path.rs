@@ -3,32 +3,15 @@
 //! byte-exact restores at the chunk-size edges.
 
 use dupla::chunk::CHUNK_SIZE;
-use dupla::placement::{self, Candidate, DEFAULT_LOAD_EPSILON};
 use dupla::Hash;
 use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 
 /// A name whose placement leaves server `entry` out, so uploading through it
-/// exercises forwarding. Computed with the manager's own rule from status.
+/// exercises forwarding.
 async fn name_avoiding(cluster: &TestCluster, entry: usize, prefix: &str, size: u64) -> String {
-    let status = cluster.status().await;
-    let candidates: Vec<Candidate> = status
-        .servers
-        .iter()
-        .map(|s| Candidate {
-            id: s.node.as_ref().unwrap().id.clone(),
-            free: s.capacity - s.used,
-            active: s.active_transfers,
-        })
-        .collect();
-    (0..)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|name| {
-            let order = placement::choose(name, size, &candidates, DEFAULT_LOAD_EPSILON);
-            order[..2]
-                .iter()
-                .all(|&i| candidates[i].id != cluster.servers[entry].id)
-        })
-        .unwrap()
+    cluster
+        .name_placed(prefix, size, |order| !order[..2].contains(&entry))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -39,9 +22,7 @@ async fn upload_through_a_non_holder_gives_two_identical_copies_at_every_size_ed
         for (seed, size) in sizes.into_iter().enumerate() {
             let data = test_bytes(size, seed as u64);
             let name = name_avoiding(&cluster, 0, &format!("edge/{size}"), size as u64).await;
-            let receipt = raw::upload(&cluster.server_addr(0), &name, &data)
-                .await
-                .unwrap();
+            let receipt = raw::upload(&cluster.at(0), &name, &data).await.unwrap();
             let entry = receipt.entry.unwrap();
             assert_eq!(receipt.copies, 2);
             assert_eq!(entry.size, size as u64);
@@ -64,7 +45,7 @@ async fn upload_through_a_non_holder_gives_two_identical_copies_at_every_size_ed
             }
             // Restore through every server, holder or not.
             for i in 0..3 {
-                let back = raw::download(&cluster.server_addr(i), &name).await.unwrap();
+                let back = raw::download(&cluster.at(i), &name).await.unwrap();
                 assert_eq!(Hash::of(&back), Hash::of(&data), "{name} via server {i}");
             }
         }
@@ -80,17 +61,12 @@ async fn a_holder_that_is_the_entry_stores_locally_and_replicates() {
         // Find a name placed on server 1 by trying until a receipt names it.
         for i in 0.. {
             let name = format!("local/{i}");
-            let receipt = raw::upload(&cluster.server_addr(1), &name, &data)
-                .await
-                .unwrap();
+            let receipt = raw::upload(&cluster.at(1), &name, &data).await.unwrap();
             let entry = receipt.entry.unwrap();
             let ids: Vec<&str> = entry.holders.iter().map(|h| h.id.as_str()).collect();
             if ids.contains(&cluster.servers[1].id.as_str()) {
                 assert_eq!(ids.len(), 2);
-                assert_eq!(
-                    raw::download(&cluster.server_addr(2), &name).await.unwrap(),
-                    data
-                );
+                assert_eq!(raw::download(&cluster.at(2), &name).await.unwrap(), data);
                 break;
             }
         }
@@ -102,7 +78,7 @@ async fn a_holder_that_is_the_entry_stores_locally_and_replicates() {
 async fn a_second_backup_of_a_name_makes_a_new_version() {
     bounded(async {
         let cluster = TestCluster::start(2).await;
-        let addr = cluster.server_addr(0);
+        let addr = cluster.at(0);
         let v1 = raw::upload(&addr, "notes.txt", b"first")
             .await
             .unwrap()
