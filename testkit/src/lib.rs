@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod cluster;
+pub mod netns;
 pub mod procs;
 pub mod raw;
 
