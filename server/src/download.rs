@@ -6,7 +6,6 @@
 //! uninterrupted, correct stream.
 
 use crate::node::StorageNode;
-use crate::pipeline::IDLE_TIMEOUT;
 use bytes::Bytes;
 use dupla::chunk::{chunk_count, CHUNK_SIZE};
 use dupla::rpc::UserCredentials;
@@ -16,12 +15,19 @@ use dupla::v1::{
 };
 use dupla::{name, Error, Hash, Result};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 /// Chunks read ahead of the client: overlaps disk or peer reads with sending.
 pub const DOWNLOAD_DEPTH_CHUNKS: usize = 4;
+
+/// A remote holder that takes longer than this to open a fetch or to send
+/// the next chunk (1 MiB, milliseconds on a healthy link) is skipped for the
+/// next one. Without it a holder cut off mid-read holds the reader until
+/// HTTP/2 keepalive gives up (30 s).
+pub const HOLDER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Chunks asked of a remote holder per FetchChunks call.
 pub const FETCH_WINDOW_CHUNKS: usize = 1024;
@@ -185,11 +191,16 @@ impl HolderReader {
             self.remote = Some(self.open_remote(h, index).await?);
         }
         let remote = self.remote.as_mut().expect("invariant: opened above");
-        let chunk = match tokio::time::timeout(IDLE_TIMEOUT, remote.stream.message()).await {
+        let chunk = match tokio::time::timeout(HOLDER_TIMEOUT, remote.stream.message()).await {
             Ok(Ok(Some(chunk))) => chunk,
             Ok(Ok(None)) => return Err(Error::Unavailable("stream ended early".into())),
             Ok(Err(status)) => return Err(Error::from(status)),
-            Err(_) => return Err(Error::Unavailable("holder stopped sending".into())),
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "no chunk within {} s",
+                    HOLDER_TIMEOUT.as_secs()
+                )))
+            }
         };
         let actual = Hash::of(&chunk.data);
         if actual != expected {
@@ -213,9 +224,15 @@ impl HolderReader {
                 .collect(),
         };
         let mut client = self.node.peer(&self.holders[h].addr)?;
-        let stream = client
-            .fetch_chunks(self.node.secret.request(request))
-            .await?
+        let call = client.fetch_chunks(self.node.secret.request(request));
+        let stream = tokio::time::timeout(HOLDER_TIMEOUT, call)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "no answer to a fetch within {} s",
+                    HOLDER_TIMEOUT.as_secs()
+                ))
+            })??
             .into_inner();
         Ok(RemoteFetch {
             holder: h,

@@ -14,6 +14,11 @@ use std::time::Duration;
 const MIN_INTERVAL_MS: u64 = 50;
 const MAX_INTERVAL_MS: u64 = 10_000;
 
+/// A heartbeat unanswered this long is given up (and the next one sent), so
+/// a connection that died silently cannot stall the beats until HTTP/2
+/// keepalive notices.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Send heartbeats until shutdown. Failures are logged once per outage.
 /// The manager's reply sets the period; `interval` is used until it answers.
 pub async fn run(node: Arc<StorageNode>, mut interval: Duration, mut shutdown: Shutdown) {
@@ -26,7 +31,14 @@ pub async fn run(node: Arc<StorageNode>, mut interval: Duration, mut shutdown: S
             active_transfers: node.active.get(),
             peak_rss: peak_rss(),
         });
-        match node.manager().heartbeat(request).await {
+        let mut manager = node.manager();
+        let beat = tokio::time::timeout(HEARTBEAT_TIMEOUT, manager.heartbeat(request));
+        let answer = beat.await.unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "the manager did not answer in time",
+            ))
+        });
+        match answer {
             Ok(reply) => {
                 if !reachable {
                     tracing::info!("manager reachable again");

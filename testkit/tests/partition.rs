@@ -9,10 +9,9 @@
 //! healed server included), and the catalog lists each name once.
 //!
 //! The read started at the cut goes through a server with an open HTTP/2
-//! connection to the cut one. Today it waits for HTTP/2 keepalive to give
-//! up on that connection (about 30 s) before it tries the other holder, so
-//! the partition lasts that long; the test reports the time, it does not
-//! assert it.
+//! connection to the cut one; it moves to the other holder once the cut one
+//! stays silent for `HOLDER_TIMEOUT` (5 s; before that bound it waited for
+//! HTTP/2 keepalive, 30 s). The test reports the time, it does not assert it.
 //!
 //! Needs root (namespaces); where the system refuses them the test says why
 //! and passes without running.
