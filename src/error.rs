@@ -37,6 +37,10 @@ pub enum Error {
     /// The operation was interrupted midway; it can be run again.
     #[error("{0}")]
     Aborted(String),
+    /// What the request built on is gone (a resumed upload's chunks were
+    /// lost): run it again from the start.
+    #[error("{0}")]
+    Stale(String),
     /// A local disk or file error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -54,13 +58,31 @@ impl Error {
         )
     }
 
+    /// The same kind of error with its message rewritten by `f` (to add
+    /// what the user can do about it).
+    pub fn map_message(self, f: impl FnOnce(&str) -> String) -> Error {
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(f(&m)),
+            Error::NotFound(m) => Error::NotFound(f(&m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(f(&m)),
+            Error::Unavailable(m) => Error::Unavailable(f(&m)),
+            Error::Corrupt(m) => Error::Corrupt(f(&m)),
+            Error::Unauthenticated(m) => Error::Unauthenticated(f(&m)),
+            Error::PermissionDenied(m) => Error::PermissionDenied(f(&m)),
+            Error::Exhausted(m) => Error::Exhausted(f(&m)),
+            Error::Aborted(m) => Error::Aborted(f(&m)),
+            Error::Stale(m) => Error::Stale(f(&m)),
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), f(&e.to_string()))),
+            Error::Internal(m) => Error::Internal(f(&m)),
+        }
+    }
+
     /// Map a gRPC status received from a peer back into an [`Error`].
     pub fn from_status(status: Status) -> Self {
         let msg = status.message().to_string();
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-                Error::InvalidInput(msg)
-            }
+            Code::InvalidArgument | Code::OutOfRange => Error::InvalidInput(msg),
+            Code::FailedPrecondition => Error::Stale(msg),
             Code::NotFound => Error::NotFound(msg),
             Code::AlreadyExists => Error::AlreadyExists(msg),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
@@ -92,6 +114,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Exhausted(m) => Status::resource_exhausted(m),
             Error::Aborted(m) => Status::aborted(m),
+            Error::Stale(m) => Status::failed_precondition(m),
             Error::Io(e) => Status::internal(format!("I/O error: {e}")),
             Error::Internal(m) => Status::internal(m),
         }
@@ -136,6 +159,7 @@ mod tests {
             Error::Corrupt("x".into()),
             Error::Unauthenticated("x".into()),
             Error::Exhausted("x".into()),
+            Error::Stale("x".into()),
         ];
         for err in cases {
             let name = format!("{err:?}");

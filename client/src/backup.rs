@@ -8,18 +8,54 @@
 //! '/' separators: a symlink inside the root is backed up under its target's
 //! name, so one file never has two names. Every FILE is checked before
 //! anything is sent.
+//!
+//! An upload that fails midway for a reason that may pass (a server died,
+//! a connection broke) is resumed at once through another entry, a few
+//! times with growing pauses: the cluster is asked what it already holds
+//! and only the rest is sent. When the attempts run out, or the user
+//! presses Ctrl-C, the message says how to continue; running the same
+//! backup again resumes by itself (see [`crate::resume`]).
 
 use crate::output::{format_rate, mb_per_s, Output};
 use crate::progress::Progress;
+use crate::resume::{hash_file, Unfinished};
 use crate::session::Client;
-use crate::upload::{upload, ChunkSource};
+use crate::upload::{upload, ChunkSource, Resume, Uploaded};
 use bytes::{Bytes, BytesMut};
+use dupla::chunk::{chunk_count, CHUNK_SIZE};
 use dupla::size::format_size;
 use dupla::{Error, Result};
 use serde::Serialize;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Upload attempts per file: the first, then resumes after failures that
+/// may pass. With the pauses of [`retry_pause`] they span about 15 s, past
+/// the 3 s after which the manager stops placing on a silent server.
+pub const MAX_ATTEMPTS: u32 = 6;
+
+/// Files above this many chunks (about 29 GiB) are not resumed: their chunk
+/// list would not fit in one request. They are sent again whole.
+pub const MAX_RESUME_CHUNKS: u64 = 30_000;
+
+/// The pause before retry `n` (1-based): 0.5 s, 1 s, 2 s, 4 s, 4 s...
+fn retry_pause(n: u32) -> Duration {
+    Duration::from_millis(500 << (n - 1).min(3))
+}
+
+/// How one backup behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackupOptions {
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+    /// Ask the cluster what it holds even without a note of an unfinished
+    /// upload (`--resume`).
+    pub resume: bool,
+}
 
 /// A file that passed every check and is ready to upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +81,13 @@ pub struct BackupReport {
     pub replica: String,
     /// Durable copies when the receipt was written.
     pub copies: u32,
-    /// Bytes of file data sent.
+    /// Bytes of file data this run read and sent, over every attempt.
     pub sent_bytes: u64,
+    /// Bytes the cluster already held when the last attempt started (a
+    /// resumed upload): not sent again.
+    pub resumed_bytes: u64,
+    /// Upload attempts this run made (1 unless something failed midway).
+    pub attempts: u32,
     /// Wall time of the upload.
     pub seconds: f64,
     /// Throughput, 10^6 bytes per second.
@@ -58,53 +99,167 @@ impl Client {
     /// progress bar on a terminal if `progress`.
     pub async fn backup(&self, root: &Path, file: &Path, progress: bool) -> Result<BackupReport> {
         let resolved = resolve(root, file)?;
-        self.backup_resolved(&resolved, progress).await
+        let options = BackupOptions {
+            progress,
+            resume: false,
+        };
+        self.backup_resolved(root, &resolved, options).await
     }
 
-    /// Upload a file that [`resolve`] accepted.
-    pub async fn backup_resolved(&self, file: &Resolved, progress: bool) -> Result<BackupReport> {
-        let handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
-        let meta = handle.metadata()?;
-        if !meta.is_file() {
-            return Err(Error::InvalidInput(format!(
-                "{}: not a regular file",
-                file.name
-            )));
+    /// Upload a file that [`resolve`] accepted under `root`, resuming after
+    /// failures that may pass.
+    pub async fn backup_resolved(
+        &self,
+        root: &Path,
+        file: &Resolved,
+        options: BackupOptions,
+    ) -> Result<BackupReport> {
+        let size = regular_file_size(file)?;
+        let note = Unfinished::for_name(root, &file.name);
+        let mut resume = options.resume || note.exists();
+        note.start(&file.name, size)?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match self
+                .upload_attempt(file, size, resume, options.progress, &sent)
+                .await
+            {
+                Ok((done, resumed_bytes)) => {
+                    note.finish();
+                    let seconds = started.elapsed().as_secs_f64();
+                    return Ok(report(done, resumed_bytes, &sent, attempts, seconds));
+                }
+                Err(e) => e,
+            };
+            match error {
+                Error::Stale(reason) if resume => {
+                    eprintln!("note: {reason}; sending the whole file");
+                    resume = false;
+                }
+                e if e.is_retryable() && attempts < MAX_ATTEMPTS => {
+                    let pause = retry_pause(attempts);
+                    eprintln!(
+                        "note: {}: {e}; resuming in {:.1} s (attempt {} of {MAX_ATTEMPTS})",
+                        file.name,
+                        pause.as_secs_f64(),
+                        attempts + 1
+                    );
+                    tokio::time::sleep(pause).await;
+                    resume = true;
+                }
+                e => return Err(interrupted(e, &file.name, sent.load(Ordering::Relaxed))),
+            }
         }
-        let size = meta.len();
-        let candidates = self.entry_servers().await?;
-        let bar = Progress::new(progress, size, &file.name);
-        let result = upload(
-            self,
-            &candidates,
-            &file.name,
-            size,
-            FileSource(handle),
-            &bar,
-        )
-        .await;
-        bar.finish();
-        let done = result?;
-        let entry = done.receipt.entry.unwrap_or_default();
-        let holder = |i: usize| {
-            entry
-                .holders
-                .get(i)
-                .map(|n| n.addr.clone())
-                .unwrap_or_default()
-        };
-        Ok(BackupReport {
-            name: entry.name.clone(),
-            size: entry.size,
-            blake3: done.blake3.to_hex(),
-            primary: holder(0),
-            replica: holder(1),
-            copies: done.receipt.copies,
-            sent_bytes: done.sent_bytes,
-            seconds: done.seconds,
-            mb_per_s: mb_per_s(entry.size, done.seconds),
-        })
     }
+
+    /// One upload attempt; with `resume`, only what the cluster lacks is
+    /// sent. Returns the upload and the bytes that were already held.
+    async fn upload_attempt(
+        &self,
+        file: &Resolved,
+        size: u64,
+        resume: bool,
+        progress: bool,
+        sent: &Arc<AtomicU64>,
+    ) -> Result<(Uploaded, u64)> {
+        let candidates = self.entry_servers().await?;
+        let plan = if resume && chunk_count(size) <= MAX_RESUME_CHUNKS {
+            let (chunks, whole) = hash_file(&file.path, size).await?;
+            let status = self
+                .upload_status(&candidates, &file.name, size, &chunks)
+                .await?;
+            let held = status.held_chunks.min(chunks.len() as u64);
+            Some(Resume {
+                chunks,
+                held,
+                whole,
+            })
+        } else {
+            None
+        };
+        let held_bytes = plan
+            .as_ref()
+            .map_or(0, |r| (r.held * CHUNK_SIZE as u64).min(size));
+        let mut handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
+        handle.seek(SeekFrom::Start(held_bytes))?;
+        let source = CountingSource {
+            inner: FileSource(handle),
+            read: sent.clone(),
+        };
+        let bar = Progress::new(progress, size, &file.name);
+        let result = upload(self, &candidates, &file.name, size, source, plan, &bar).await;
+        bar.finish();
+        Ok((result?, held_bytes))
+    }
+}
+
+/// The size of a file that must still be a regular file.
+fn regular_file_size(file: &Resolved) -> Result<u64> {
+    let handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
+    let meta = handle.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{}: not a regular file",
+            file.name
+        )));
+    }
+    Ok(meta.len())
+}
+
+/// The report of a finished backup.
+fn report(
+    done: Uploaded,
+    resumed_bytes: u64,
+    sent: &AtomicU64,
+    attempts: u32,
+    seconds: f64,
+) -> BackupReport {
+    let entry = done.receipt.entry.unwrap_or_default();
+    let holder = |i: usize| {
+        entry
+            .holders
+            .get(i)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default()
+    };
+    BackupReport {
+        name: entry.name.clone(),
+        size: entry.size,
+        blake3: done.blake3.to_hex(),
+        primary: holder(0),
+        replica: holder(1),
+        copies: done.receipt.copies,
+        sent_bytes: sent.load(Ordering::Relaxed),
+        resumed_bytes,
+        attempts,
+        seconds,
+        mb_per_s: mb_per_s(entry.size, seconds),
+    }
+}
+
+/// The error that ends a backup, saying what is kept and how to go on.
+fn interrupted(error: Error, name: &str, sent: u64) -> Error {
+    if !error.is_retryable() {
+        return error;
+    }
+    error.map_message(|m| {
+        format!(
+            "{name} was interrupted after {} sent: {m}. The cluster keeps what it stored; \
+             run `dupla backup {name} --resume` to send only the rest",
+            format_size(sent)
+        )
+    })
+}
+
+/// The message for a Ctrl-C in the middle of a backup.
+fn interrupted_by_user(name: &str) -> String {
+    format!(
+        "interrupted: {name} is not backed up yet. The cluster keeps what it stored; \
+         run `dupla backup {name} --resume` to send only the rest"
+    )
 }
 
 /// `dupla backup`: check every file first, then upload them one by one.
@@ -112,14 +267,25 @@ pub async fn command(
     client: &Client,
     root: &Path,
     files: &[PathBuf],
+    resume: bool,
     out: Output,
 ) -> anyhow::Result<()> {
     let resolved = files
         .iter()
         .map(|f| resolve(root, f))
         .collect::<Result<Vec<_>>>()?;
+    let options = BackupOptions {
+        progress: !out.json,
+        resume,
+    };
     for file in &resolved {
-        let report = client.backup_resolved(file, !out.json).await?;
+        let report = tokio::select! {
+            report = client.backup_resolved(root, file, options) => report?,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("\n{}", interrupted_by_user(&file.name));
+                std::process::exit(130);
+            }
+        };
         out.emit(human(&report), &report)?;
     }
     Ok(())
@@ -132,8 +298,17 @@ fn human(r: &BackupReport) -> String {
     } else {
         format!("replica {}", r.replica)
     };
+    let resumed = if r.resumed_bytes > 0 {
+        format!(
+            "; resumed: {} were already stored, {} sent",
+            format_size(r.resumed_bytes),
+            format_size(r.sent_bytes)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "backed up {} ({}, blake3 {}) -> primary {}, {replica} at {}",
+        "backed up {} ({}, blake3 {}) -> primary {}, {replica} at {}{resumed}",
         r.name,
         format_size(r.size),
         r.blake3,
@@ -208,6 +383,25 @@ fn open_error(name: &str, e: std::io::Error) -> Error {
             Error::PermissionDenied(format!("{name}: permission denied"))
         }
         _ => Error::Io(e),
+    }
+}
+
+/// A source that counts the bytes it hands out (into a counter shared by
+/// every attempt of one backup).
+struct CountingSource<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S: ChunkSource> ChunkSource for CountingSource<S> {
+    fn read_chunk(&mut self, len: usize) -> std::io::Result<Bytes> {
+        let data = self.inner.read_chunk(len)?;
+        self.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.inner.finish()
     }
 }
 

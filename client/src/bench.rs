@@ -209,7 +209,7 @@ impl Client {
             let source = PrngSource::new(seed ^ (i as u64).wrapping_mul(0xA076_1D64_78BD_642F));
             let (bar, entries, at_holder) = (&bar, rotated(entries, i), &at_holder);
             async move {
-                let done = upload(self, &entries, name, args.size, source, bar).await?;
+                let done = upload(self, &entries, name, args.size, source, None, bar).await?;
                 let holders = done.receipt.entry.as_ref().map(|e| e.holders.as_slice());
                 if holders
                     .unwrap_or_default()

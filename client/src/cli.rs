@@ -67,6 +67,10 @@ pub enum Command {
         /// Files to back up; directories are refused (name the files inside)
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Ask the cluster what it already holds of each file and send only
+        /// the rest (automatic after an interrupted run of the same backup)
+        #[arg(long)]
+        resume: bool,
     },
     /// Restore a backed-up file (to ROOT/NAME unless -o is given)
     Restore {
@@ -279,7 +283,7 @@ mod tests {
     fn parses_commands_and_global_flags_anywhere() {
         let cli = Cli::try_parse_from(["dupla", "backup", "a.txt", "b/c.bin", "--json"]).unwrap();
         assert!(cli.global.json);
-        assert!(matches!(cli.command, Some(Command::Backup { ref files }) if files.len() == 2));
+        assert!(matches!(cli.command, Some(Command::Backup { ref files, .. }) if files.len() == 2));
 
         let cli = Cli::try_parse_from(["dupla", "restore", "x", "-o", "/tmp/y"]).unwrap();
         assert!(matches!(

@@ -28,6 +28,7 @@ pub mod output;
 pub mod progress;
 pub mod remove;
 pub mod restore;
+pub mod resume;
 pub mod scrub;
 pub mod session;
 pub mod session_store;
@@ -92,7 +93,9 @@ impl App {
     pub async fn execute(&self, command: Command) -> anyhow::Result<()> {
         let (client, out, root) = (&self.client, self.out, self.config.root.as_path());
         match command {
-            Command::Backup { files } => backup::command(client, root, &files, out).await,
+            Command::Backup { files, resume } => {
+                backup::command(client, root, &files, resume, out).await
+            }
             Command::Restore { name, output } => {
                 restore::command(client, root, &name, output.as_deref(), out).await
             }

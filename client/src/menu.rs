@@ -106,6 +106,7 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
         "1" => match answer(input, &format!("file to back up (inside {root}): ")).await? {
             Some(file) => Command::Backup {
                 files: vec![PathBuf::from(file)],
+                resume: false,
             },
             None => return Ok(Choice::Nothing),
         },

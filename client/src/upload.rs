@@ -8,6 +8,11 @@
 //! `begin{name, size}`, every chunk in order, then `end{blake3}`. The file is
 //! read once, and never more than [`UPLOAD_CHANNEL_CAPACITY`] chunks wait in
 //! memory. The receipt is checked against what was sent.
+//!
+//! A resumed upload ([`Resume`]) starts at the first chunk the cluster does
+//! not hold: its source is positioned there, every chunk sent is checked
+//! against the hash the file had when it was hashed before the resume, and
+//! the whole-file hash of that pass ends the stream.
 
 use crate::progress::Progress;
 use crate::session::{rpc_error, Client, Role};
@@ -37,6 +42,18 @@ pub trait ChunkSource: Send + 'static {
     }
 }
 
+/// Continue an interrupted upload whose first `held` chunks (maybe none)
+/// the cluster already has; it replaces the interrupted one at the manager.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// blake3 of every chunk of the file, from a pass over it just before.
+    pub chunks: Vec<Hash>,
+    /// Leading chunks the cluster holds: not sent.
+    pub held: u64,
+    /// blake3 of the whole file, from the same pass.
+    pub whole: Hash,
+}
+
 /// What one successful upload produced.
 #[derive(Debug, Clone)]
 pub struct Uploaded {
@@ -53,13 +70,15 @@ pub struct Uploaded {
 }
 
 /// Upload `size` bytes from `source` as `name`, entering through the first
-/// reachable server of `candidates`.
+/// reachable server of `candidates`. With `resume`, `source` must be
+/// positioned at the first chunk not held.
 pub async fn upload<S: ChunkSource>(
     client: &Client,
     candidates: &[String],
     name: &str,
     size: u64,
     source: S,
+    resume: Option<Resume>,
     progress: &Progress,
 ) -> Result<Uploaded> {
     let started = Instant::now();
@@ -68,10 +87,21 @@ pub async fn upload<S: ChunkSource>(
     let begin = UploadBegin {
         name: name.to_string(),
         size,
+        resume_chunks: resume
+            .as_ref()
+            .map(|r| {
+                r.chunks[..r.held as usize]
+                    .iter()
+                    .map(Hash::to_bytes)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        resume: resume.is_some(),
     };
     let mut reader = AbortOnDrop(tokio::spawn(read_chunks(
         source,
         begin,
+        resume,
         tx,
         progress.clone(),
     )));
@@ -140,11 +170,13 @@ fn joined(res: std::result::Result<Result<ReadEnd>, tokio::task::JoinError>) -> 
     }
 }
 
-/// The reader task: queue begin, every chunk, and end with the whole-file
-/// hash. Stops quietly if the call has ended (its status is what to report).
+/// The reader task: queue begin, every chunk (from the first not held when
+/// resuming), and end with the whole-file hash. Stops quietly if the call
+/// has ended (its status is what to report).
 async fn read_chunks<S: ChunkSource>(
     source: S,
     begin: UploadBegin,
+    resume: Option<Resume>,
     tx: mpsc::Sender<UploadRequest>,
     progress: Progress,
 ) -> Result<ReadEnd> {
@@ -153,13 +185,22 @@ async fn read_chunks<S: ChunkSource>(
     if tx.send(send(Msg::Begin(begin))).await.is_err() {
         return Ok(ReadEnd::CallEnded);
     }
+    let first = resume.as_ref().map_or(0, |r| r.held);
+    progress.add((dupla::chunk::CHUNK_SIZE as u64 * first).min(size));
     let mut source = source;
     let mut hasher = blake3::Hasher::new();
     let mut sent = 0u64;
-    for index in 0..chunk_count(size) {
+    for index in first..chunk_count(size) {
         let len = chunk_len(size, index)?;
         let chunk;
         (source, hasher, chunk) = read_and_hash(source, hasher, index, len).await?;
+        if let Some(resume) = &resume {
+            if chunk.hash != resume.chunks[index as usize].to_bytes() {
+                return Err(Error::Aborted(format!(
+                    "the file changed since it was hashed for the resume (chunk {index}); back it up again"
+                )));
+            }
+        }
         if tx.send(send(Msg::Chunk(chunk))).await.is_err() {
             return Ok(ReadEnd::CallEnded);
         }
@@ -170,7 +211,10 @@ async fn read_chunks<S: ChunkSource>(
         .await
         .map_err(|e| Error::Internal(format!("reader thread failed: {e}")))?;
     source_end.map_err(|e| read_error(chunk_count(size), e))?;
-    let blake3 = Hash::from(hasher.finalize());
+    let blake3 = match &resume {
+        Some(resume) => resume.whole,
+        None => Hash::from(hasher.finalize()),
+    };
     let end = UploadEnd {
         blake3: blake3.to_bytes(),
     };
@@ -252,9 +296,11 @@ mod tests {
         let begin = UploadBegin {
             name: name.into(),
             size,
+            resume_chunks: Vec::new(),
+            resume: false,
         };
         (
-            tokio::spawn(read_chunks(source, begin, tx, Progress::hidden())),
+            tokio::spawn(read_chunks(source, begin, None, tx, Progress::hidden())),
             rx,
         )
     }

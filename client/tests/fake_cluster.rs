@@ -173,6 +173,20 @@ impl storage_server::Storage for Fake {
     ) -> Result<Response<dupla::v1::ScrubReport>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn upload_status(
+        &self,
+        _: Request<dupla::v1::UploadStatusRequest>,
+    ) -> Result<Response<dupla::v1::UploadStatusReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn has_chunks(
+        &self,
+        _: Request<dupla::v1::HasChunksRequest>,
+    ) -> Result<Response<dupla::v1::HasChunksReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]

@@ -127,6 +127,15 @@ impl ManagerService {
                 req.size
             )));
         }
+        let ordered: Vec<pb::Node> = order.iter().map(|&i| nodes[i].clone()).collect();
+        if req.preview {
+            return Ok(pb::PlaceReply {
+                upload_id: String::new(),
+                primary: Some(ordered[0].clone()),
+                replica: ordered.get(1).cloned(),
+                candidates: ordered,
+            });
+        }
         if order.len() == 1 {
             tracing::warn!(name = %req.name, "one live server: degraded write, one copy until repaired");
         }
@@ -143,6 +152,7 @@ impl ManagerService {
                     entry: req.entry_id.clone(),
                     opened: now,
                 },
+                req.takeover,
                 |entry| up.contains(entry),
             )
             .map_err(|other| {
@@ -151,7 +161,6 @@ impl ManagerService {
                     req.name, other.id
                 ))
             })?;
-        let ordered: Vec<pb::Node> = order.iter().map(|&i| nodes[i].clone()).collect();
         self.state.catalog.log_placement(&PlacementLog {
             upload_id: upload_id.clone(),
             name: req.name.clone(),

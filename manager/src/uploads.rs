@@ -43,10 +43,13 @@ pub struct Uploads {
 impl Uploads {
     /// Open `upload`, unless a live upload of the same name exists: then
     /// return that one. An existing upload is stale (and replaced) when its
-    /// lease ran out or `entry_up` says its entry server is gone.
+    /// lease ran out or `entry_up` says its entry server is gone; with
+    /// `takeover` (its owner resumes it) it is replaced in any case, and a
+    /// commit of it later fails.
     pub fn open(
         &mut self,
         upload: OpenUpload,
+        takeover: bool,
         entry_up: impl Fn(&str) -> bool,
     ) -> Result<(), OpenUpload> {
         if let Some(existing) = self
@@ -55,7 +58,7 @@ impl Uploads {
             .and_then(|id| self.by_id.get(id))
         {
             let expired = upload.opened.saturating_duration_since(existing.opened) >= UPLOAD_LEASE;
-            if !expired && entry_up(&existing.entry) {
+            if !takeover && !expired && entry_up(&existing.entry) {
                 return Err(existing.clone());
             }
             let stale = existing.id.clone();
@@ -109,14 +112,16 @@ mod tests {
     fn one_live_upload_per_name() {
         let mut u = Uploads::default();
         let t = Instant::now();
-        u.open(upload("1", "a", "e", t), |_| true).unwrap();
+        u.open(upload("1", "a", "e", t), false, |_| true).unwrap();
         assert_eq!(
-            u.open(upload("2", "a", "e", t), |_| true).unwrap_err().id,
+            u.open(upload("2", "a", "e", t), false, |_| true)
+                .unwrap_err()
+                .id,
             "1"
         );
-        u.open(upload("3", "b", "e", t), |_| true).unwrap();
+        u.open(upload("3", "b", "e", t), false, |_| true).unwrap();
         assert!(u.close("1").is_some());
-        u.open(upload("2", "a", "e", t), |_| true).unwrap();
+        u.open(upload("2", "a", "e", t), false, |_| true).unwrap();
         assert_eq!(u.len(), 2);
     }
 
@@ -124,19 +129,29 @@ mod tests {
     fn different_owners_may_upload_the_same_name() {
         let mut u = Uploads::default();
         let t = Instant::now();
-        u.open(upload("1", "a", "e", t), |_| true).unwrap();
+        u.open(upload("1", "a", "e", t), false, |_| true).unwrap();
         let mut bob = upload("2", "a", "e", t);
         bob.owner = "bob".into();
-        u.open(bob, |_| true).unwrap();
+        u.open(bob, false, |_| true).unwrap();
         assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn a_resume_takes_over_a_live_upload_of_the_name() {
+        let mut u = Uploads::default();
+        let t = Instant::now();
+        u.open(upload("1", "a", "e", t), false, |_| true).unwrap();
+        u.open(upload("2", "a", "e", t), true, |_| true).unwrap();
+        assert!(u.get("1").is_none(), "the old upload can no longer commit");
+        assert_eq!(u.len(), 1);
     }
 
     #[test]
     fn a_stale_upload_gives_way() {
         let mut u = Uploads::default();
         let t = Instant::now();
-        u.open(upload("1", "a", "e", t), |_| true).unwrap();
-        u.open(upload("2", "a", "e", t + UPLOAD_LEASE), |_| true)
+        u.open(upload("1", "a", "e", t), false, |_| true).unwrap();
+        u.open(upload("2", "a", "e", t + UPLOAD_LEASE), false, |_| true)
             .unwrap();
         assert!(u.get("1").is_none());
         assert!(u.close("1").is_none());
@@ -147,8 +162,9 @@ mod tests {
     fn an_upload_whose_entry_died_gives_way() {
         let mut u = Uploads::default();
         let t = Instant::now();
-        u.open(upload("1", "a", "crashed", t), |_| true).unwrap();
-        u.open(upload("2", "a", "other", t), |id| id != "crashed")
+        u.open(upload("1", "a", "crashed", t), false, |_| true)
+            .unwrap();
+        u.open(upload("2", "a", "other", t), false, |id| id != "crashed")
             .unwrap();
         assert!(u.get("1").is_none());
     }

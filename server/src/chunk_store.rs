@@ -69,6 +69,16 @@ impl Batch {
         self.chunks.push(chunk);
     }
 
+    /// Staged chunks waiting for their commit.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether no chunk waits.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
     /// Hand the staged chunks over (to [`ChunkStore::commit`]).
     pub fn take(&mut self) -> Vec<Staged> {
         std::mem::take(&mut self.chunks)

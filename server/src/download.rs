@@ -139,6 +139,7 @@ impl HolderReader {
     pub(crate) async fn read(&mut self, index: u64) -> Result<Chunk> {
         let expected = self.hashes[index as usize];
         let mut failures = Vec::new();
+        let mut all_missing = true;
         for attempt in 0..self.holders.len() {
             let h = (self.current + attempt) % self.holders.len();
             match self.read_from(h, index, expected).await {
@@ -160,15 +161,23 @@ impl HolderReader {
                     if self.remote.as_ref().is_some_and(|r| r.holder == h) {
                         self.remote = None;
                     }
+                    all_missing &= matches!(e, Error::NotFound(_));
                     failures.push(format!("{}: {e}", display_addr(&self.holders[h])));
                 }
             }
         }
-        Err(Error::Unavailable(format!(
+        let message = format!(
             "chunk {index} of {}: no holder could serve it ({})",
             self.name,
             failures.join("; ")
-        )))
+        );
+        // Every holder answered that it lacks the chunk: it is gone, not
+        // merely out of reach.
+        if all_missing && !failures.is_empty() {
+            Err(Error::NotFound(message))
+        } else {
+            Err(Error::Unavailable(message))
+        }
     }
 
     async fn read_from(&mut self, h: usize, index: u64, expected: Hash) -> Result<Bytes> {

@@ -18,6 +18,7 @@ pub mod node;
 pub mod pacer;
 pub mod pipeline;
 pub mod replicate;
+pub mod resume;
 pub mod scrub;
 pub mod service;
 pub mod upload;

@@ -34,6 +34,12 @@ pub const PIPELINE_DEPTH_CHUNKS: usize = 8;
 /// Local chunk writes in flight: overlaps disk writes with receiving.
 pub const WRITE_DEPTH_CHUNKS: usize = 4;
 
+/// Received chunks are made durable in batches of this many while the
+/// stream goes on (not only at its end), so an interrupted upload leaves
+/// most of what was sent on disk for a resume to build on: at most this
+/// many chunks (plus those in flight) are sent again.
+pub const DURABLE_BATCH_CHUNKS: usize = 16;
+
 /// A sender silent this long is presumed gone; the transfer is abandoned.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -66,6 +72,9 @@ pub struct Plan {
     pub chain: Vec<WireNode>,
     /// Substitutes for the chain's last node (the rest of the placement order).
     pub fallbacks: Vec<WireNode>,
+    /// A resumed upload: the file's first chunks, already stored on every
+    /// node of the chain; the stream starts after them.
+    pub prefix: Vec<Hash>,
 }
 
 impl Plan {
@@ -92,7 +101,7 @@ pub async fn run(
     };
     let mut staged = Batch::new(node.store.clone());
     let mut writes: Writes = FuturesOrdered::new();
-    let mut hashes = Vec::new();
+    let mut hashes = plan.prefix.clone();
     let received = receive(
         &plan,
         source,
@@ -160,8 +169,9 @@ async fn substitute(node: &StorageNode, plan: &Plan, hashes: &[Hash]) -> Vec<Wir
     Vec::new()
 }
 
-/// Send every chunk of the file, read back (and verified) from this node's
-/// store, to `target` as a fresh single-node Store.
+/// Send every chunk of the file (a resumed upload's prefix included), read
+/// back (and verified) from this node's store, to `target` as a fresh
+/// single-node Store.
 async fn copy_to(
     node: &StorageNode,
     plan: &Plan,
@@ -169,7 +179,11 @@ async fn copy_to(
     target: &WireNode,
     fallbacks: &[WireNode],
 ) -> Result<Vec<WireNode>> {
-    let mut next = Downstream::open(node, target, plan, &[], fallbacks)?;
+    let whole_file = Plan {
+        prefix: Vec::new(),
+        ..plan.clone()
+    };
+    let mut next = Downstream::open(node, target, &whole_file, &[], fallbacks)?;
     for (index, hash) in hashes.iter().enumerate() {
         let data = node.store.get(*hash).await?;
         next.send(Chunk {
@@ -196,7 +210,7 @@ async fn receive(
     hashes: &mut Vec<Hash>,
 ) -> Result<()> {
     let total = chunk_count(plan.size);
-    let mut index = 0u64;
+    let mut index = plan.prefix.len() as u64;
     while let Some(chunk) = source.next_chunk().await? {
         let hash = verify_in_file(&chunk, index, plan.size)?;
         hashes.push(hash);
@@ -208,6 +222,10 @@ async fn receive(
                     .await
                     .expect("invariant: the queue is not empty");
                 staged.push(write?);
+                if staged.len() >= DURABLE_BATCH_CHUNKS {
+                    let batch = staged.take();
+                    staged.store().commit(batch).await?;
+                }
             }
         }
         if let Some(next) = downstream.as_mut() {
@@ -256,6 +274,7 @@ impl Downstream {
                 store_locally: true,
                 chain: rest.to_vec(),
                 fallbacks: fallbacks.to_vec(),
+                prefix: plan.prefix.iter().map(Hash::to_bytes).collect(),
             })),
         };
         queue

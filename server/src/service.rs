@@ -5,12 +5,14 @@ use crate::download::{self, DownloadStream};
 use crate::fetch::{self, FetchStream};
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN, MAX_FALLBACKS};
-use crate::{replicate, scrub, upload};
+use crate::{replicate, resume, scrub, upload};
+use dupla::chunk::chunk_count;
 use dupla::rpc::UserCredentials;
 use dupla::v1::storage_server::Storage;
 use dupla::v1::{
-    store_request, DownloadRequest, FetchChunksRequest, ReplicateReply, ReplicateRequest,
-    ScrubReport, ScrubRequest, StoreReceipt, StoreRequest, UploadReceipt, UploadRequest,
+    store_request, DownloadRequest, FetchChunksRequest, HasChunksReply, HasChunksRequest,
+    ReplicateReply, ReplicateRequest, ScrubReport, ScrubRequest, StoreReceipt, StoreRequest,
+    UploadReceipt, UploadRequest, UploadStatusReply, UploadStatusRequest,
 };
 use dupla::{name, Error};
 use std::sync::Arc;
@@ -67,6 +69,22 @@ impl Storage for StorageService {
                 "a Store carries at most {MAX_CHAIN} chain nodes and {MAX_FALLBACKS} fallbacks"
             )));
         }
+        let prefix = resume::parse_hashes(&begin.prefix, resume::MAX_RESUME_CHUNKS)?;
+        if prefix.len() as u64 > chunk_count(begin.size) {
+            return Err(Status::invalid_argument(
+                "the resumed prefix has more chunks than the file",
+            ));
+        }
+        if begin.store_locally {
+            // The stream leaves the prefix out: this copy must have it already.
+            if let Some(missing) = prefix.iter().find(|h| !self.node.store.contains(h)) {
+                return Err(Error::Stale(format!(
+                    "{}: chunk {missing} of the resumed part is not on this server",
+                    begin.name
+                ))
+                .into());
+            }
+        }
         let plan = Plan {
             upload_id: begin.upload_id,
             name: begin.name,
@@ -74,9 +92,27 @@ impl Storage for StorageService {
             store_locally: begin.store_locally,
             chain: begin.chain,
             fallbacks: begin.fallbacks,
+            prefix,
         };
         let holders = pipeline::run(&self.node, plan, &mut StoreSource(stream)).await?;
         Ok(Response::new(StoreReceipt { holders }))
+    }
+
+    async fn upload_status(
+        &self,
+        request: Request<UploadStatusRequest>,
+    ) -> Reply<UploadStatusReply> {
+        let user = UserCredentials::of(&request)?;
+        let reply = resume::status(&self.node, &user, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn has_chunks(&self, request: Request<HasChunksRequest>) -> Reply<HasChunksReply> {
+        self.node.secret.check(&request)?;
+        let hashes = resume::parse_hashes(&request.into_inner().hashes, 65_536)?;
+        Ok(Response::new(HasChunksReply {
+            leading: resume::leading_here(&self.node, &hashes),
+        }))
     }
 
     async fn replicate(&self, request: Request<ReplicateRequest>) -> Reply<ReplicateReply> {

@@ -6,7 +6,8 @@
 
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, ChunkSource, Plan, MAX_FALLBACKS};
-use dupla::chunk::CHUNK_SIZE;
+use crate::resume;
+use dupla::chunk::{chunk_count, CHUNK_SIZE};
 use dupla::rpc::UserCredentials;
 use dupla::v1::{
     upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, Node as WireNode, PlaceRequest,
@@ -35,10 +36,20 @@ pub async fn handle(
         }
     };
     name::validate(&begin.name)?;
+    let prefix = resume::parse_hashes(&begin.resume_chunks, resume::MAX_RESUME_CHUNKS)?;
+    if prefix.len() as u64 > chunk_count(begin.size) {
+        return Err(Error::InvalidInput(format!(
+            "{} resumed chunks for a {}-byte file",
+            prefix.len(),
+            begin.size
+        )));
+    }
     let mut place_request = node.secret.request(PlaceRequest {
         name: begin.name.clone(),
         size: begin.size,
         entry_id: node.id.clone(),
+        preview: false,
+        takeover: begin.resume,
     });
     user.attach(&mut place_request);
     let place = node.manager().place(place_request).await?.into_inner();
@@ -46,7 +57,11 @@ pub async fn handle(
         node: node.clone(),
         upload_id: Some(place.upload_id.clone()),
     };
-    let result = store_and_commit(&node, &begin, place, stream).await;
+    let result = async {
+        resume::ensure_prefix(&node, &place, &begin.name, begin.size, &prefix).await?;
+        store_and_commit(&node, &begin, place, prefix, stream).await
+    }
+    .await;
     match &result {
         Ok(_) => guard.upload_id = None,
         Err(e) => guard.abort(&e.to_string()).await,
@@ -58,6 +73,7 @@ async fn store_and_commit(
     node: &StorageNode,
     begin: &UploadBegin,
     place: dupla::v1::PlaceReply,
+    prefix: Vec<Hash>,
     stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
     let primary = place
@@ -78,18 +94,26 @@ async fn store_and_commit(
         store_locally,
         chain,
         fallbacks,
+        prefix: prefix.clone(),
     };
     let mut source = UploadSource {
         stream,
         whole: blake3::Hasher::new(),
-        chunks: Vec::new(),
+        chunks: prefix,
         declared: None,
     };
+    let resumed = !plan.prefix.is_empty();
     let mut holders = pipeline::run(node, plan, &mut source).await?;
     let declared = source
         .declared
         .ok_or_else(|| Error::Internal("upload finished without its end marker".into()))?;
-    let actual = Hash::from(source.whole.finalize());
+    // A resumed upload's skipped chunks never came through here: the file
+    // hash is the client's (each chunk was still verified at every hop).
+    let actual = if resumed {
+        declared
+    } else {
+        Hash::from(source.whole.finalize())
+    };
     if actual != declared {
         return Err(Error::Corrupt(format!(
             "{}: the file hashes to {actual} but the client declared {declared} (did it change while being read?); nothing was committed",

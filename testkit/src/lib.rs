@@ -35,3 +35,17 @@ pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Durable chunk files under a server's data directory (`chunks/`, not the
+/// staged ones in `tmp/`): how far an upload got on that server.
+pub fn stored_chunks(data_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(data_dir.join("chunks"))
+        .map(|shards| {
+            shards
+                .flatten()
+                .filter_map(|shard| std::fs::read_dir(shard.path()).ok())
+                .map(|files| files.count())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -2,9 +2,11 @@
 //! `dupla-server` and `dupla` binaries, each started from its own copy of a
 //! `nodes/` directory, killed for real, and stopped on drop.
 
+use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Directory holding the workspace's built binaries (next to the test
 /// executable's `deps/` directory).
@@ -171,5 +173,76 @@ pub fn register_and_login(root: &Path, manager: &str, login: &str) {
             "dupla {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// A manager and three servers, started from copies of `nodes/`.
+pub struct Cluster {
+    /// The manager process.
+    pub manager: NodeProcess,
+    /// The storage servers, `server-1` first.
+    pub servers: Vec<NodeProcess>,
+}
+
+/// Start a manager and three servers from copies of `nodes/` under `root`.
+pub fn start_cluster(root: &Path) -> Cluster {
+    let manager_addr = format!("127.0.0.1:{}", free_port());
+    let dir = copy_node_dir("manager", root);
+    let manager = NodeProcess::start(
+        "manager",
+        "dupla-manager",
+        &dir,
+        &manager_addr,
+        &["--listen", &manager_addr],
+    );
+    let servers = (1..=3)
+        .map(|n| {
+            let name = format!("server-{n}");
+            let addr = format!("127.0.0.1:{}", free_port());
+            let dir = copy_node_dir(&name, root);
+            NodeProcess::start(
+                &name,
+                "dupla-server",
+                &dir,
+                &addr,
+                &["--listen", &addr, "--manager", &manager_addr],
+            )
+        })
+        .collect();
+    Cluster { manager, servers }
+}
+
+/// One JSON value per non-empty line of `stdout`.
+pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// Poll `dupla status --json` until `n` servers are up (30 s at most).
+pub fn wait_for_up(cluster: &Cluster, client_root: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = client(
+            client_root,
+            &["--manager", &cluster.manager.addr, "--json", "status"],
+        );
+        if out.status.success() {
+            let status: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+            let up = status["servers"]
+                .as_array()
+                .map_or(0, |s| s.iter().filter(|s| s["state"] == "up").count());
+            if up == n {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "servers never came up\nmanager log:\n{}",
+            cluster.manager.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -67,6 +67,8 @@ pub fn upload_messages(name: &str, data: &[u8]) -> Vec<UploadRequest> {
         msg: Some(upload_request::Msg::Begin(UploadBegin {
             name: name.into(),
             size: data.len() as u64,
+            resume_chunks: Vec::new(),
+            resume: false,
         })),
     }];
     for (i, piece) in data.chunks(CHUNK_SIZE).enumerate() {

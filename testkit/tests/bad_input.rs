@@ -184,6 +184,8 @@ async fn internal_calls_without_the_cluster_secret_are_refused() {
                 name: "x".into(),
                 size: 1,
                 entry_id: "me".into(),
+                preview: false,
+                takeover: false,
             })
             .await
             .unwrap_err();

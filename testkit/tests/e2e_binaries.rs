@@ -3,77 +3,9 @@
 //! the primary killed with SIGKILL, the file restored anyway; and grpcurl
 //! listing each node's services through reflection.
 
-use dupla_testkit::procs::{self, client, copy_node_dir, free_port, NodeProcess};
+use dupla_testkit::procs::{self, client, copy_node_dir, json_lines, start_cluster, wait_for_up};
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-struct Cluster {
-    manager: NodeProcess,
-    servers: Vec<NodeProcess>,
-}
-
-fn start_cluster(root: &Path) -> Cluster {
-    let manager_addr = format!("127.0.0.1:{}", free_port());
-    let dir = copy_node_dir("manager", root);
-    let manager = NodeProcess::start(
-        "manager",
-        "dupla-manager",
-        &dir,
-        &manager_addr,
-        &["--listen", &manager_addr],
-    );
-    let servers = (1..=3)
-        .map(|n| {
-            let name = format!("server-{n}");
-            let addr = format!("127.0.0.1:{}", free_port());
-            let dir = copy_node_dir(&name, root);
-            NodeProcess::start(
-                &name,
-                "dupla-server",
-                &dir,
-                &addr,
-                &["--listen", &addr, "--manager", &manager_addr],
-            )
-        })
-        .collect();
-    Cluster { manager, servers }
-}
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-/// Poll `dupla status --json` until `n` servers are up (30 s at most).
-fn wait_for_up(cluster: &Cluster, client_root: &Path, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = client(
-            client_root,
-            &["--manager", &cluster.manager.addr, "--json", "status"],
-        );
-        if out.status.success() {
-            let status: Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
-            let up = status["servers"]
-                .as_array()
-                .map_or(0, |s| s.iter().filter(|s| s["state"] == "up").count());
-            if up == n {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "servers never came up\nmanager log:\n{}",
-            cluster.manager.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn backup_with_the_real_client_survives_killing_the_primary() {

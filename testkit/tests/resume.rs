@@ -1,0 +1,197 @@
+//! Resumable uploads on an in-process cluster: an upload cut off midway
+//! leaves its durable chunks on the holders; `UploadStatus` reports them;
+//! a resumed upload sends only the rest and the file restores whole, even
+//! when placement moved; a resume built on chunks nobody has is refused
+//! and commits nothing.
+
+use dupla::chunk::CHUNK_SIZE;
+use dupla::v1::{upload_request, UploadBegin, UploadRequest, UploadStatusRequest};
+use dupla::Hash;
+use dupla_client::backup::{resolve, BackupOptions};
+use dupla_client::resume::Unfinished;
+use dupla_client::Client;
+use dupla_testkit::raw::{self, Target};
+use dupla_testkit::{bounded, test_bytes, TestCluster};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// Chunks stored durably on server `i`.
+fn stored_chunks(cluster: &TestCluster, i: usize) -> usize {
+    dupla_testkit::stored_chunks(&cluster.servers[i].data)
+}
+
+/// The chunk hashes of `data`.
+fn chunk_hashes(data: &[u8]) -> Vec<Hash> {
+    data.chunks(CHUNK_SIZE).map(Hash::of).collect()
+}
+
+/// Start uploading `data` as `name` through `target`, send its first
+/// `sent` chunks, wait until both holders made at least `durable` of them
+/// durable, then cut the stream off (no end marker).
+async fn interrupted_upload(
+    cluster: &TestCluster,
+    target: &Target,
+    name: &str,
+    data: &[u8],
+    sent: usize,
+    durable: usize,
+) {
+    let (tx, rx) = mpsc::channel::<UploadRequest>(4);
+    let mut storage = raw::storage(target).await;
+    let request = target.request(ReceiverStream::new(rx));
+    let call = tokio::spawn(async move { storage.upload(request).await });
+    let messages = raw::upload_messages(name, data);
+    for message in messages.into_iter().take(1 + sent) {
+        tx.send(message).await.unwrap();
+    }
+    let n = cluster.servers.len();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while (0..n)
+        .filter(|&i| stored_chunks(cluster, i) >= durable)
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the holders never made {durable} chunks durable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(tx);
+    let err = call.await.unwrap().expect_err("a cut-off upload must fail");
+    assert_ne!(err.code(), Code::Ok);
+}
+
+async fn upload_status(target: &Target, name: &str, data: &[u8]) -> u64 {
+    raw::storage(target)
+        .await
+        .upload_status(target.request(UploadStatusRequest {
+            name: name.into(),
+            size: data.len() as u64,
+            chunks: chunk_hashes(data).iter().map(Hash::to_bytes).collect(),
+        }))
+        .await
+        .expect("upload status")
+        .into_inner()
+        .held_chunks
+}
+
+/// The messages of an upload of `data` that skips its first `held` chunks.
+fn resumed_messages(name: &str, data: &[u8], held: usize) -> Vec<UploadRequest> {
+    let mut messages = raw::upload_messages(name, data);
+    let chunks = chunk_hashes(data);
+    messages[0] = UploadRequest {
+        msg: Some(upload_request::Msg::Begin(UploadBegin {
+            name: name.into(),
+            size: data.len() as u64,
+            resume_chunks: chunks[..held].iter().map(Hash::to_bytes).collect(),
+            resume: true,
+        })),
+    };
+    messages.drain(1..1 + held);
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_upload_resumes_with_only_the_rest() {
+    bounded(async {
+        let cluster = TestCluster::start(3).await;
+        let data = test_bytes(48 * CHUNK_SIZE + 77, 21);
+        let name = "big/resumable.bin";
+        interrupted_upload(&cluster, &cluster.at(0), name, &data, 40, 32).await;
+        // The cluster reports what is durable: at least the committed batches.
+        let held = upload_status(&cluster.at(1), name, &data).await as usize;
+        assert!((32..=40).contains(&held), "held {held}");
+        let receipt = raw::upload_raw(&cluster.at(2), resumed_messages(name, &data, held))
+            .await
+            .expect("the resumed upload completes");
+        assert_eq!(receipt.copies, 2);
+        for i in 0..3 {
+            raw::assert_restores(&cluster.at(i), name, &data).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_after_the_primary_died_copies_the_held_part_to_the_new_holder() {
+    bounded(async {
+        let mut cluster = TestCluster::start(3).await;
+        let data = test_bytes(40 * CHUNK_SIZE, 22);
+        // Placed on 0 then 1; the upload enters at 2, which only forwards.
+        let name = cluster
+            .name_placed("moved", data.len() as u64, |o| o[..2] == [0, 1])
+            .await;
+        interrupted_upload(&cluster, &cluster.at(2), &name, &data, 36, 32).await;
+        // The primary dies; once it is suspect, placement is 1 then 2.
+        cluster.stop_server(0).await;
+        cluster
+            .wait_for_status(|s| s.servers.iter().filter(|s| s.state == "up").count() == 2)
+            .await;
+        let held = upload_status(&cluster.at(1), &name, &data).await as usize;
+        assert!(held >= 32, "the replica's copy counts: held {held}");
+        let receipt = raw::upload_raw(&cluster.at(1), resumed_messages(&name, &data, held))
+            .await
+            .expect("the resumed upload completes on the new placement");
+        assert_eq!(receipt.copies, 2);
+        raw::assert_restores(&cluster.at(2), &name, &data).await;
+        raw::assert_restores(&cluster.at(1), &name, &data).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_of_chunks_nobody_holds_is_refused_and_commits_nothing() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let data = test_bytes(3 * CHUNK_SIZE, 23);
+        assert_eq!(upload_status(&cluster.at(0), "ghost.bin", &data).await, 0);
+        let err = raw::upload_raw(&cluster.at(0), resumed_messages("ghost.bin", &data, 2))
+            .await
+            .expect_err("no server holds those chunks");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert_eq!(cluster.status().await.files, 0);
+        // The same file sent whole is fine.
+        raw::upload(&cluster.at(0), "ghost.bin", &data)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_client_resumes_an_unfinished_backup_by_itself() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let root = tempfile::tempdir().unwrap();
+        let data = test_bytes(24 * CHUNK_SIZE + 5, 24);
+        std::fs::write(root.path().join("video.bin"), &data).unwrap();
+        interrupted_upload(&cluster, &cluster.at(0), "video.bin", &data, 20, 16).await;
+        // An earlier run of the client left its note.
+        let note = Unfinished::for_name(root.path(), "video.bin");
+        note.start("video.bin", data.len() as u64).unwrap();
+        let client = Client::new(cluster.manager_addr(), None).with_token(cluster.token.clone());
+        let file = resolve(root.path(), std::path::Path::new("video.bin")).unwrap();
+        let report = client
+            .backup_resolved(root.path(), &file, BackupOptions::default())
+            .await
+            .unwrap();
+        assert!(report.resumed_bytes >= 16 * CHUNK_SIZE as u64, "{report:?}");
+        // Only the rest was sent: acknowledged bytes never twice.
+        assert_eq!(report.sent_bytes, data.len() as u64 - report.resumed_bytes);
+        assert_eq!(report.copies, 2);
+        assert!(!note.exists(), "the note goes with the receipt");
+        raw::assert_restores(&cluster.at(1), "video.bin", &data).await;
+        // Without a note, a backup sends everything and asks nothing.
+        let again = client
+            .backup_resolved(root.path(), &file, BackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.resumed_bytes, again.sent_bytes),
+            (0, data.len() as u64)
+        );
+    })
+    .await;
+}
