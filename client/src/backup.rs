@@ -43,7 +43,7 @@ pub const MAX_ATTEMPTS: u32 = 6;
 pub const MAX_RESUME_CHUNKS: u64 = 30_000;
 
 /// The pause before retry `n` (1-based): 0.5 s, 1 s, 2 s, 4 s, 4 s...
-fn retry_pause(n: u32) -> Duration {
+pub fn retry_pause(n: u32) -> Duration {
     Duration::from_millis(500 << (n - 1).min(3))
 }
 

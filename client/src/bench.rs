@@ -234,7 +234,7 @@ impl Client {
         let down = phase(names, args.concurrency, |i, name| {
             let (bar, entries) = (&bar, rotated(entries, i));
             async move {
-                let done = download(self, &entries, name, Discard, bar).await?;
+                let done = download(self, &entries, name, Discard, None, bar).await?;
                 Ok(done.seconds)
             }
         })

@@ -31,6 +31,19 @@ impl ChunkSink for Discard {
     }
 }
 
+/// Where a resumed download starts: the chunks already on hand (checked
+/// against the catalog) and the whole-file hash over them.
+#[derive(Debug, Clone)]
+pub struct StartAt {
+    /// Chunks already on hand: the stream starts with the next one.
+    pub chunk: u64,
+    /// blake3 state over those chunks' bytes.
+    pub hasher: blake3::Hasher,
+    /// The file's blake3 they were checked against: a different version in
+    /// the catalog now means starting over.
+    pub blake3: bytes::Bytes,
+}
+
 /// What one successful download produced.
 #[derive(Debug)]
 pub struct Downloaded<K> {
@@ -47,19 +60,21 @@ pub struct Downloaded<K> {
 }
 
 /// Download `name` into `sink` through the first reachable server of
-/// `candidates`, checking every chunk and the whole file.
+/// `candidates`, checking every chunk and the whole file. With `start`, the
+/// first chunks are already in the sink and the stream begins after them.
 pub async fn download<K: ChunkSink>(
     client: &Client,
     candidates: &[String],
     name: &str,
     sink: K,
+    start: Option<StartAt>,
     progress: &Progress,
 ) -> Result<Downloaded<K>> {
     let started = Instant::now();
     let (server, mut storage) = client.connect_storage(candidates).await?;
     let request = DownloadRequest {
         name: name.to_string(),
-        offset: 0,
+        offset: start.as_ref().map_or(0, |s| s.chunk * CHUNK_SIZE as u64),
     };
     let not_found = |status: tonic::Status| match status.code() {
         tonic::Code::NotFound => Error::NotFound(format!("{name}: not found in the catalog")),
@@ -84,8 +99,18 @@ pub async fn download<K: ChunkSink>(
     };
     check_header(&entry, name)?;
     progress.set_total(entry.size);
-
-    let mut check = Checker::new(entry);
+    let mut check = match start {
+        None => Checker::new(entry),
+        Some(start) if start.blake3 == entry.blake3 => {
+            progress.add((start.chunk * CHUNK_SIZE as u64).min(entry.size));
+            Checker::resume(entry, start.chunk, start.hasher)
+        }
+        Some(_) => {
+            return Err(Error::Stale(format!(
+                "{name} was backed up again since the partial restore; starting over"
+            )))
+        }
+    };
     let mut sink = sink;
     loop {
         let message = stream
@@ -175,6 +200,16 @@ impl Checker {
             entry,
             next: 0,
             hasher: blake3::Hasher::new(),
+        }
+    }
+
+    /// Continue checking after the first `next` chunks, whose bytes
+    /// `hasher` has already taken.
+    pub fn resume(entry: FileEntry, next: u64, hasher: blake3::Hasher) -> Checker {
+        Checker {
+            entry,
+            next,
+            hasher,
         }
     }
 
@@ -278,6 +313,29 @@ mod tests {
         for c in &chunks {
             check.take(c).unwrap();
         }
+        assert!(matches!(check.finish(), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_resumed_check_takes_the_rest_and_the_whole_hash() {
+        let data: Vec<u8> = (0..CHUNK_SIZE * 3 + 1).map(|i| (i % 11) as u8).collect();
+        let (entry, chunks) = entry_for(&data);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&data[..2 * CHUNK_SIZE]);
+        let mut check = Checker::resume(entry.clone(), 2, hasher);
+        assert!(check.take(&chunks[0]).is_err(), "chunk 0 is not next");
+        let mut check = Checker::resume(entry.clone(), 2, {
+            let mut h = blake3::Hasher::new();
+            h.update(&data[..2 * CHUNK_SIZE]);
+            h
+        });
+        check.take(&chunks[2]).unwrap();
+        check.take(&chunks[3]).unwrap();
+        assert_eq!(check.finish().unwrap().1, Hash::of(&data));
+        // A prefix hashed wrong fails the whole-file check.
+        let mut check = Checker::resume(entry, 2, blake3::Hasher::new());
+        check.take(&chunks[2]).unwrap();
+        check.take(&chunks[3]).unwrap();
         assert!(matches!(check.finish(), Err(Error::Corrupt(_))));
     }
 

@@ -5,17 +5,26 @@
 //! (`.NAME.dupla-part`); after the whole-file blake3 matches, it is fsynced,
 //! renamed over the destination, and the directory is fsynced. Any failure
 //! removes the temporary file, so a restore leaves either the complete file
-//! or nothing.
+//! or nothing at the destination.
+//!
+//! Interrupted restores continue: a failure that may pass (a server died, a
+//! connection broke) keeps the temporary file, and the next attempt (at once,
+//! through another server, a few times; or the next `dupla restore` of the
+//! same name) re-hashes the part already on disk against the catalog's chunk
+//! list and asks only for the chunks after the last good one.
 
-use crate::download::{download, ChunkSink};
+use crate::backup::{retry_pause, MAX_ATTEMPTS};
+use crate::download::{download, ChunkSink, StartAt};
 use crate::output::{format_rate, mb_per_s, Output};
 use crate::progress::Progress;
 use crate::session::Client;
+use dupla::chunk::{chunk_count, chunk_len, CHUNK_SIZE};
 use dupla::size::format_size;
-use dupla::{Error, Result};
+use dupla::v1::{FileEntry, LookupRequest};
+use dupla::{Error, Hash, Result};
 use serde::Serialize;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Suffix of the temporary file a restore writes before renaming.
@@ -32,6 +41,10 @@ pub struct RestoreReport {
     pub blake3: String,
     /// Where the file now is.
     pub path: String,
+    /// Bytes already on disk from an interrupted restore, checked and kept.
+    pub resumed_bytes: u64,
+    /// Download attempts (1 unless something failed midway).
+    pub attempts: u32,
     /// Wall time of the download.
     pub seconds: f64,
     /// Throughput, 10^6 bytes per second.
@@ -41,25 +54,150 @@ pub struct RestoreReport {
 impl Client {
     /// Restore catalog file `name` to `dest` (an existing directory receives
     /// it under the name's last component). Parent directories are created.
+    /// An interrupted earlier restore to the same place is continued.
     pub async fn restore(&self, name: &str, dest: &Path, progress: bool) -> Result<RestoreReport> {
         dupla::name::validate(name)?;
         let dest = destination(name, dest)?;
-        let part = PartFile::new(&dest)?;
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let part = PartFile::new(&dest)?;
+            let part_path = part.part.clone();
+            let error = match self.restore_attempt(name, part, progress).await {
+                Ok((done, resumed_bytes)) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    return Ok(RestoreReport {
+                        name: done.name,
+                        size: done.size,
+                        blake3: done.blake3,
+                        path: dest.display().to_string(),
+                        resumed_bytes,
+                        attempts,
+                        seconds,
+                        mb_per_s: mb_per_s(done.size, seconds),
+                    });
+                }
+                Err(e) => e,
+            };
+            match error {
+                e if e.is_retryable() && attempts < MAX_ATTEMPTS => {
+                    let pause = retry_pause(attempts);
+                    eprintln!(
+                        "note: {name}: {e}; continuing in {:.1} s (attempt {} of {MAX_ATTEMPTS})",
+                        pause.as_secs_f64(),
+                        attempts + 1
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                Error::Stale(reason) => {
+                    eprintln!("note: {reason}");
+                    let _ = std::fs::remove_file(&part_path);
+                }
+                e if e.is_retryable() => {
+                    let kept = std::fs::metadata(&part_path).map_or(0, |m| m.len());
+                    return Err(e.map_message(|m| {
+                        format!(
+                            "{m}. The {} already here are kept in {}: run `dupla restore {name}` again to continue",
+                            format_size(kept),
+                            part_path.display()
+                        )
+                    }));
+                }
+                e => {
+                    // Nothing to continue from: wrong name, corrupt data...
+                    let _ = std::fs::remove_file(&part_path);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One download into `part`, after the chunks it already holds.
+    async fn restore_attempt(
+        &self,
+        name: &str,
+        mut part: PartFile,
+        progress: bool,
+    ) -> Result<(Restored, u64)> {
+        // Kept on failure: the next attempt continues from it.
+        part.keep_on_failure = true;
+        let start = match part.existing_len() {
+            0 => None,
+            _ => {
+                let entry = self.lookup(name).await?;
+                let start = verified_prefix(&part.part, &entry).await?;
+                part.resume_at((start.chunk * CHUNK_SIZE as u64).min(entry.size));
+                Some(start)
+            }
+        };
+        let resumed_bytes = part.resume_at;
         let candidates = self.entry_servers().await?;
         let bar = Progress::new(progress, 0, name);
-        let result = download(self, &candidates, name, part, &bar).await;
+        let result = download(self, &candidates, name, part, start, &bar).await;
         bar.finish();
         let done = result?;
         done.sink.commit()?;
-        Ok(RestoreReport {
+        let restored = Restored {
             name: done.entry.name,
             size: done.entry.size,
             blake3: done.blake3.to_hex(),
-            path: dest.display().to_string(),
-            seconds: done.seconds,
-            mb_per_s: mb_per_s(done.entry.size, done.seconds),
-        })
+        };
+        Ok((restored, resumed_bytes))
     }
+
+    /// The caller's catalog entry of `name`, with its chunk list.
+    async fn lookup(&self, name: &str) -> Result<FileEntry> {
+        let request = self.request(LookupRequest {
+            name: name.to_string(),
+        });
+        let reply = self
+            .manager()
+            .await?
+            .lookup(request)
+            .await
+            .map_err(|s| self.manager_error(s))?;
+        Ok(reply.into_inner())
+    }
+}
+
+/// What a finished restore attempt produced.
+struct Restored {
+    name: String,
+    size: u64,
+    blake3: String,
+}
+
+/// The leading chunks of the part file at `path` that match `entry`'s chunk
+/// list, and the whole-file hash over them (on a blocking thread).
+async fn verified_prefix(path: &Path, entry: &FileEntry) -> Result<StartAt> {
+    let path = path.to_path_buf();
+    let entry = entry.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut file = File::open(&path)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut chunk = 0;
+        while chunk < chunk_count(entry.size) {
+            let len = chunk_len(entry.size, chunk)?;
+            if file.read_exact(&mut buf[..len]).is_err() {
+                break;
+            }
+            let listed = entry.chunks.get(chunk as usize);
+            if listed.map(|h| h.as_ref()) != Some(Hash::of(&buf[..len]).0.as_slice()) {
+                break;
+            }
+            hasher.update(&buf[..len]);
+            chunk += 1;
+        }
+        Ok(StartAt {
+            chunk,
+            hasher,
+            blake3: entry.blake3.clone(),
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("hashing thread failed: {e}")))?
 }
 
 /// `dupla restore`: to `-o PATH`, or to ROOT/NAME by default.
@@ -119,6 +257,10 @@ pub struct PartFile {
     dest: PathBuf,
     /// Set by a successful commit; until then drop removes `part`.
     committed: bool,
+    /// Bytes of an earlier attempt kept at the start of `part`.
+    resume_at: u64,
+    /// Keep `part` on drop (a failure the next attempt continues from).
+    keep_on_failure: bool,
 }
 
 impl PartFile {
@@ -135,7 +277,19 @@ impl PartFile {
             part: dest.with_file_name(part_name),
             dest: dest.to_path_buf(),
             committed: false,
+            resume_at: 0,
+            keep_on_failure: false,
         })
+    }
+
+    /// Bytes an interrupted earlier restore left in the part file.
+    pub fn existing_len(&self) -> u64 {
+        std::fs::metadata(&self.part).map_or(0, |m| m.len())
+    }
+
+    /// Keep the first `len` bytes of the part file and write after them.
+    pub fn resume_at(&mut self, len: u64) {
+        self.resume_at = len;
     }
 
     /// The open part file, creating it (and missing parents) on first use.
@@ -144,7 +298,15 @@ impl PartFile {
             if let Some(parent) = self.part.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
             }
-            self.file = Some(File::create(&self.part)?);
+            let file = if self.resume_at > 0 {
+                let mut file = std::fs::OpenOptions::new().write(true).open(&self.part)?;
+                file.set_len(self.resume_at)?;
+                file.seek(SeekFrom::End(0))?;
+                file
+            } else {
+                File::create(&self.part)?
+            };
+            self.file = Some(file);
         }
         Ok(self
             .file
@@ -181,7 +343,7 @@ impl ChunkSink for PartFile {
 
 impl Drop for PartFile {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && !self.keep_on_failure {
             self.file = None;
             // Absent if nothing was written yet; that error is expected.
             let _ = std::fs::remove_file(&self.part);
@@ -216,6 +378,45 @@ mod tests {
         let empty = dir.path().join("new/dir/empty");
         PartFile::new(&empty).unwrap().commit().unwrap();
         assert_eq!(std::fs::read(&empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_resumed_part_file_keeps_its_start_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("b.bin");
+        let mut part = PartFile::new(&dest).unwrap();
+        part.keep_on_failure = true;
+        part.write_chunk(b"good-bad").unwrap();
+        drop(part);
+        let mut part = PartFile::new(&dest).unwrap();
+        assert_eq!(part.existing_len(), 8);
+        part.resume_at(5);
+        part.write_chunk(b"rest").unwrap();
+        part.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"good-rest");
+    }
+
+    #[tokio::test]
+    async fn the_verified_prefix_stops_at_the_first_bad_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 13) as u8).collect();
+        let entry = FileEntry {
+            name: "f".into(),
+            size: data.len() as u64,
+            blake3: Hash::of(&data).to_bytes(),
+            chunks: data
+                .chunks(CHUNK_SIZE)
+                .map(|c| Hash::of(c).to_bytes())
+                .collect(),
+            ..Default::default()
+        };
+        let path = dir.path().join("part");
+        let mut local = data[..2 * CHUNK_SIZE + 10].to_vec();
+        std::fs::write(&path, &local).unwrap();
+        assert_eq!(verified_prefix(&path, &entry).await.unwrap().chunk, 2);
+        local[CHUNK_SIZE + 7] ^= 1;
+        std::fs::write(&path, &local).unwrap();
+        assert_eq!(verified_prefix(&path, &entry).await.unwrap().chunk, 1);
     }
 
     #[test]

@@ -195,3 +195,41 @@ async fn the_client_resumes_an_unfinished_backup_by_itself() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_restore_continues_after_the_part_that_checks_out() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let data = test_bytes(12 * CHUNK_SIZE + 9, 25);
+        raw::upload(&cluster.at(0), "film.bin", &data)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("film.bin");
+        let part = dir.path().join(".film.bin.dupla-part");
+        let client = Client::new(cluster.manager_addr(), None).with_token(cluster.token.clone());
+
+        // An earlier restore stopped 5 MiB and a bit in: 5 whole chunks count.
+        std::fs::write(&part, &data[..5 * CHUNK_SIZE + 300]).unwrap();
+        let report = client.restore("film.bin", &dest, false).await.unwrap();
+        assert_eq!(report.resumed_bytes, 5 * CHUNK_SIZE as u64);
+        assert!(std::fs::read(&dest).unwrap() == data);
+        assert!(!part.exists());
+
+        // A part whose second chunk rotted on disk: only the first is kept.
+        std::fs::remove_file(&dest).unwrap();
+        let mut rotten = data[..4 * CHUNK_SIZE].to_vec();
+        rotten[CHUNK_SIZE + 5] ^= 0xff;
+        std::fs::write(&part, &rotten).unwrap();
+        let report = client.restore("film.bin", &dest, false).await.unwrap();
+        assert_eq!(report.resumed_bytes, CHUNK_SIZE as u64);
+        assert!(std::fs::read(&dest).unwrap() == data);
+
+        // A part of some other file: nothing of it is kept.
+        std::fs::write(&part, test_bytes(3 * CHUNK_SIZE, 99)).unwrap();
+        let report = client.restore("film.bin", &dest, false).await.unwrap();
+        assert_eq!(report.resumed_bytes, 0);
+        assert!(std::fs::read(&dest).unwrap() == data);
+    })
+    .await;
+}
