@@ -187,6 +187,13 @@ impl storage_server::Storage for Fake {
     ) -> Result<Response<dupla::v1::HasChunksReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn collect_garbage(
+        &self,
+        _: Request<dupla::v1::CollectGarbageRequest>,
+    ) -> Result<Response<dupla::v1::CollectGarbageReport>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]
@@ -204,6 +211,12 @@ impl manager_server::Manager for Fake {
         Err(Status::unimplemented("fake"))
     }
     async fn abort(&self, _: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn chunk_refs(
+        &self,
+        _: Request<dupla::v1::ChunkRefsRequest>,
+    ) -> Result<Response<dupla::v1::ChunkRefsReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
     async fn report_corrupt(

@@ -121,19 +121,29 @@ impl ManagerService {
         };
         let key = crate::catalog::placement_key(owner, &req.name);
         let order = placement::choose(&key, req.size, &candidates, DEFAULT_LOAD_EPSILON);
+        if order.is_empty() && !candidates.is_empty() {
+            // Waiting will not help: the file is larger than any live server's room.
+            let largest = candidates.iter().map(|c| c.free).max().unwrap_or(0);
+            return Err(Error::Exhausted(format!(
+                "no live storage server has room for {} bytes (the most free on one is {largest}): add a server or free space",
+                req.size
+            )));
+        }
         if order.is_empty() {
             return Err(Error::Unavailable(format!(
-                "no live storage server has room for {} bytes: start a server or free space",
+                "no live storage server to take {} bytes: start a server",
                 req.size
             )));
         }
         let ordered: Vec<pb::Node> = order.iter().map(|&i| nodes[i].clone()).collect();
+        let resumable_chunks = self.claimable(owner, &req.resume_chunks)?;
         if req.preview {
             return Ok(pb::PlaceReply {
                 upload_id: String::new(),
                 primary: Some(ordered[0].clone()),
                 replica: ordered.get(1).cloned(),
                 candidates: ordered,
+                resumable_chunks,
             });
         }
         if order.len() == 1 {
@@ -180,7 +190,35 @@ impl ManagerService {
             primary: Some(ordered[0].clone()),
             replica: ordered.get(1).cloned(),
             candidates: ordered,
+            resumable_chunks,
         })
+    }
+
+    /// How many leading `chunks` `owner` may claim in a resumed upload:
+    /// those no other user's file uses, or that one of `owner`'s files uses
+    /// too. A chunk hash is not proof of holding the bytes.
+    fn claimable<B: AsRef<[u8]>>(&self, owner: &str, chunks: &[B]) -> Result<u64> {
+        if chunks.is_empty() {
+            return Ok(0);
+        }
+        let asked = chunks
+            .iter()
+            .map(|c| Hash::from_slice(c.as_ref(), "chunk hash"))
+            .collect::<Result<Vec<_>>>()?;
+        let wanted: HashSet<Hash> = asked.iter().copied().collect();
+        let (mut others, mut own) = (HashSet::<Hash>::new(), HashSet::<Hash>::new());
+        for record in self.state.catalog.all()? {
+            let used = record.chunks.iter().filter(|c| wanted.contains(c));
+            if record.owner == owner {
+                own.extend(used);
+            } else {
+                others.extend(used);
+            }
+        }
+        Ok(asked
+            .iter()
+            .take_while(|c| !others.contains(c) || own.contains(c))
+            .count() as u64)
     }
 
     fn commit(&self, req: pb::CommitRequest) -> Result<pb::CommitReply> {
@@ -306,6 +344,25 @@ impl ManagerService {
         Ok(affected)
     }
 
+    /// Every chunk of every file that lists `server` as a holder, and the
+    /// number of files in the catalog. Read under the catalog write lock,
+    /// so no commit or repair is half-applied.
+    fn chunks_held_by(&self, server: &str) -> Result<(HashSet<Hash>, u64)> {
+        let _writes = self
+            .state
+            .catalog_writes
+            .lock()
+            .expect("catalog lock poisoned");
+        let records = self.state.catalog.all()?;
+        let files = records.len() as u64;
+        let chunks = records
+            .into_iter()
+            .filter(|r| r.holders.iter().any(|h| h == server))
+            .flat_map(|r| r.chunks)
+            .collect();
+        Ok((chunks, files))
+    }
+
     fn status(&self) -> Result<pb::ClusterStatusReply> {
         let records = self.state.catalog.all()?;
         let sessions = self
@@ -373,6 +430,9 @@ impl ManagerService {
         })
     }
 }
+
+/// Most chunks one ChunkRefs call may ask about.
+pub const MAX_CHUNK_REFS: usize = 65_536;
 
 /// A random 128-bit id in hex.
 fn random_id() -> String {
@@ -458,6 +518,29 @@ impl Manager for ManagerService {
             tracing::warn!(upload = %upload.id, name = %upload.name, reason = %req.reason, "upload aborted");
         }
         Ok(Response::new(pb::AbortReply {}))
+    }
+
+    async fn chunk_refs(
+        &self,
+        request: Request<pb::ChunkRefsRequest>,
+    ) -> Reply<pb::ChunkRefsReply> {
+        self.state.secret.check(&request)?;
+        let req = request.into_inner();
+        if req.chunks.len() > MAX_CHUNK_REFS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_CHUNK_REFS} chunks per ChunkRefs"
+            )));
+        }
+        let asked = req
+            .chunks
+            .iter()
+            .map(|c| Hash::from_slice(c, "chunk hash"))
+            .collect::<Result<Vec<_>>>()?;
+        let (held_here, catalog_files) = self.chunks_held_by(&req.server_id)?;
+        Ok(Response::new(pb::ChunkRefsReply {
+            referenced: asked.iter().map(|h| held_here.contains(h)).collect(),
+            catalog_files,
+        }))
     }
 
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Reply<pb::FileEntry> {

@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// A chunk written to `tmp/`, not yet durable nor visible.
 #[derive(Debug)]
@@ -198,6 +199,11 @@ struct Inner {
     /// Bytes staged but not yet committed or discarded: counted against
     /// capacity so concurrent uploads cannot overfill the disk together.
     reserved: AtomicU64,
+    /// Garbage collection deletes under the write side; transfers that rely
+    /// on a chunk being there (dedup, resume, repair skips) or install one
+    /// take the read side, so a chunk is never deleted between "it is here"
+    /// and its use. Held only around single file operations.
+    gc: std::sync::RwLock<()>,
 }
 
 impl ChunkStore {
@@ -227,6 +233,7 @@ impl ChunkStore {
                 capacity,
                 used: AtomicU64::new(used),
                 reserved: AtomicU64::new(0),
+                gc: std::sync::RwLock::new(()),
             }),
         })
     }
@@ -270,7 +277,7 @@ impl ChunkStore {
 
     fn stage_blocking(&self, hash: Hash, data: &[u8]) -> Result<Staged> {
         let len = data.len() as u64;
-        if fs::metadata(self.path(&hash)).is_ok_and(|m| m.len() == len) {
+        if self.claim(&hash, Some(len)) {
             return Ok(Staged {
                 hash,
                 len,
@@ -343,8 +350,9 @@ impl ChunkStore {
         let path = self.path(hash);
         let parent = path.parent().expect("invariant: chunk paths have a parent");
         fs::create_dir_all(parent)?;
+        let _no_gc = self.inner.gc.read().expect("gc lock poisoned");
         let previous = fs::metadata(&path).map(|m| m.len()).ok();
-        if previous == Some(len) {
+        if previous == Some(len) && touch(&path).is_ok() {
             return fs::remove_file(tmp);
         }
         fs::rename(tmp, &path)?;
@@ -450,11 +458,111 @@ impl ChunkStore {
     pub fn contains(&self, hash: &Hash) -> bool {
         self.path(hash).exists()
     }
+
+    /// Whether the chunk is here (with length `len`, if given), marking it
+    /// as just used when it is: garbage collection then leaves it alone for
+    /// a whole grace period. Call it wherever "it is here" leads to relying
+    /// on the chunk later (dedup, a resumed prefix, a repair skip).
+    pub fn claim(&self, hash: &Hash, len: Option<u64>) -> bool {
+        let path = self.path(hash);
+        let _no_gc = self.inner.gc.read().expect("gc lock poisoned");
+        let fits = fs::metadata(&path).is_ok_and(|m| len.is_none_or(|len| m.len() == len));
+        fits && touch(&path).is_ok()
+    }
+
+    /// Delete the chunk if it was last written or claimed before `cutoff`,
+    /// under the lock that keeps claims out; returns the bytes freed.
+    pub fn remove_if_unused_since(&self, hash: &Hash, cutoff: SystemTime) -> Result<u64> {
+        let path = self.path(hash);
+        let _gc = self.inner.gc.write().expect("gc lock poisoned");
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::Io(e)),
+        };
+        if meta.modified()? >= cutoff {
+            return Ok(0);
+        }
+        fs::remove_file(&path)?;
+        self.inner.used.fetch_sub(meta.len(), Ordering::Relaxed);
+        Ok(meta.len())
+    }
+
+    /// Chunks in one fan-out directory last written or claimed before
+    /// `cutoff`: the candidates of a garbage-collection pass.
+    pub fn unused_since(&self, prefix: u8, cutoff: SystemTime) -> Result<Vec<Hash>> {
+        Ok(self
+            .list_prefix(prefix)?
+            .into_iter()
+            .filter(|h| {
+                fs::metadata(self.path(h))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff)
+            })
+            .collect())
+    }
+
+    /// Delete quarantined chunks older than `cutoff`; returns how many.
+    pub fn purge_quarantine(&self, cutoff: SystemTime) -> Result<u64> {
+        let dir = self.inner.chunks.with_file_name("quarantine");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::Io(e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Set a file's modification time to now (the "last used" mark of a chunk).
+fn touch(path: &Path) -> std::io::Result<()> {
+    fs::File::open(path)?.set_modified(SystemTime::now())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn collection_spares_what_was_claimed_since_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let data = Bytes::from_static(b"old chunk");
+        let hash = Hash::of(&data);
+        store.put(hash, data.clone()).await.unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(store.path(&hash))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let cutoff = SystemTime::now() - std::time::Duration::from_secs(60);
+        assert_eq!(store.unused_since(hash.0[0], cutoff).unwrap(), vec![hash]);
+        // A transfer relies on it (dedup, resume, repair): it stays.
+        assert!(store.claim(&hash, Some(data.len() as u64)));
+        assert_eq!(store.remove_if_unused_since(&hash, cutoff).unwrap(), 0);
+        assert!(store.contains(&hash));
+        // Unclaimed and old: it goes, and `used` follows.
+        fs::File::open(store.path(&hash))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(
+            store.remove_if_unused_since(&hash, cutoff).unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(store.used(), 0);
+        assert!(!store.claim(&hash, None), "gone: the caller must write it");
+    }
 
     #[tokio::test]
     async fn put_get_round_trip_and_dedup() {

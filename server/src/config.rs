@@ -21,6 +21,11 @@ pub const DEFAULT_REPAIR_RATE: &str = "200MiB";
 pub const DEFAULT_SCRUB_RATE: &str = "50MiB";
 /// Time between background scrub passes.
 pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default time between garbage-collection passes: an hour.
+pub const DEFAULT_GC_INTERVAL_SECS: u64 = 3600;
+/// Default time an unused chunk is kept (and an unfinished upload can be
+/// resumed): a day.
+pub const DEFAULT_GC_GRACE_SECS: u64 = 86_400;
 
 /// How often to report to the manager (it marks a server suspect after a
 /// few missed beats).
@@ -60,6 +65,13 @@ pub struct Args {
     /// Seconds between background scrub passes (0 turns them off).
     #[arg(long, env = "DUPLA_SCRUB_INTERVAL_SECS")]
     pub scrub_interval_secs: Option<u64>,
+    /// Seconds between garbage-collection passes (0 turns them off).
+    #[arg(long, env = "DUPLA_GC_INTERVAL_SECS")]
+    pub gc_interval_secs: Option<u64>,
+    /// Seconds a chunk no file uses is kept (an unfinished upload can be
+    /// resumed that long) [default: 86400].
+    #[arg(long, env = "DUPLA_GC_GRACE_SECS")]
+    pub gc_grace_secs: Option<u64>,
 }
 
 /// The keys of a server's `node.toml`.
@@ -84,6 +96,10 @@ pub struct FileConfig {
     pub scrub_rate: Option<String>,
     /// Seconds between background scrub passes (0: off).
     pub scrub_interval_secs: Option<u64>,
+    /// Seconds between garbage-collection passes (0: off).
+    pub gc_interval_secs: Option<u64>,
+    /// Seconds an unused chunk is kept before it may be collected.
+    pub gc_grace_secs: Option<u64>,
 }
 
 /// Resolved server settings.
@@ -109,6 +125,14 @@ pub struct Config {
     pub scrub_rate: u64,
     /// Time between background scrub passes; `None` turns them off.
     pub scrub_interval: Option<Duration>,
+    /// Time between garbage-collection passes; zero turns them off.
+    pub gc_interval: Duration,
+    /// How long a chunk no file uses is kept: an unfinished upload can be
+    /// resumed for that long, then its chunks are reclaimed.
+    pub gc_grace: Duration,
+    /// Faults to inject on the write path: tests only, never read from
+    /// `node.toml` or flags (none by default).
+    pub faults: crate::faults::FaultPlan,
 }
 
 impl Config {
@@ -143,6 +167,17 @@ impl Config {
                 Some(secs) => Some(Duration::from_secs(secs)),
                 None => Some(DEFAULT_SCRUB_INTERVAL),
             },
+            gc_interval: Duration::from_secs(
+                args.gc_interval_secs
+                    .or(file.gc_interval_secs)
+                    .unwrap_or(DEFAULT_GC_INTERVAL_SECS),
+            ),
+            gc_grace: Duration::from_secs(
+                args.gc_grace_secs
+                    .or(file.gc_grace_secs)
+                    .unwrap_or(DEFAULT_GC_GRACE_SECS),
+            ),
+            faults: Default::default(),
         };
         config.validate()?;
         Ok(config)
@@ -161,6 +196,9 @@ impl Config {
             repair_rate: 1 << 30,
             scrub_rate: 1 << 30,
             scrub_interval: None,
+            gc_interval: Duration::ZERO,
+            gc_grace: Duration::from_secs(DEFAULT_GC_GRACE_SECS),
+            faults: Default::default(),
         }
     }
 

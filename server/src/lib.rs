@@ -10,7 +10,9 @@
 pub mod chunk_store;
 pub mod config;
 pub mod download;
+pub mod faults;
 pub mod fetch;
+pub mod gc;
 pub mod heartbeat_worker;
 pub mod identity;
 pub mod metrics;
@@ -45,6 +47,8 @@ pub struct Running {
 
 /// Open the chunk store, bind, start heartbeating and serve in the background.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
+    // A killed test server stops its tasks as a shutdown would.
+    let shutdown = config.faults.shutdown(shutdown);
     std::fs::create_dir_all(&config.data)?;
     let id = identity::load_or_create(&config.data)?;
     let store = chunk_store::ChunkStore::open(&config.data, config.capacity)?;
@@ -60,14 +64,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         None => addr.to_string(),
     };
     let secret = dupla::rpc::Secret::new(&config.secret)?;
-    let node = Arc::new(node::StorageNode::new(
+    let mut node = node::StorageNode::new(
         id.clone(),
         advertise.clone(),
         store,
         secret,
         &config.manager,
         config.repair_rate,
-    )?);
+    )?;
+    node.gc_grace = config.gc_grace;
+    node.faults = config.faults.clone();
+    let node = Arc::new(node);
     let service = StorageServer::new(service::StorageService::new(node.clone()))
         // Requests are chunk-sized; replies (receipts, download headers)
         // may carry a large file's chunk list.
@@ -89,14 +96,22 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             shutdown.clone(),
         ))
     });
+    let collector = tokio::spawn(gc::run(
+        node.clone(),
+        config.gc_interval,
+        config.gc_grace,
+        shutdown.clone(),
+    ));
     let heartbeats = tokio::spawn(heartbeat_worker::run(
         node,
         config.heartbeat_interval,
         shutdown.clone(),
     ));
+    let faults = config.faults.clone();
     let task = tokio::spawn(async move {
-        let result = dupla::rpc::serve(router, listener, shutdown).await;
+        let result = faults.serve(router, listener, shutdown).await;
         let _ = heartbeats.await;
+        let _ = collector.await;
         if let Some(scrubs) = scrubs {
             let _ = scrubs.await;
         }

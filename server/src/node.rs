@@ -30,6 +30,10 @@ pub struct StorageNode {
     pub repair_rate: u64,
     /// Held by the running scrub pass, so passes never overlap.
     pub scrub_lock: tokio::sync::Mutex<()>,
+    /// How long a chunk no file uses is kept before collection.
+    pub gc_grace: std::time::Duration,
+    /// Faults injected on the write path (tests only; none by default).
+    pub faults: crate::faults::FaultPlan,
     /// Corrupt chunks quarantined here whose report to the manager failed:
     /// retried after each successful heartbeat, so none is forgotten.
     unreported: std::sync::Mutex<Vec<Hash>>,
@@ -58,6 +62,8 @@ impl StorageNode {
             active: ActiveTransfers::default(),
             repair_rate,
             scrub_lock: tokio::sync::Mutex::new(()),
+            gc_grace: std::time::Duration::from_secs(crate::config::DEFAULT_GC_GRACE_SECS),
+            faults: crate::faults::FaultPlan::none(),
             unreported: std::sync::Mutex::new(Vec::new()),
             manager,
             peers: Mutex::new(HashMap::new()),

@@ -14,6 +14,7 @@
 //! ```
 
 use crate::chunk_store::{Batch, Staged};
+use crate::faults::{FaultPlan, Step, Tap};
 use crate::node::StorageNode;
 use dupla::chunk::{chunk_count, verify_in_file};
 use dupla::v1::{store_request, Chunk, Node as WireNode, StoreBegin, StoreEnd, StoreRequest};
@@ -55,6 +56,12 @@ pub trait ChunkSource: Send {
     /// The next chunk; `None` after the stream's end marker. A stream that
     /// stops without its end marker is an error, never a short file.
     async fn next_chunk(&mut self) -> Result<Option<Chunk>>;
+
+    /// Whether the stream comes from another server (a `Store` call, which
+    /// this node answers with a receipt) rather than from a client.
+    fn is_from_peer(&self) -> bool {
+        false
+    }
 }
 
 /// What this node is asked to do with a stream.
@@ -103,6 +110,7 @@ pub async fn run(
     let mut writes: Writes = FuturesOrdered::new();
     let mut hashes = plan.prefix.clone();
     let received = receive(
+        &node.faults,
         &plan,
         source,
         &mut downstream,
@@ -125,6 +133,8 @@ pub async fn run(
     if plan.store_locally {
         node.store.commit(staged.take()).await?;
         holders.push(node.wire_node());
+        let last = (hashes.len() as u64).saturating_sub(1);
+        node.faults.hit(Step::AfterWrite { chunk: last }).await?;
     }
     let downstream_holders = match downstream {
         Some(next) => match next.finish().await {
@@ -143,6 +153,9 @@ pub async fn run(
             holders.extend(substitute(node, &plan, &hashes).await);
         }
         None => {}
+    }
+    if source.is_from_peer() {
+        node.faults.hit(Step::BeforeStoreReceipt).await?;
     }
     tracing::debug!(upload = %plan.upload_id, name = %plan.name, "pipeline hop done");
     Ok(holders)
@@ -202,6 +215,7 @@ type Writes = FuturesOrdered<Pin<Box<dyn Future<Output = Result<Staged>> + Send>
 /// Take every chunk from `source`: verify it, start its local write (at
 /// most [`WRITE_DEPTH_CHUNKS`] in flight) and pass it downstream.
 async fn receive(
+    faults: &FaultPlan,
     plan: &Plan,
     source: &mut dyn ChunkSource,
     downstream: &mut Option<Downstream>,
@@ -225,6 +239,9 @@ async fn receive(
                 if staged.len() >= DURABLE_BATCH_CHUNKS {
                     let batch = staged.take();
                     staged.store().commit(batch).await?;
+                    // Every chunk before those still being written is durable.
+                    let chunk = index - writes.len() as u64;
+                    faults.hit(Step::AfterWrite { chunk }).await?;
                 }
             }
         }
@@ -255,6 +272,7 @@ struct Downstream {
     addr: String,
     queue: mpsc::Sender<StoreRequest>,
     call: JoinHandle<Result<Vec<WireNode>, Status>>,
+    tap: Tap,
 }
 
 impl Downstream {
@@ -292,10 +310,16 @@ impl Downstream {
             addr: next.addr.clone(),
             queue,
             call,
+            tap: node.faults.tap(Step::Forward),
         })
     }
 
     async fn send(&mut self, chunk: Chunk) -> Result<()> {
+        if let Err(e) = self.tap.pass(chunk.data.len()).await {
+            // An injected fault: the connection to the next node is gone.
+            self.call.abort();
+            return Err(Error::Unavailable(format!("server {}: {e}", self.addr)));
+        }
         let message = StoreRequest {
             msg: Some(store_request::Msg::Chunk(chunk)),
         };
@@ -321,6 +345,7 @@ impl Downstream {
             addr,
             queue,
             mut call,
+            ..
         } = self;
         drop(queue);
         outcome(&addr, &mut call).await
@@ -368,6 +393,10 @@ pub struct StoreSource(pub Streaming<StoreRequest>);
 
 #[tonic::async_trait]
 impl ChunkSource for StoreSource {
+    fn is_from_peer(&self) -> bool {
+        true
+    }
+
     async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         match next_message(&mut self.0).await? {
             Some(StoreRequest {

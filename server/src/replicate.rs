@@ -46,7 +46,7 @@ pub async fn handle(node: Arc<StorageNode>, request: ReplicateRequest) -> Result
     let mut copied = 0u64;
     for (index, hash) in hashes.iter().enumerate() {
         let len = chunk_len(request.size, index as u64)? as u64;
-        if node.store.stored_len(hash) == Some(len) {
+        if node.store.claim(hash, Some(len)) {
             continue;
         }
         let chunk = reader.read(index as u64).await?;

@@ -12,6 +12,7 @@
 //! in `status` first means a holder that cannot be reached fails the status
 //! call, and the client waits and asks again without having sent a byte.
 
+use crate::download::HolderReader;
 use crate::node::StorageNode;
 use dupla::chunk::{chunk_count, CHUNK_SIZE};
 use dupla::rpc::UserCredentials;
@@ -47,14 +48,16 @@ pub async fn status(
             chunk_count(request.size)
         )));
     }
-    let order = preview(node, user, &request.name, request.size).await?;
+    let (order, claimable) = preview(node, user, &request, &hashes).await?;
     let asked: Vec<&WireNode> = order.iter().take(SERVERS_ASKED).collect();
     let counts = join_all(asked.iter().map(|server| leading_on(node, server, &hashes))).await;
-    let best = counts.iter().copied().max().unwrap_or(0);
+    // Only what the caller may claim counts (a chunk hash is not proof of
+    // holding another user's bytes).
+    let best = counts.iter().copied().max().unwrap_or(0).min(claimable);
     let holders = asked
         .iter()
         .zip(&counts)
-        .filter(|(_, &n)| n == best && best > 0)
+        .filter(|(_, &n)| n >= best && best > 0)
         .map(|(server, _)| (*server).clone())
         .collect();
     let targets: Vec<WireNode> = order.iter().take(2).cloned().collect();
@@ -150,22 +153,50 @@ async fn copy_prefix(
     Ok(())
 }
 
-/// Where the manager would place the user's file now (nothing is opened).
+/// The whole-file hash state over a resumed upload's `prefix`, read back
+/// (each chunk verified) from the holders that [`ensure_prefix`] filled.
+pub async fn hash_prefix(
+    node: &Arc<StorageNode>,
+    place: &PlaceReply,
+    name: &str,
+    prefix: &[Hash],
+) -> Result<blake3::Hasher> {
+    let mut whole = blake3::Hasher::new();
+    if prefix.is_empty() {
+        return Ok(whole);
+    }
+    let holders: Vec<WireNode> = place
+        .primary
+        .iter()
+        .chain(place.replica.iter())
+        .cloned()
+        .collect();
+    let mut reader = HolderReader::new(node.clone(), name.to_string(), holders, prefix.to_vec());
+    for index in 0..prefix.len() as u64 {
+        whole.update(&reader.read(index).await?.data);
+    }
+    Ok(whole)
+}
+
+/// Where the manager would place the user's file now (nothing is opened),
+/// and how many leading `chunks` the user may claim.
 async fn preview(
     node: &StorageNode,
     user: &UserCredentials,
-    name: &str,
-    size: u64,
-) -> Result<Vec<WireNode>> {
+    file: &UploadStatusRequest,
+    chunks: &[Hash],
+) -> Result<(Vec<WireNode>, u64)> {
     let mut request = node.secret.request(PlaceRequest {
-        name: name.to_string(),
-        size,
+        name: file.name.clone(),
+        size: file.size,
         entry_id: node.id.clone(),
         preview: true,
         takeover: false,
+        resume_chunks: chunks.iter().map(Hash::to_bytes).collect(),
     });
     user.attach(&mut request);
-    Ok(node.manager().place(request).await?.into_inner().candidates)
+    let reply = node.manager().place(request).await?.into_inner();
+    Ok((reply.candidates, reply.resumable_chunks))
 }
 
 /// How many leading `hashes` `server` holds; 0 when it cannot say.

@@ -5,14 +5,15 @@ use crate::download::{self, DownloadStream};
 use crate::fetch::{self, FetchStream};
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN, MAX_FALLBACKS};
-use crate::{replicate, resume, scrub, upload};
+use crate::{gc, replicate, resume, scrub, upload};
 use dupla::chunk::chunk_count;
 use dupla::rpc::UserCredentials;
 use dupla::v1::storage_server::Storage;
 use dupla::v1::{
-    store_request, DownloadRequest, FetchChunksRequest, HasChunksReply, HasChunksRequest,
-    ReplicateReply, ReplicateRequest, ScrubReport, ScrubRequest, StoreReceipt, StoreRequest,
-    UploadReceipt, UploadRequest, UploadStatusReply, UploadStatusRequest,
+    store_request, CollectGarbageReport, CollectGarbageRequest, DownloadRequest,
+    FetchChunksRequest, HasChunksReply, HasChunksRequest, ReplicateReply, ReplicateRequest,
+    ScrubReport, ScrubRequest, StoreReceipt, StoreRequest, UploadReceipt, UploadRequest,
+    UploadStatusReply, UploadStatusRequest,
 };
 use dupla::{name, Error};
 use std::sync::Arc;
@@ -77,7 +78,7 @@ impl Storage for StorageService {
         }
         if begin.store_locally {
             // The stream leaves the prefix out: this copy must have it already.
-            if let Some(missing) = prefix.iter().find(|h| !self.node.store.contains(h)) {
+            if let Some(missing) = prefix.iter().find(|h| !self.node.store.claim(h, None)) {
                 return Err(Error::Stale(format!(
                     "{}: chunk {missing} of the resumed part is not on this server",
                     begin.name
@@ -113,6 +114,15 @@ impl Storage for StorageService {
         Ok(Response::new(HasChunksReply {
             leading: resume::leading_here(&self.node, &hashes),
         }))
+    }
+
+    async fn collect_garbage(
+        &self,
+        request: Request<CollectGarbageRequest>,
+    ) -> Reply<CollectGarbageReport> {
+        self.node.secret.check(&request)?;
+        let report = gc::pass(&self.node, self.node.gc_grace).await?;
+        Ok(Response::new(report))
     }
 
     async fn replicate(&self, request: Request<ReplicateRequest>) -> Reply<ReplicateReply> {

@@ -4,6 +4,7 @@
 //! file's blake3 against the client's, and commits the file in the catalog
 //! only after every holder has answered that its copy is durable.
 
+use crate::faults::{Step, Tap};
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, ChunkSource, Plan, MAX_FALLBACKS};
 use crate::resume;
@@ -50,21 +51,36 @@ pub async fn handle(
         entry_id: node.id.clone(),
         preview: false,
         takeover: begin.resume,
+        resume_chunks: begin.resume_chunks.clone(),
     });
     user.attach(&mut place_request);
     let place = node.manager().place(place_request).await?.into_inner();
+    if (place.resumable_chunks as usize) < prefix.len() {
+        let abort = node.secret.request(dupla::v1::AbortRequest {
+            upload_id: place.upload_id.clone(),
+            reason: "resume refused".into(),
+        });
+        let _ = node.manager().abort(abort).await;
+        return Err(Error::Stale(format!(
+            "{}: part of the resumed data is used by files you do not own; the client sends those chunks itself",
+            begin.name
+        )));
+    }
     let mut guard = AbortGuard {
         node: node.clone(),
         upload_id: Some(place.upload_id.clone()),
     };
     let result = async {
         resume::ensure_prefix(&node, &place, &begin.name, begin.size, &prefix).await?;
-        store_and_commit(&node, &begin, place, prefix, stream).await
+        // The skipped chunks never come through here: read them back from a
+        // holder so the whole-file hash still covers every byte.
+        let whole = resume::hash_prefix(&node, &place, &begin.name, &prefix).await?;
+        store_and_commit(&node, &begin, place, prefix, whole, stream).await
     }
     .await;
     match &result {
         Ok(_) => guard.upload_id = None,
-        Err(e) => guard.abort(&e.to_string()).await,
+        Err(e) => guard.abort(&e.to_string()),
     }
     result
 }
@@ -74,6 +90,7 @@ async fn store_and_commit(
     begin: &UploadBegin,
     place: dupla::v1::PlaceReply,
     prefix: Vec<Hash>,
+    whole: blake3::Hasher,
     stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
     let primary = place
@@ -83,7 +100,11 @@ async fn store_and_commit(
     let fallbacks = place
         .candidates
         .iter()
-        .filter(|c| c.id != primary.id && c.id != node.id && !chain.iter().any(|n| n.id == c.id))
+        .filter(|c| {
+            c.id != primary.id
+                && !(store_locally && c.id == node.id)
+                && !chain.iter().any(|n| n.id == c.id)
+        })
         .take(MAX_FALLBACKS)
         .cloned()
         .collect();
@@ -98,22 +119,16 @@ async fn store_and_commit(
     };
     let mut source = UploadSource {
         stream,
-        whole: blake3::Hasher::new(),
+        whole,
         chunks: prefix,
         declared: None,
+        tap: node.faults.tap(Step::ClientStream),
     };
-    let resumed = !plan.prefix.is_empty();
     let mut holders = pipeline::run(node, plan, &mut source).await?;
     let declared = source
         .declared
         .ok_or_else(|| Error::Internal("upload finished without its end marker".into()))?;
-    // A resumed upload's skipped chunks never came through here: the file
-    // hash is the client's (each chunk was still verified at every hop).
-    let actual = if resumed {
-        declared
-    } else {
-        Hash::from(source.whole.finalize())
-    };
+    let actual = Hash::from(source.whole.finalize());
     if actual != declared {
         return Err(Error::Corrupt(format!(
             "{}: the file hashes to {actual} but the client declared {declared} (did it change while being read?); nothing was committed",
@@ -133,6 +148,7 @@ async fn store_and_commit(
         committed_unix_ms: 0,
         version: 0,
     };
+    node.faults.hit(Step::BeforeCommit).await?;
     let committed = node
         .manager()
         .commit(node.secret.request(CommitRequest {
@@ -169,6 +185,7 @@ struct UploadSource {
     whole: blake3::Hasher,
     chunks: Vec<Hash>,
     declared: Option<Hash>,
+    tap: Tap,
 }
 
 #[tonic::async_trait]
@@ -178,6 +195,7 @@ impl ChunkSource for UploadSource {
             Some(UploadRequest {
                 msg: Some(upload_request::Msg::Chunk(chunk)),
             }) => {
+                self.tap.pass(chunk.data.len()).await?;
                 self.whole.update(&chunk.data);
                 self.chunks.push(Hash::from_slice(&chunk.hash, "chunk hash")?);
                 Ok(Some(chunk))
@@ -206,9 +224,14 @@ struct AbortGuard {
 }
 
 impl AbortGuard {
-    async fn abort(&mut self, reason: &str) {
+    /// Send the Abort from a task of its own: the handler may be cancelled
+    /// at its next await (its client is gone), and an Abort awaited there
+    /// would be lost with it, leaving the name held until the lease ends.
+    fn abort(&mut self, reason: &str) {
         if let Some(upload_id) = self.upload_id.take() {
-            send_abort(&self.node, upload_id, reason.to_string()).await;
+            let node = self.node.clone();
+            let reason = reason.to_string();
+            tokio::spawn(async move { send_abort(&node, upload_id, reason).await });
         }
     }
 }
@@ -227,6 +250,9 @@ impl Drop for AbortGuard {
 }
 
 async fn send_abort(node: &StorageNode, upload_id: String, reason: String) {
+    if node.faults.is_killed() {
+        return; // a crashed entry tells nobody
+    }
     let request = node.secret.request(AbortRequest {
         upload_id: upload_id.clone(),
         reason,

@@ -4,6 +4,7 @@ use dupla::shutdown::{self, ShutdownHandle};
 use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::{ClusterStatusReply, ClusterStatusRequest};
 use dupla::Hash;
+use dupla_server::faults::FaultPlan;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct NodeHandle {
     pub id: String,
     /// Its data directory.
     pub data: PathBuf,
+    /// The faults it injects (servers only; none unless started with some).
+    pub faults: FaultPlan,
     shutdown: Option<ShutdownHandle>,
     task: Option<JoinHandle<dupla::Result<()>>>,
 }
@@ -71,6 +74,20 @@ impl TestCluster {
 
     /// Start a manager and `n` servers with no account registered.
     pub async fn start_without_user(n: usize) -> TestCluster {
+        Self::start_servers(n, |_| FaultPlan::none()).await
+    }
+
+    /// As [`TestCluster::start`], server `i` injecting the faults of
+    /// `faults(i)`. Give [`FaultPlan::new`] to add rules while it runs
+    /// (placement is known only once every server has its id), through
+    /// [`TestCluster::faults`]. A plan belongs to one server.
+    pub async fn start_with_faults(n: usize, faults: impl Fn(usize) -> FaultPlan) -> TestCluster {
+        let mut cluster = Self::start_servers(n, faults).await;
+        cluster.token = crate::chat::user(&cluster.manager_addr(), TEST_USER).await;
+        cluster
+    }
+
+    async fn start_servers(n: usize, faults: impl Fn(usize) -> FaultPlan) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let manager = start_manager(root.path().join("manager"), "127.0.0.1:0").await;
         let mut cluster = TestCluster {
@@ -84,6 +101,7 @@ impl TestCluster {
                 .start_server_in(
                     cluster.root.path().join(format!("server-{i}")),
                     "127.0.0.1:0",
+                    faults(i),
                 )
                 .await;
             cluster.servers.push(server);
@@ -92,13 +110,14 @@ impl TestCluster {
         cluster
     }
 
-    async fn start_server_in(&self, data: PathBuf, listen: &str) -> NodeHandle {
+    async fn start_server_in(&self, data: PathBuf, listen: &str, faults: FaultPlan) -> NodeHandle {
         let mut config = dupla_server::Config::for_test(
             data.clone(),
             self.manager.addr.to_string(),
             TEST_SECRET,
         );
         config.listen = listen.into();
+        config.faults = faults.clone();
         let (handle, shutdown) = shutdown::channel();
         let running = dupla_server::start(config, shutdown)
             .await
@@ -107,6 +126,7 @@ impl TestCluster {
             addr: running.addr,
             id: running.id,
             data,
+            faults,
             shutdown: Some(handle),
             task: Some(running.task),
         }
@@ -114,11 +134,22 @@ impl TestCluster {
 
     /// Start one more server; returns its index.
     pub async fn add_server(&mut self) -> usize {
+        self.add_server_with_faults(FaultPlan::none()).await
+    }
+
+    /// Start one more server injecting `faults`; returns its index.
+    pub async fn add_server_with_faults(&mut self, faults: FaultPlan) -> usize {
         let i = self.servers.len();
         let data = self.root.path().join(format!("server-{i}"));
-        let server = self.start_server_in(data, "127.0.0.1:0").await;
+        let server = self.start_server_in(data, "127.0.0.1:0", faults).await;
         self.servers.push(server);
         i
+    }
+
+    /// The fault plan of server `i` (add rules to it, or kill the server
+    /// with [`FaultPlan::kill`]).
+    pub fn faults(&self, i: usize) -> &FaultPlan {
+        &self.servers[i].faults
     }
 
     /// Address of the manager, as `host:port`.
@@ -235,12 +266,19 @@ impl TestCluster {
         self.servers[i].stop().await;
     }
 
-    /// Restart server `i` on the same address and data directory.
+    /// Restart server `i` on the same address and data directory (a
+    /// killed one too, after [`TestCluster::stop_server`]). It comes back
+    /// with a fresh plan with no rules when it had one, none otherwise.
     pub async fn restart_server(&mut self, i: usize) {
         assert!(!self.servers[i].is_running(), "server {i} is running");
         let data = self.servers[i].data.clone();
         let listen = self.servers[i].addr.to_string();
-        self.servers[i] = self.start_server_in(data, &listen).await;
+        let faults = if self.servers[i].faults.is_empty() {
+            FaultPlan::none()
+        } else {
+            FaultPlan::new()
+        };
+        self.servers[i] = self.start_server_in(data, &listen, faults).await;
     }
 
     /// Stop the manager and start it again on the same address and data.
@@ -299,6 +337,7 @@ async fn start_manager(data: PathBuf, listen: &str) -> NodeHandle {
         addr: running.addr,
         id: String::new(),
         data,
+        faults: FaultPlan::none(),
         shutdown: Some(handle),
         task: Some(running.task),
     }

@@ -163,3 +163,66 @@ pub async fn assert_restores(target: &Target, name: &str, want: &[u8]) {
         "{name} via {addr} restored different bytes"
     );
 }
+
+/// Start uploading `data` as `name` through `target`, send its first `sent`
+/// chunks, wait until two servers of `cluster` made at least `durable`
+/// chunks durable, then cut the stream off (no end marker) and check the
+/// upload failed: an upload interrupted midway, as a crash would leave it.
+pub async fn interrupted_upload(
+    cluster: &crate::TestCluster,
+    target: &Target,
+    name: &str,
+    data: &[u8],
+    sent: usize,
+    durable: usize,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<UploadRequest>(4);
+    let mut storage = storage(target).await;
+    let request = target.request(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let call = tokio::spawn(async move { storage.upload(request).await });
+    for message in upload_messages(name, data).into_iter().take(1 + sent) {
+        tx.send(message).await.expect("the upload is running");
+    }
+    let durable_on = || {
+        cluster
+            .servers
+            .iter()
+            .filter(|s| crate::stored_chunks(&s.data) >= durable)
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while durable_on() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the holders never made {durable} chunks durable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(tx);
+    let status = call
+        .await
+        .expect("upload task")
+        .expect_err("a cut-off upload must fail");
+    assert_ne!(status.code(), tonic::Code::Ok);
+}
+
+/// The chunk hashes of `data`, in order.
+pub fn chunk_hashes(data: &[u8]) -> Vec<Hash> {
+    data.chunks(CHUNK_SIZE).map(Hash::of).collect()
+}
+
+/// How many leading chunks of `data` (to be stored as `name`) the cluster
+/// holds, as `Storage/UploadStatus` through `target` reports it.
+pub async fn held_chunks(target: &Target, name: &str, data: &[u8]) -> usize {
+    storage(target)
+        .await
+        .upload_status(target.request(dupla::v1::UploadStatusRequest {
+            name: name.into(),
+            size: data.len() as u64,
+            chunks: chunk_hashes(data).iter().map(Hash::to_bytes).collect(),
+        }))
+        .await
+        .expect("upload status")
+        .into_inner()
+        .held_chunks as usize
+}

@@ -186,6 +186,7 @@ async fn internal_calls_without_the_cluster_secret_are_refused() {
                 entry_id: "me".into(),
                 preview: false,
                 takeover: false,
+                resume_chunks: Vec::new(),
             })
             .await
             .unwrap_err();

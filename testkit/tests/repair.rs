@@ -64,7 +64,7 @@ async fn assert_two_good_copies(cluster: &TestCluster, files: &[(String, Vec<u8>
 async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() {
     bounded(async {
         let mut cluster = TestCluster::start(3).await;
-        let files = corpus(24);
+        let files = corpus(200);
         for (name, data) in &files {
             raw::upload(&cluster.at(0), name, data).await.unwrap();
         }

@@ -5,82 +5,19 @@
 //! and commits nothing.
 
 use dupla::chunk::CHUNK_SIZE;
-use dupla::v1::{upload_request, UploadBegin, UploadRequest, UploadStatusRequest};
+use dupla::v1::{upload_request, UploadBegin, UploadRequest};
 use dupla::Hash;
 use dupla_client::backup::{resolve, BackupOptions};
 use dupla_client::resume::Unfinished;
 use dupla_client::Client;
-use dupla_testkit::raw::{self, Target};
+use dupla_testkit::raw;
 use dupla_testkit::{bounded, test_bytes, TestCluster};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-
-/// Chunks stored durably on server `i`.
-fn stored_chunks(cluster: &TestCluster, i: usize) -> usize {
-    dupla_testkit::stored_chunks(&cluster.servers[i].data)
-}
-
-/// The chunk hashes of `data`.
-fn chunk_hashes(data: &[u8]) -> Vec<Hash> {
-    data.chunks(CHUNK_SIZE).map(Hash::of).collect()
-}
-
-/// Start uploading `data` as `name` through `target`, send its first
-/// `sent` chunks, wait until both holders made at least `durable` of them
-/// durable, then cut the stream off (no end marker).
-async fn interrupted_upload(
-    cluster: &TestCluster,
-    target: &Target,
-    name: &str,
-    data: &[u8],
-    sent: usize,
-    durable: usize,
-) {
-    let (tx, rx) = mpsc::channel::<UploadRequest>(4);
-    let mut storage = raw::storage(target).await;
-    let request = target.request(ReceiverStream::new(rx));
-    let call = tokio::spawn(async move { storage.upload(request).await });
-    let messages = raw::upload_messages(name, data);
-    for message in messages.into_iter().take(1 + sent) {
-        tx.send(message).await.unwrap();
-    }
-    let n = cluster.servers.len();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while (0..n)
-        .filter(|&i| stored_chunks(cluster, i) >= durable)
-        .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the holders never made {durable} chunks durable"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    drop(tx);
-    let err = call.await.unwrap().expect_err("a cut-off upload must fail");
-    assert_ne!(err.code(), Code::Ok);
-}
-
-async fn upload_status(target: &Target, name: &str, data: &[u8]) -> u64 {
-    raw::storage(target)
-        .await
-        .upload_status(target.request(UploadStatusRequest {
-            name: name.into(),
-            size: data.len() as u64,
-            chunks: chunk_hashes(data).iter().map(Hash::to_bytes).collect(),
-        }))
-        .await
-        .expect("upload status")
-        .into_inner()
-        .held_chunks
-}
 
 /// The messages of an upload of `data` that skips its first `held` chunks.
 fn resumed_messages(name: &str, data: &[u8], held: usize) -> Vec<UploadRequest> {
     let mut messages = raw::upload_messages(name, data);
-    let chunks = chunk_hashes(data);
+    let chunks = raw::chunk_hashes(data);
     messages[0] = UploadRequest {
         msg: Some(upload_request::Msg::Begin(UploadBegin {
             name: name.into(),
@@ -99,9 +36,9 @@ async fn a_cut_off_upload_resumes_with_only_the_rest() {
         let cluster = TestCluster::start(3).await;
         let data = test_bytes(48 * CHUNK_SIZE + 77, 21);
         let name = "big/resumable.bin";
-        interrupted_upload(&cluster, &cluster.at(0), name, &data, 40, 32).await;
+        raw::interrupted_upload(&cluster, &cluster.at(0), name, &data, 40, 32).await;
         // The cluster reports what is durable: at least the committed batches.
-        let held = upload_status(&cluster.at(1), name, &data).await as usize;
+        let held = raw::held_chunks(&cluster.at(1), name, &data).await;
         assert!((32..=40).contains(&held), "held {held}");
         let receipt = raw::upload_raw(&cluster.at(2), resumed_messages(name, &data, held))
             .await
@@ -123,13 +60,13 @@ async fn a_resume_after_the_primary_died_copies_the_held_part_to_the_new_holder(
         let name = cluster
             .name_placed("moved", data.len() as u64, |o| o[..2] == [0, 1])
             .await;
-        interrupted_upload(&cluster, &cluster.at(2), &name, &data, 36, 32).await;
+        raw::interrupted_upload(&cluster, &cluster.at(2), &name, &data, 36, 32).await;
         // The primary dies; once it is suspect, placement is 1 then 2.
         cluster.stop_server(0).await;
         cluster
             .wait_for_status(|s| s.servers.iter().filter(|s| s.state == "up").count() == 2)
             .await;
-        let held = upload_status(&cluster.at(1), &name, &data).await as usize;
+        let held = raw::held_chunks(&cluster.at(1), &name, &data).await;
         assert!(held >= 32, "the replica's copy counts: held {held}");
         let receipt = raw::upload_raw(&cluster.at(1), resumed_messages(&name, &data, held))
             .await
@@ -146,7 +83,10 @@ async fn a_resume_of_chunks_nobody_holds_is_refused_and_commits_nothing() {
     bounded(async {
         let cluster = TestCluster::start(2).await;
         let data = test_bytes(3 * CHUNK_SIZE, 23);
-        assert_eq!(upload_status(&cluster.at(0), "ghost.bin", &data).await, 0);
+        assert_eq!(
+            raw::held_chunks(&cluster.at(0), "ghost.bin", &data).await,
+            0
+        );
         let err = raw::upload_raw(&cluster.at(0), resumed_messages("ghost.bin", &data, 2))
             .await
             .expect_err("no server holds those chunks");
@@ -167,7 +107,7 @@ async fn the_client_resumes_an_unfinished_backup_by_itself() {
         let root = tempfile::tempdir().unwrap();
         let data = test_bytes(24 * CHUNK_SIZE + 5, 24);
         std::fs::write(root.path().join("video.bin"), &data).unwrap();
-        interrupted_upload(&cluster, &cluster.at(0), "video.bin", &data, 20, 16).await;
+        raw::interrupted_upload(&cluster, &cluster.at(0), "video.bin", &data, 20, 16).await;
         // An earlier run of the client left its note.
         let note = Unfinished::for_name(root.path(), "video.bin");
         note.start("video.bin", data.len() as u64).unwrap();
