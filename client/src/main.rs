@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// How long to let blocking work (a restore's temp-file cleanup) finish at
+/// How long to let blocking work (a restore's part-file writes) finish at
 /// exit. Bounded because a pending menu read of stdin can never finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
@@ -29,6 +29,9 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         tokio::select! {
+            // The command first: a backup answers Ctrl-C itself, with the
+            // exact command to continue.
+            biased;
             outcome = dupla_client::run(cli) => match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -36,8 +39,8 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            // Dropping the command cancels its calls and removes a restore's
-            // temporary file, so an interrupted command leaves nothing behind.
+            // Dropping the command cancels its calls. A restore keeps its
+            // part file (hidden, beside the destination) to continue from.
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("error: interrupted; run the same command again to finish");
                 ExitCode::from(130)

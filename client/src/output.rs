@@ -139,7 +139,7 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
         }
         dupla::Error::Exhausted(_) => "`dupla status` shows the space left on each server",
         dupla::Error::AlreadyExists(_) => {
-            "another upload of this name is running; wait for it, then try again"
+            "another upload of this name is running; wait for it, or take it over with `dupla backup NAME --resume`"
         }
         dupla::Error::Aborted(_) => "the transfer was interrupted; run the same command again",
         _ => return None,

@@ -40,7 +40,7 @@ impl Client {
                 let pass = async {
                     let channel = dupla::rpc::connect(&addr).await?;
                     let report = StorageClient::new(channel)
-                        .scrub(ScrubRequest {})
+                        .scrub(self.request(ScrubRequest {}))
                         .await?
                         .into_inner();
                     Ok::<_, dupla::Error>(report)

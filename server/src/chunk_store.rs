@@ -429,8 +429,13 @@ impl ChunkStore {
         let dir = self.inner.chunks.with_file_name("quarantine");
         fs::create_dir_all(&dir)?;
         let dest = dir.join(format!("{}.{}", hash.to_hex(), dupla::clock::unix_ms()));
-        fs::rename(&path, dest)?;
+        fs::rename(&path, &dest)?;
         self.inner.used.fetch_sub(meta.len(), Ordering::Relaxed);
+        // Kept a grace period from now (the rename keeps the old time), so
+        // an operator has time to look before collection deletes it.
+        if let Err(e) = touch(&dest) {
+            tracing::warn!(path = %dest.display(), error = %e, "cannot date a quarantined chunk");
+        }
         Ok(true)
     }
 
@@ -468,6 +473,23 @@ impl ChunkStore {
         let _no_gc = self.inner.gc.read().expect("gc lock poisoned");
         let fits = fs::metadata(&path).is_ok_and(|m| len.is_none_or(|len| m.len() == len));
         fits && touch(&path).is_ok()
+    }
+
+    /// [`ChunkStore::claim`] every chunk of a file about to be reported
+    /// durable; `Stale` if one is gone (collected as unused meanwhile).
+    pub async fn claim_all(&self, hashes: &[Hash]) -> Result<()> {
+        let store = self.clone();
+        let hashes = hashes.to_vec();
+        tokio::task::spawn_blocking(move || {
+            match hashes.iter().find(|h| !store.claim(h, None)) {
+                None => Ok(()),
+                Some(gone) => Err(Error::Stale(format!(
+                    "chunk {gone} was collected as unused before the upload finished; back the file up again"
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("chunk claims: {e}")))?
     }
 
     /// Delete the chunk if it was last written or claimed before `cutoff`,

@@ -184,7 +184,7 @@ impl HolderReader {
         let holder = &self.holders[h];
         if holder.id == self.node.id {
             let read = self.node.store.get(expected).await;
-            if matches!(read, Err(Error::Corrupt(_))) {
+            if matches!(read, Err(Error::Corrupt(_) | Error::NotFound(_))) {
                 self.node.on_corrupt(expected);
             }
             return read;

@@ -37,7 +37,9 @@ pub fn open(node: Arc<StorageNode>, request: FetchChunksRequest) -> Result<Fetch
         let _transfer = node.active.enter();
         for (index, hash) in hashes.into_iter().enumerate() {
             let read = node.store.get(hash).await;
-            if matches!(read, Err(Error::Corrupt(_))) {
+            // Missing is as bad as corrupt when this server is a listed
+            // holder: the manager drops it from those files and repairs.
+            if matches!(read, Err(Error::Corrupt(_) | Error::NotFound(_))) {
                 node.on_corrupt(hash);
             }
             let message = read.map(|data| Chunk {

@@ -4,6 +4,7 @@
 use crate::chunk_store::ChunkStore;
 use crate::metrics::ActiveTransfers;
 use dupla::rpc::{Secret, MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
+use dupla::v1::accounts_client::AccountsClient;
 use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::storage_client::StorageClient;
 use dupla::v1::Node as WireNode;
@@ -38,6 +39,8 @@ pub struct StorageNode {
     /// retried after each successful heartbeat, so none is forgotten.
     unreported: std::sync::Mutex<Vec<Hash>>,
     manager: ManagerClient<Channel>,
+    /// The manager's channel, for its other services (Accounts).
+    manager_channel: Channel,
     peers: Mutex<HashMap<String, Channel>>,
 }
 
@@ -51,7 +54,8 @@ impl StorageNode {
         manager: &str,
         repair_rate: u64,
     ) -> Result<Self> {
-        let manager = ManagerClient::new(dupla::rpc::connect_lazy(manager)?)
+        let manager_channel = dupla::rpc::connect_lazy(manager)?;
+        let manager = ManagerClient::new(manager_channel.clone())
             .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
         Ok(StorageNode {
@@ -66,6 +70,7 @@ impl StorageNode {
             faults: crate::faults::FaultPlan::none(),
             unreported: std::sync::Mutex::new(Vec::new()),
             manager,
+            manager_channel,
             peers: Mutex::new(HashMap::new()),
         })
     }
@@ -81,6 +86,19 @@ impl StorageNode {
     /// A client for the manager (cheap clone of a shared channel).
     pub fn manager(&self) -> ManagerClient<Channel> {
         self.manager.clone()
+    }
+
+    /// Check that `user` is a logged-in user (the manager's Accounts
+    /// service says who the token belongs to): for user calls that do not
+    /// otherwise go to the manager.
+    pub async fn check_user(&self, user: &dupla::rpc::UserCredentials) -> Result<String> {
+        let mut request = tonic::Request::new(dupla::v1::WhoAmIRequest {});
+        user.attach(&mut request);
+        let reply = AccountsClient::new(self.manager_channel.clone())
+            .who_am_i(request)
+            .await?
+            .into_inner();
+        Ok(reply.user.map(|u| u.login).unwrap_or_default())
     }
 
     /// A chunk read back corrupt: quarantine it and tell the manager, in

@@ -132,6 +132,10 @@ pub async fn run(
     let mut holders = Vec::new();
     if plan.store_locally {
         node.store.commit(staged.take()).await?;
+        // Batches made durable early in a long upload (or a resumed prefix)
+        // are unused by any file until the commit: mark every chunk used now,
+        // and fail rather than answer if garbage collection took one.
+        node.store.claim_all(&hashes).await?;
         holders.push(node.wire_node());
         let last = (hashes.len() as u64).saturating_sub(1);
         node.faults.hit(Step::AfterWrite { chunk: last }).await?;
@@ -372,6 +376,7 @@ fn hop_error(addr: &str, status: Status) -> Error {
         Error::Corrupt(_) => Error::Corrupt(message),
         Error::Exhausted(_) => Error::Exhausted(message),
         Error::NotFound(_) => Error::NotFound(message),
+        Error::Stale(_) => Error::Stale(message),
         _ => Error::Unavailable(message),
     }
 }

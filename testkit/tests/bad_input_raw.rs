@@ -814,8 +814,9 @@ async fn a_stream_that_never_finishes_commits_nothing_and_its_name_can_be_taken_
         let silent = a_silent_upload_through_a_proxy(&cluster, "forever.bin", &data).await;
         silent.cut(&cluster).await;
         assert_eq!(files(&cluster).await, before);
-        // A plain upload of the name: refused today for up to 30 minutes
-        // (see the ignored test below); either answer is reported.
+        // A plain upload of the name right after the cut: the entry's Abort
+        // may not have reached the manager yet, so either answer is
+        // possible here (the next test waits for it).
         let plain = raw::upload(&cluster.at(1), "forever.bin", b"plain").await;
         eprintln!(
             "a plain upload right after the cut: {:?}",
@@ -841,11 +842,8 @@ async fn a_stream_that_never_finishes_commits_nothing_and_its_name_can_be_taken_
 
 /// (d, strict) Once the servers have dropped an upload whose client's
 /// connection died, the name is free for anyone's next upload, not only a
-/// takeover. Fails today: the entry's `AbortGuard::abort`
-/// (server/src/upload.rs) takes the upload id and then awaits the Abort
-/// call inside the handler, which hyper drops at that moment because the
-/// client's stream is gone; the Abort never reaches the manager, and the
-/// name stays held until the 30-minute lease runs out.
+/// takeover: the entry sends its Abort from a task of its own, which the
+/// handler's cancellation (its client is gone) does not take with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_client_frees_its_name_for_a_plain_upload() {
     bounded(async {
@@ -1018,10 +1016,8 @@ async fn another_users_chunk_hashes_never_reach_the_owners_files() {
 
 /// A resumed upload's whole-file blake3 (`UploadEnd`) is checked like a
 /// fresh upload's: a client that declares a hash its chunks do not have
-/// gets DATA_LOSS, and nothing is committed. Fails today: for a resumed
-/// upload the entry takes the declared hash as is (server/src/upload.rs,
-/// `store_and_commit`: `let actual = if resumed { declared } ...`), so the
-/// receipt acknowledges an entry that no restore can ever verify.
+/// gets DATA_LOSS, and nothing is committed: the entry reads the resumed
+/// part back from a holder to hash the whole file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resumed_upload_with_a_false_whole_file_hash_is_refused() {
     bounded(async {

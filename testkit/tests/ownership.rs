@@ -4,7 +4,8 @@
 
 use dupla::kv::{Kv, SledKv};
 use dupla::v1::{
-    DownloadRequest, ListRequest, LookupRequest, RemoveRequest, UnregisterRequest, UploadRequest,
+    DownloadRequest, ListRequest, LookupRequest, RemoveRequest, ScrubRequest, UnregisterRequest,
+    UploadRequest,
 };
 use dupla_testkit::chat::{accounts, authed, TEST_PASSWORD};
 use dupla_testkit::raw::{self, Target};
@@ -164,6 +165,27 @@ async fn storage_and_catalog_calls_without_a_valid_token_are_unauthenticated() {
             Code::Unauthenticated,
             "bare download",
         );
+        // A scrub pass runs unthrottled: only for the cluster or a user.
+        assert_code(
+            storage.scrub(ScrubRequest {}).await,
+            Code::Unauthenticated,
+            "scrub without a token",
+        );
+        let bad = Target::new(cluster.server_addr(0), "00ff");
+        assert_code(
+            raw::storage(&bad)
+                .await
+                .scrub(bad.request(ScrubRequest {}))
+                .await,
+            Code::Unauthenticated,
+            "scrub with an unknown token",
+        );
+        let report = raw::storage(&cluster.at(0))
+            .await
+            .scrub(cluster.at(0).request(ScrubRequest {}))
+            .await
+            .expect("a user may scrub");
+        assert!(report.into_inner().checked >= 1);
     })
     .await;
 }

@@ -153,7 +153,7 @@ async fn a_scrub_finds_a_flipped_byte_and_the_twin_heals_it() {
         std::fs::write(&path, &bytes).unwrap();
         let report = raw::storage(&cluster.at(victim))
             .await
-            .scrub(ScrubRequest {})
+            .scrub(cluster.at(victim).request(ScrubRequest {}))
             .await
             .unwrap()
             .into_inner();

@@ -165,6 +165,14 @@ async fn an_interrupted_restore_continues_after_the_part_that_checks_out() {
         assert_eq!(report.resumed_bytes, CHUNK_SIZE as u64);
         assert!(std::fs::read(&dest).unwrap() == data);
 
+        // A part that already holds the whole file (it stopped just before
+        // the rename): nothing is downloaded.
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::write(&part, &data).unwrap();
+        let report = client.restore("film.bin", &dest, false).await.unwrap();
+        assert_eq!(report.resumed_bytes, data.len() as u64);
+        assert!(std::fs::read(&dest).unwrap() == data);
+
         // A part of some other file: nothing of it is kept.
         std::fs::write(&part, test_bytes(3 * CHUNK_SIZE, 99)).unwrap();
         let report = client.restore("film.bin", &dest, false).await.unwrap();
