@@ -13,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Size of every chunk but a file's last, in bytes.
 pub const CHUNK_SIZE: usize = 1 << 20;
 
+/// Chunks one `Storage/Replicate` request lists (512 KiB of hashes): a file
+/// with more is copied window by window.
+pub const REPLICATE_WINDOW_CHUNKS: usize = 16_384;
+
 /// Number of chunks of a file of `size` bytes (0 for an empty file).
 pub fn chunk_count(size: u64) -> u64 {
     size.div_ceil(CHUNK_SIZE as u64)

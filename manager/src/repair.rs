@@ -43,6 +43,11 @@ pub struct RepairTask {
 }
 
 impl RepairTask {
+    /// The file's identity across passes: owner and name.
+    pub fn key(&self) -> String {
+        crate::catalog::placement_key(&self.owner, &self.name)
+    }
+
     /// The holders after a successful repair: the live sources plus the target.
     pub fn new_holders(&self) -> Vec<String> {
         let mut holders = self.sources.clone();
@@ -56,9 +61,10 @@ impl RepairTask {
 pub struct RepairPlan {
     /// Files to repair, most endangered first.
     pub tasks: Vec<RepairTask>,
-    /// Files that need a copy but have no live holder to copy from.
+    /// Files (`owner/name`) that need a copy but have no live holder to
+    /// copy from.
     pub unrecoverable: Vec<String>,
-    /// Files that need a copy but no server can take it now.
+    /// Files (`owner/name`) that need a copy but no server can take it now.
     pub waiting: Vec<String>,
 }
 
@@ -86,7 +92,7 @@ pub fn plan(
             continue;
         }
         if up.is_empty() {
-            plan.unrecoverable.push(record.name.clone());
+            plan.unrecoverable.push(record.placement_key());
             continue;
         }
         let order = placement::choose(
@@ -109,7 +115,7 @@ pub fn plan(
                 holders_before: record.holders.clone(),
                 target: target.clone(),
             }),
-            None => plan.waiting.push(record.name.clone()),
+            None => plan.waiting.push(record.placement_key()),
         }
     }
     plan.tasks
@@ -212,8 +218,8 @@ mod tests {
             record("stuck", 10, &["s3"]),
         ];
         let plan = plan(&records, states(&["s1", "s2"], &[]), &candidates(&["s3"]));
-        assert_eq!(plan.unrecoverable, vec!["gone".to_string()]);
-        assert_eq!(plan.waiting, vec!["stuck".to_string()]);
+        assert_eq!(plan.unrecoverable, vec!["ada/gone".to_string()]);
+        assert_eq!(plan.waiting, vec!["ada/stuck".to_string()]);
         assert!(plan.tasks.is_empty());
     }
 

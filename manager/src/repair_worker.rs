@@ -1,12 +1,17 @@
 //! The repair worker: finds files that lost a copy and has a server make a
 //! new one, without anyone asking. Each pass plans with `repair::plan`,
-//! then repairs one file at a time (the target server throttles the copy
-//! itself), and records the new holder only after the target answered that
-//! its copy is durable and verified. A failing file backs off exponentially.
+//! then repairs the files in that order (most endangered first), one at a
+//! time per target server and on every target at once: the target throttles
+//! its copies to its repair budget, so copies to different servers run side
+//! by side without any server taking more than its budget, and one huge
+//! file delays only the files bound for the same server. A new holder is
+//! recorded only after the target answered that its copy is durable and
+//! verified. A failing file backs off exponentially.
 
 use crate::membership::Liveness;
 use crate::repair::{self, RepairTask};
 use crate::state::State;
+use dupla::chunk::REPLICATE_WINDOW_CHUNKS;
 use dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;
 use dupla::shutdown::Shutdown;
 use dupla::v1::storage_client::StorageClient;
@@ -54,33 +59,69 @@ pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
             .iter()
             .filter(|n| reported.insert((*n).clone()))
         {
-            tracing::error!(name = %name, "no live copy left: waiting for a holder to come back");
+            tracing::error!(file = %name, "no live copy left: waiting for a holder to come back");
         }
         let now = Instant::now();
-        for task in plan.tasks {
-            if shutdown.is_triggered() {
-                return;
-            }
-            if backoff.get(&task.name).is_some_and(|(next, _)| *next > now) {
-                continue;
-            }
-            match repair_one(&state, &task).await {
-                Ok(bytes) => {
-                    backoff.remove(&task.name);
-                    reported.remove(&task.name);
-                    tracing::info!(name = %task.name, target = %task.target, bytes, "file re-replicated");
+        let due: Vec<RepairTask> = plan
+            .tasks
+            .into_iter()
+            .filter(|t| backoff.get(&t.key()).is_none_or(|(next, _)| *next <= now))
+            .collect();
+        for (key, outcome) in repair_all(&state, due, &shutdown).await {
+            match outcome {
+                Ok(()) => {
+                    backoff.remove(&key);
+                    reported.remove(&key);
                 }
-                Err(e) => {
+                Err(()) => {
                     let delay = backoff
-                        .get(&task.name)
+                        .get(&key)
                         .map_or(FIRST_BACKOFF, |(_, d)| (*d * 2).min(MAX_BACKOFF));
-                    backoff.insert(task.name.clone(), (Instant::now() + delay, delay));
-                    tracing::warn!(name = %task.name, target = %task.target, error = %e,
-                        retry_in_ms = delay.as_millis() as u64, "repair failed");
+                    backoff.insert(key, (Instant::now() + delay, delay));
                 }
             }
         }
     }
+}
+
+/// Repair `tasks` (in priority order): one queue per target server, the
+/// queues side by side. Returns each file's key with whether it worked.
+async fn repair_all(
+    state: &State,
+    tasks: Vec<RepairTask>,
+    shutdown: &Shutdown,
+) -> Vec<(String, std::result::Result<(), ()>)> {
+    let mut queues: HashMap<String, Vec<RepairTask>> = HashMap::new();
+    for task in tasks {
+        queues.entry(task.target.clone()).or_default().push(task);
+    }
+    let runs = queues.into_values().map(|queue| async move {
+        let mut outcomes = Vec::new();
+        for task in queue {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let outcome = match repair_one(state, &task).await {
+                Ok(bytes) => {
+                    tracing::info!(owner = %task.owner, name = %task.name, target = %task.target,
+                        bytes, "file re-replicated");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(owner = %task.owner, name = %task.name, target = %task.target,
+                        error = %e, "repair failed; will retry with backoff");
+                    Err(())
+                }
+            };
+            outcomes.push((task.key(), outcome));
+        }
+        outcomes
+    });
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Whether any known server is not `up`: then files may be losing copies.
@@ -127,7 +168,7 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     };
     let target = addr(&task.target)
         .ok_or_else(|| Error::Unavailable(format!("target {} is unknown", task.target)))?;
-    let sources = repair::resolve(&task.sources, addr)
+    let sources: Vec<WireNode> = repair::resolve(&task.sources, addr)
         .into_iter()
         .map(|n| WireNode {
             id: n.id,
@@ -137,15 +178,21 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     let mut client = StorageClient::new(dupla::rpc::connect_lazy(&target)?)
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
-    let reply = client
-        .replicate(state.secret.request(ReplicateRequest {
-            name: record.name.clone(),
-            chunks: record.chunks.iter().map(Hash::to_bytes).collect(),
-            size: record.size,
-            sources,
-        }))
-        .await?
-        .into_inner();
+    // Window by window, so a request stays small whatever the file's size.
+    let mut copied_bytes = 0;
+    for (window, chunks) in record.chunks.chunks(REPLICATE_WINDOW_CHUNKS).enumerate() {
+        let reply = client
+            .replicate(state.secret.request(ReplicateRequest {
+                name: record.name.clone(),
+                chunks: chunks.iter().map(Hash::to_bytes).collect(),
+                size: record.size,
+                sources: sources.clone(),
+                first_chunk: (window * REPLICATE_WINDOW_CHUNKS) as u64,
+            }))
+            .await?
+            .into_inner();
+        copied_bytes += reply.copied_bytes;
+    }
     // Record the new holder unless the file changed meanwhile.
     let _writes = state.catalog_writes.lock().expect("catalog lock poisoned");
     let mut current = state
@@ -157,6 +204,6 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     state.catalog.put(&current)?;
     let mut stats = state.repair_stats.lock().expect("stats lock poisoned");
     stats.files += 1;
-    stats.bytes += reply.copied_bytes;
-    Ok(reply.copied_bytes)
+    stats.bytes += copied_bytes;
+    Ok(copied_bytes)
 }

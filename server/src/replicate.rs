@@ -9,7 +9,7 @@ use crate::chunk_store::Batch;
 use crate::download::HolderReader;
 use crate::node::StorageNode;
 use crate::pacer::Pacer;
-use dupla::chunk::{chunk_count, chunk_len};
+use dupla::chunk::{chunk_count, chunk_len, REPLICATE_WINDOW_CHUNKS};
 use dupla::v1::{ReplicateReply, ReplicateRequest};
 use dupla::{name, Error, Hash, Result};
 use std::sync::Arc;
@@ -23,9 +23,13 @@ pub async fn handle(node: Arc<StorageNode>, request: ReplicateRequest) -> Result
         .iter()
         .map(|h| Hash::from_slice(h, "chunk hash"))
         .collect::<Result<Vec<_>>>()?;
-    if hashes.len() as u64 != chunk_count(request.size) {
+    let first = request.first_chunk;
+    let listed_end = first.checked_add(hashes.len() as u64);
+    if hashes.len() > REPLICATE_WINDOW_CHUNKS
+        || listed_end.is_none_or(|end| end > chunk_count(request.size))
+    {
         return Err(Error::InvalidInput(format!(
-            "{} chunks listed for {} bytes",
+            "chunks {first}.. ({} listed, at most {REPLICATE_WINDOW_CHUNKS}) do not fit a {}-byte file",
             hashes.len(),
             request.size
         )));
@@ -45,7 +49,7 @@ pub async fn handle(node: Arc<StorageNode>, request: ReplicateRequest) -> Result
     let mut pacer = Pacer::new(node.repair_rate);
     let mut copied = 0u64;
     for (index, hash) in hashes.iter().enumerate() {
-        let len = chunk_len(request.size, index as u64)? as u64;
+        let len = chunk_len(request.size, first + index as u64)? as u64;
         if node.store.claim(hash, Some(len)) {
             continue;
         }

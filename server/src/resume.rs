@@ -14,7 +14,7 @@
 
 use crate::download::HolderReader;
 use crate::node::StorageNode;
-use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::chunk::{chunk_count, CHUNK_SIZE, REPLICATE_WINDOW_CHUNKS};
 use dupla::rpc::UserCredentials;
 use dupla::v1::{
     HasChunksRequest, Node as WireNode, PlaceReply, PlaceRequest, ReplicateRequest,
@@ -129,25 +129,30 @@ async fn copy_prefix(
     size: u64,
     prefix: &[Hash],
 ) -> Result<()> {
-    let request = node.secret.request(ReplicateRequest {
-        name: name.to_string(),
-        chunks: prefix.iter().map(Hash::to_bytes).collect(),
-        size: prefix_bytes(prefix.len() as u64, size),
-        sources,
-    });
-    let reply = node
-        .peer(&target.addr)?
-        .replicate(request)
-        .await
-        .map_err(|status| match Error::from_status(status) {
-            Error::NotFound(m) | Error::Corrupt(m) | Error::InvalidInput(m) => Error::Stale(format!(
-                "{name}: the chunks of the interrupted upload are gone ({m}); back the file up from the start"
-            )),
-            other => other,
-        })?
-        .into_inner();
-    if reply.copied_bytes > 0 {
-        tracing::info!(%name, target = %target.addr, copied = reply.copied_bytes,
+    let mut copied = 0;
+    for (window, chunks) in prefix.chunks(REPLICATE_WINDOW_CHUNKS).enumerate() {
+        let request = node.secret.request(ReplicateRequest {
+            name: name.to_string(),
+            chunks: chunks.iter().map(Hash::to_bytes).collect(),
+            size: prefix_bytes(prefix.len() as u64, size),
+            sources: sources.clone(),
+            first_chunk: (window * REPLICATE_WINDOW_CHUNKS) as u64,
+        });
+        let reply = node
+            .peer(&target.addr)?
+            .replicate(request)
+            .await
+            .map_err(|status| match Error::from_status(status) {
+                Error::NotFound(m) | Error::Corrupt(m) | Error::InvalidInput(m) => Error::Stale(format!(
+                    "{name}: the chunks of the interrupted upload are gone ({m}); back the file up from the start"
+                )),
+                other => other,
+            })?
+            .into_inner();
+        copied += reply.copied_bytes;
+    }
+    if copied > 0 {
+        tracing::info!(%name, target = %target.addr, copied,
             "resumed upload: copied the held part to a new holder");
     }
     Ok(())

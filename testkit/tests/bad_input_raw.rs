@@ -1152,6 +1152,7 @@ async fn internal_calls_with_made_up_ids_and_malformed_fields_are_refused() {
                 chunks: vec![],
                 size: 0,
                 sources: vec![],
+                ..Default::default()
             })
             .await;
         assert_status(

@@ -248,3 +248,54 @@ async fn an_entry_that_is_the_replica_replaces_a_dead_primary() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_can_be_made_window_by_window() {
+    bounded(async {
+        use dupla::rpc::Secret;
+        use dupla::v1::{Node, ReplicateRequest};
+        let cluster = TestCluster::start(3).await;
+        let data = test_bytes(3 * CHUNK_SIZE + 5, 30);
+        let name = cluster
+            .name_placed("window", data.len() as u64, |o| o[..2] == [0, 1])
+            .await;
+        raw::upload(&cluster.at(0), &name, &data).await.unwrap();
+        let hashes = raw::chunk_hashes(&data);
+        let secret = Secret::new(dupla_testkit::cluster::TEST_SECRET).unwrap();
+        let window = |first: usize, n: usize| ReplicateRequest {
+            name: name.clone(),
+            chunks: hashes[first..first + n]
+                .iter()
+                .map(Hash::to_bytes)
+                .collect(),
+            size: data.len() as u64,
+            sources: vec![Node {
+                id: cluster.servers[0].id.clone(),
+                addr: cluster.server_addr(0),
+            }],
+            first_chunk: first as u64,
+        };
+        let mut storage = raw::storage(&cluster.at(2)).await;
+        // The last two chunks (the very last one short), then the first two.
+        let tail = storage
+            .replicate(secret.request(window(2, 2)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(tail.copied_bytes, CHUNK_SIZE as u64 + 5);
+        assert!(!cluster.chunk_path(2, &hashes[0]).exists());
+        let head = storage
+            .replicate(secret.request(window(0, 2)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(head.copied_bytes, 2 * CHUNK_SIZE as u64);
+        assert!(hashes.iter().all(|h| cluster.chunk_path(2, h).exists()));
+        // A window past the end of the file is refused.
+        let mut past = window(2, 2);
+        past.first_chunk = 3;
+        let err = storage.replicate(secret.request(past)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    })
+    .await;
+}
