@@ -4,7 +4,7 @@
 //! the call reaches here; this module only adapts: each connection gets a
 //! session task that reads lines, throttles them, asks the [`Hub`] to run
 //! them, and forwards the events for the client to its response stream.
-//! The decisions live in `rooms.rs`; the fan-out in `room_hub.rs`.
+//! The decisions live in `rooms/`; the fan-out in `room_hub.rs`.
 
 use crate::accounts::Accounts;
 use crate::auth::{self, Authenticator, Session};
