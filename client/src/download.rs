@@ -77,7 +77,7 @@ pub async fn download<K: ChunkSink>(
         offset: start.as_ref().map_or(0, |s| s.chunk * CHUNK_SIZE as u64),
     };
     let not_found = |status: tonic::Status| match status.code() {
-        tonic::Code::NotFound => Error::NotFound(format!("{name}: not found in the catalog")),
+        tonic::Code::NotFound => Error::NotFound(format!("{name}: not found in your backups")),
         _ => rpc_error(Role::Server, &server, status),
     };
     let mut stream = storage

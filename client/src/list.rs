@@ -71,9 +71,9 @@ pub async fn command(client: &Client, pattern: &str, out: Output) -> anyhow::Res
 fn render(files: &[FileEntry], pattern: &str) -> String {
     if files.is_empty() {
         return if pattern.is_empty() {
-            "the catalog is empty".into()
+            "you have no backups yet".into()
         } else {
-            format!("no file in the catalog matches {pattern:?}")
+            format!("none of your backups matches {pattern:?}")
         };
     }
     let rows: Vec<Vec<String>> = files
@@ -123,6 +123,6 @@ mod tests {
         let json = serde_json::to_value(EntryJson::from(&entry)).unwrap();
         assert_eq!(json["holders"], serde_json::json!(["h:1", "h:2"]));
         assert_eq!(json["blake3"].as_str().unwrap().len(), 64);
-        assert!(render(&[], "x").contains("no file"));
+        assert!(render(&[], "x").contains("none of your backups"));
     }
 }

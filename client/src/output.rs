@@ -133,7 +133,7 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
             "start the node, or point the client elsewhere with --manager/--server \
              (or DUPLA_MANAGER/DUPLA_SERVER)"
         }
-        dupla::Error::NotFound(_) => "`dupla ls` lists the files in the catalog",
+        dupla::Error::NotFound(_) => "`dupla ls` lists your backed-up files",
         dupla::Error::Corrupt(_) => {
             "nothing was written; run the command again (another copy may be intact)"
         }

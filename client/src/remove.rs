@@ -32,7 +32,7 @@ impl Client {
 
 /// The message for a name the catalog does not have.
 fn not_in_catalog(name: &str) -> Error {
-    Error::NotFound(format!("{name}: not found in the catalog"))
+    Error::NotFound(format!("{name}: not found in your backups"))
 }
 
 /// `dupla rm`: remove and report.

@@ -371,7 +371,7 @@ async fn backup_list_restore_remove_round_trip() {
         let removed = client.remove("empty.txt").await.unwrap();
         assert_eq!(removed.name, "empty.txt");
         let err = client.remove("empty.txt").await.unwrap_err();
-        assert_eq!(err.to_string(), "empty.txt: not found in the catalog");
+        assert_eq!(err.to_string(), "empty.txt: not found in your backups");
         let err = client
             .restore("empty.txt", &out_empty.with_extension("x"), false)
             .await
