@@ -31,6 +31,30 @@ pub fn load_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
         .map_err(|e| Error::InvalidInput(format!("config {}: {e}", path.display())))
 }
 
+/// Longest duration a setting may give: ten years (a larger one is a typo,
+/// and would overflow the clock arithmetic it feeds).
+pub const MAX_SETTING_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
+
+/// A duration setting in seconds (fractions allowed): the first of flag/env
+/// value and file value, else `default`. A negative, not-a-number or
+/// absurdly large value is refused, naming `key`.
+pub fn pick_secs(
+    flag: Option<f64>,
+    file: Option<f64>,
+    default: std::time::Duration,
+    key: &str,
+) -> Result<std::time::Duration> {
+    match flag.or(file) {
+        None => Ok(default),
+        Some(secs) if (0.0..=MAX_SETTING_SECS).contains(&secs) => {
+            Ok(std::time::Duration::from_secs_f64(secs))
+        }
+        Some(secs) => Err(Error::InvalidInput(format!(
+            "{key} = {secs}: give a number of seconds from 0 to {MAX_SETTING_SECS}"
+        ))),
+    }
+}
+
 /// First of: flag/env value, file value, default.
 pub fn pick<T>(flag: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> T {
     flag.or(file).unwrap_or_else(default)
@@ -73,6 +97,25 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_in_seconds_are_checked() {
+        use std::time::Duration;
+        let default = Duration::from_secs(7);
+        assert_eq!(pick_secs(None, None, default, "k").unwrap(), default);
+        assert_eq!(
+            pick_secs(None, Some(1.5), default, "k").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            pick_secs(Some(2.0), Some(1.5), default, "k").unwrap(),
+            Duration::from_secs(2)
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e30] {
+            let err = pick_secs(Some(bad), None, default, "idle_timeout_secs").unwrap_err();
+            assert!(err.to_string().contains("idle_timeout_secs"), "{err}");
+        }
+    }
 
     #[derive(serde::Deserialize, Default, Debug, PartialEq)]
     #[serde(deny_unknown_fields)]

@@ -2,7 +2,7 @@
 //! and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{config_dir, load_toml, pick, pick_path};
+use dupla::config::{config_dir, load_toml, pick, pick_path, pick_secs};
 use dupla::{Error, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -160,7 +160,6 @@ impl Config {
     pub fn load(args: Args) -> Result<Config> {
         let file: FileConfig = load_toml(args.config.as_deref())?;
         let base = std::env::current_dir()?;
-        let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
         let config = Config {
             listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
             data: pick_path(
@@ -172,30 +171,34 @@ impl Config {
             ),
             secret: pick(args.secret, file.secret, String::new),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            suspect_after: args
-                .suspect_after_secs
-                .or(file.suspect_after_secs)
-                .map(secs)
-                .unwrap_or(DEFAULT_SUSPECT_AFTER),
-            down_after: args
-                .down_after_secs
-                .or(file.down_after_secs)
-                .map(secs)
-                .unwrap_or(DEFAULT_DOWN_AFTER),
-            token_ttl: args
-                .token_ttl_secs
-                .or(file.token_ttl_secs)
-                .map(secs)
-                .unwrap_or(DEFAULT_TOKEN_TTL),
+            suspect_after: pick_secs(
+                args.suspect_after_secs,
+                file.suspect_after_secs,
+                DEFAULT_SUSPECT_AFTER,
+                "suspect_after_secs",
+            )?,
+            down_after: pick_secs(
+                args.down_after_secs,
+                file.down_after_secs,
+                DEFAULT_DOWN_AFTER,
+                "down_after_secs",
+            )?,
+            token_ttl: pick_secs(
+                args.token_ttl_secs,
+                file.token_ttl_secs,
+                DEFAULT_TOKEN_TTL,
+                "token_ttl_secs",
+            )?,
             max_sessions: args
                 .max_sessions
                 .or(file.max_sessions)
                 .unwrap_or(DEFAULT_MAX_SESSIONS),
-            session_idle: args
-                .session_idle_secs
-                .or(file.session_idle_secs)
-                .map(secs)
-                .unwrap_or(DEFAULT_SESSION_IDLE),
+            session_idle: pick_secs(
+                args.session_idle_secs,
+                file.session_idle_secs,
+                DEFAULT_SESSION_IDLE,
+                "session_idle_secs",
+            )?,
             admin: args.admin.or(file.admin),
             chat: ChatLimits::default(),
         };

@@ -2,7 +2,7 @@
 //! flags and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{config_dir, load_toml, pick, pick_path};
+use dupla::config::{config_dir, load_toml, pick, pick_path, pick_secs};
 use dupla::size::parse_size;
 use dupla::{Error, Result};
 use serde::Deserialize;
@@ -65,6 +65,10 @@ pub struct Args {
     /// Seconds between background scrub passes (0 turns them off).
     #[arg(long, env = "DUPLA_SCRUB_INTERVAL_SECS")]
     pub scrub_interval_secs: Option<u64>,
+    /// Seconds a transfer's sender may stay silent before it is presumed
+    /// gone [default: 60].
+    #[arg(long, env = "DUPLA_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<f64>,
     /// Seconds between garbage-collection passes (0 turns them off).
     #[arg(long, env = "DUPLA_GC_INTERVAL_SECS")]
     pub gc_interval_secs: Option<u64>,
@@ -96,6 +100,8 @@ pub struct FileConfig {
     pub scrub_rate: Option<String>,
     /// Seconds between background scrub passes (0: off).
     pub scrub_interval_secs: Option<u64>,
+    /// Seconds a sender may stay silent before its transfer is dropped.
+    pub idle_timeout_secs: Option<f64>,
     /// Seconds between garbage-collection passes (0: off).
     pub gc_interval_secs: Option<u64>,
     /// Seconds an unused chunk is kept before it may be collected.
@@ -125,6 +131,8 @@ pub struct Config {
     pub scrub_rate: u64,
     /// Time between background scrub passes; `None` turns them off.
     pub scrub_interval: Option<Duration>,
+    /// A sender silent this long is presumed gone and its transfer dropped.
+    pub idle_timeout: Duration,
     /// Time between garbage-collection passes; zero turns them off.
     pub gc_interval: Duration,
     /// How long a chunk no file uses is kept: an unfinished upload can be
@@ -167,6 +175,12 @@ impl Config {
                 Some(secs) => Some(Duration::from_secs(secs)),
                 None => Some(DEFAULT_SCRUB_INTERVAL),
             },
+            idle_timeout: pick_secs(
+                args.idle_timeout_secs,
+                file.idle_timeout_secs,
+                crate::pipeline::IDLE_TIMEOUT,
+                "idle_timeout_secs",
+            )?,
             gc_interval: Duration::from_secs(
                 args.gc_interval_secs
                     .or(file.gc_interval_secs)
@@ -196,6 +210,7 @@ impl Config {
             repair_rate: 1 << 30,
             scrub_rate: 1 << 30,
             scrub_interval: None,
+            idle_timeout: crate::pipeline::IDLE_TIMEOUT,
             gc_interval: Duration::ZERO,
             gc_grace: Duration::from_secs(DEFAULT_GC_GRACE_SECS),
             faults: Default::default(),
@@ -207,6 +222,11 @@ impl Config {
         dupla::rpc::Secret::new(&self.secret)?.validate()?;
         if self.capacity == 0 {
             return Err(Error::InvalidInput("capacity must be above zero".into()));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(Error::InvalidInput(
+                "idle_timeout_secs must be above zero".into(),
+            ));
         }
         if self.repair_rate == 0 || self.scrub_rate == 0 {
             return Err(Error::InvalidInput(

@@ -73,6 +73,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         config.repair_rate,
     )?;
     node.gc_grace = config.gc_grace;
+    node.idle_timeout = config.idle_timeout;
     node.faults = config.faults.clone();
     let node = Arc::new(node);
     let service = StorageServer::new(service::StorageService::new(node.clone()))

@@ -33,6 +33,8 @@ pub struct StorageNode {
     pub scrub_lock: tokio::sync::Mutex<()>,
     /// How long a chunk no file uses is kept before collection.
     pub gc_grace: std::time::Duration,
+    /// A sender silent this long is presumed gone (uploads, Store hops).
+    pub idle_timeout: std::time::Duration,
     /// Faults injected on the write path (tests only; none by default).
     pub faults: crate::faults::FaultPlan,
     /// Corrupt chunks quarantined here whose report to the manager failed:
@@ -67,6 +69,7 @@ impl StorageNode {
             repair_rate,
             scrub_lock: tokio::sync::Mutex::new(()),
             gc_grace: std::time::Duration::from_secs(crate::config::DEFAULT_GC_GRACE_SECS),
+            idle_timeout: crate::pipeline::IDLE_TIMEOUT,
             faults: crate::faults::FaultPlan::none(),
             unreported: std::sync::Mutex::new(Vec::new()),
             manager,

@@ -41,7 +41,8 @@ pub const WRITE_DEPTH_CHUNKS: usize = 4;
 /// many chunks (plus those in flight) are sent again.
 pub const DURABLE_BATCH_CHUNKS: usize = 16;
 
-/// A sender silent this long is presumed gone; the transfer is abandoned.
+/// A sender silent this long is presumed gone and the transfer abandoned,
+/// unless the server's `idle_timeout_secs` says otherwise.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest chain a Store may ask to pass on (entry → primary → replica).
@@ -381,20 +382,21 @@ fn hop_error(addr: &str, status: Status) -> Error {
     }
 }
 
-/// Await the next message of an inbound stream, giving up after
-/// [`IDLE_TIMEOUT`] of silence.
-pub async fn next_message<T>(stream: &mut Streaming<T>) -> Result<Option<T>> {
-    match tokio::time::timeout(IDLE_TIMEOUT, stream.message()).await {
+/// Await the next message of an inbound stream, giving up after `idle` of
+/// silence.
+pub async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>> {
+    match tokio::time::timeout(idle, stream.message()).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(Error::Aborted(format!(
             "no data for {} s: the sender seems gone",
-            IDLE_TIMEOUT.as_secs()
+            idle.as_secs_f64()
         ))),
     }
 }
 
-/// The inbound side of a Store call: chunks until `StoreEnd`.
-pub struct StoreSource(pub Streaming<StoreRequest>);
+/// The inbound side of a Store call: chunks until `StoreEnd`, each within
+/// the idle timeout.
+pub struct StoreSource(pub Streaming<StoreRequest>, pub Duration);
 
 #[tonic::async_trait]
 impl ChunkSource for StoreSource {
@@ -403,7 +405,7 @@ impl ChunkSource for StoreSource {
     }
 
     async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        match next_message(&mut self.0).await? {
+        match next_message(&mut self.0, self.1).await? {
             Some(StoreRequest {
                 msg: Some(store_request::Msg::Chunk(chunk)),
             }) => Ok(Some(chunk)),

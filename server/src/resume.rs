@@ -146,7 +146,9 @@ async fn copy_prefix(
                 Error::NotFound(m) | Error::Corrupt(m) | Error::InvalidInput(m) => Error::Stale(format!(
                     "{name}: the chunks of the interrupted upload are gone ({m}); back the file up from the start"
                 )),
-                other => other,
+                other => other.map_message(|m| {
+                    format!("server {} (a holder of the file now) cannot take its held part: {m}", target.addr)
+                }),
             })?
             .into_inner();
         copied += reply.copied_bytes;

@@ -54,7 +54,7 @@ impl Storage for StorageService {
         self.node.secret.check(&request)?;
         let _transfer = self.node.active.enter();
         let mut stream = request.into_inner();
-        let begin = match next_message(&mut stream).await? {
+        let begin = match next_message(&mut stream, self.node.idle_timeout).await? {
             Some(StoreRequest {
                 msg: Some(store_request::Msg::Begin(begin)),
             }) => begin,
@@ -95,7 +95,12 @@ impl Storage for StorageService {
             fallbacks: begin.fallbacks,
             prefix,
         };
-        let holders = pipeline::run(&self.node, plan, &mut StoreSource(stream)).await?;
+        let holders = pipeline::run(
+            &self.node,
+            plan,
+            &mut StoreSource(stream, self.node.idle_timeout),
+        )
+        .await?;
         Ok(Response::new(StoreReceipt { holders }))
     }
 

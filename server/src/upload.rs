@@ -26,7 +26,7 @@ pub async fn handle(
     mut stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
     let _transfer = node.active.enter();
-    let begin = match next_message(&mut stream).await? {
+    let begin = match next_message(&mut stream, node.idle_timeout).await? {
         Some(UploadRequest {
             msg: Some(upload_request::Msg::Begin(begin)),
         }) => begin,
@@ -80,7 +80,7 @@ pub async fn handle(
     .await;
     match &result {
         Ok(_) => guard.upload_id = None,
-        Err(e) => guard.abort(&e.to_string()),
+        Err(e) => guard.abort(&e.to_string()).await,
     }
     result
 }
@@ -123,6 +123,7 @@ async fn store_and_commit(
         chunks: prefix,
         declared: None,
         tap: node.faults.tap(Step::ClientStream),
+        idle: node.idle_timeout,
     };
     let mut holders = pipeline::run(node, plan, &mut source).await?;
     let declared = source
@@ -186,12 +187,13 @@ struct UploadSource {
     chunks: Vec<Hash>,
     declared: Option<Hash>,
     tap: Tap,
+    idle: std::time::Duration,
 }
 
 #[tonic::async_trait]
 impl ChunkSource for UploadSource {
     async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        match next_message(&mut self.stream).await? {
+        match next_message(&mut self.stream, self.idle).await? {
             Some(UploadRequest {
                 msg: Some(upload_request::Msg::Chunk(chunk)),
             }) => {
@@ -224,14 +226,17 @@ struct AbortGuard {
 }
 
 impl AbortGuard {
-    /// Send the Abort from a task of its own: the handler may be cancelled
-    /// at its next await (its client is gone), and an Abort awaited there
-    /// would be lost with it, leaving the name held until the lease ends.
-    fn abort(&mut self, reason: &str) {
+    /// Send the Abort from a task of its own and wait for it: the handler
+    /// may be cancelled at this await (its client is gone), and an Abort
+    /// sent from the handler itself would be lost with it, leaving the name
+    /// held until the lease ends. Waiting means the error reaches the client
+    /// only once the name is free again.
+    async fn abort(&mut self, reason: &str) {
         if let Some(upload_id) = self.upload_id.take() {
             let node = self.node.clone();
             let reason = reason.to_string();
-            tokio::spawn(async move { send_abort(&node, upload_id, reason).await });
+            let sent = tokio::spawn(async move { send_abort(&node, upload_id, reason).await });
+            let _ = sent.await;
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct TestCluster {
     pub servers: Vec<NodeHandle>,
     /// Token of [`TEST_USER`] (empty after [`TestCluster::start_without_user`]).
     pub token: String,
+    /// Idle timeout of the servers started from now on (the servers'
+    /// default when `None`).
+    pub idle_timeout: Option<Duration>,
     root: TempDir,
 }
 
@@ -94,6 +97,7 @@ impl TestCluster {
             manager,
             servers: Vec::new(),
             token: String::new(),
+            idle_timeout: None,
             root,
         };
         for i in 0..n {
@@ -118,6 +122,9 @@ impl TestCluster {
         );
         config.listen = listen.into();
         config.faults = faults.clone();
+        if let Some(idle) = self.idle_timeout {
+            config.idle_timeout = idle;
+        }
         let (handle, shutdown) = shutdown::channel();
         let running = dupla_server::start(config, shutdown)
             .await

@@ -199,3 +199,39 @@ async fn internal_calls_without_the_cluster_secret_are_refused() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_goes_silent_is_dropped_after_the_idle_timeout() {
+    bounded(async {
+        let mut cluster = TestCluster::start(0).await;
+        cluster.idle_timeout = Some(std::time::Duration::from_secs(1));
+        cluster.add_server().await;
+        cluster.add_server().await;
+        cluster.wait_for_up(2).await;
+        // Begin and one chunk, then silence with the connection kept open.
+        let data = test_bytes(3 * CHUNK_SIZE, 17);
+        let (tx, rx) = tokio::sync::mpsc::channel::<UploadRequest>(4);
+        for message in raw::upload_messages("silent.bin", &data)
+            .into_iter()
+            .take(2)
+        {
+            tx.send(message).await.unwrap();
+        }
+        let target = cluster.at(0);
+        let err = raw::storage(&target)
+            .await
+            .upload(target.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await
+            .expect_err("a silent stream must not be committed");
+        assert_eq!(err.code(), Code::Aborted, "{err:?}");
+        assert!(err.message().contains("no data for"), "{err:?}");
+        drop(tx);
+        assert_not_in_catalog(&cluster, "silent.bin").await;
+        // The name is free again at once: the entry told the manager.
+        raw::upload(&cluster.at(1), "silent.bin", &data)
+            .await
+            .unwrap();
+        raw::assert_restores(&cluster.at(0), "silent.bin", &data).await;
+    })
+    .await;
+}
