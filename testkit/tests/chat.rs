@@ -306,7 +306,7 @@ async fn a_slow_consumer_never_delays_the_others() {
             "a round took {worst:?}: the slow client held the room up"
         );
         // The stuck client is cut off (and the room told), not waited for.
-        bob.expect("* slow left lobby").await;
+        bob.expect_seen_or_next("* slow left lobby").await;
         drop(slow);
     })
     .await;
@@ -347,7 +347,8 @@ async fn a_client_too_far_behind_is_told_and_disconnected() {
             l.starts_with("* you fell") && l.contains("events behind in the room; disconnected")
         });
         assert!(told, "{:?}", &rest[rest.len().saturating_sub(3)..]);
-        alice.expect("* late left lobby").await;
+        // When `late` is cut off, against alice's echoes, depends on timing.
+        alice.expect_seen_or_next("* late left lobby").await;
     })
     .await;
 }
