@@ -188,7 +188,8 @@ async fn read_chunks<S: ChunkSource>(
     let first = resume.as_ref().map_or(0, |r| r.held);
     progress.add((dupla::chunk::CHUNK_SIZE as u64 * first).min(size));
     let mut source = source;
-    let mut hasher = blake3::Hasher::new();
+    // A resume already has the whole-file hash from its pass over the file.
+    let mut hasher = resume.is_none().then(blake3::Hasher::new);
     let mut sent = 0u64;
     for index in first..chunk_count(size) {
         let len = chunk_len(size, index)?;
@@ -211,9 +212,9 @@ async fn read_chunks<S: ChunkSource>(
         .await
         .map_err(|e| Error::Internal(format!("reader thread failed: {e}")))?;
     source_end.map_err(|e| read_error(chunk_count(size), e))?;
-    let blake3 = match &resume {
-        Some(resume) => resume.whole,
-        None => Hash::from(hasher.finalize()),
+    let blake3 = match (&resume, hasher) {
+        (Some(resume), _) => resume.whole,
+        (None, hasher) => Hash::from(hasher.expect("invariant: no resume, so hashed").finalize()),
     };
     let end = UploadEnd {
         blake3: blake3.to_bytes(),
@@ -224,17 +225,20 @@ async fn read_chunks<S: ChunkSource>(
     Ok(ReadEnd::Done(blake3, sent))
 }
 
-/// Read chunk `index` (`len` bytes), fold it into the whole-file hash and
-/// build the wire chunk with its own hash, all on a blocking thread.
+/// Read chunk `index` (`len` bytes), fold it into the whole-file hash (if
+/// one is being computed) and build the wire chunk with its own hash, all
+/// on a blocking thread.
 async fn read_and_hash<S: ChunkSource>(
     mut source: S,
-    mut hasher: blake3::Hasher,
+    mut hasher: Option<blake3::Hasher>,
     index: u64,
     len: usize,
-) -> Result<(S, blake3::Hasher, dupla::v1::Chunk)> {
+) -> Result<(S, Option<blake3::Hasher>, dupla::v1::Chunk)> {
     let (source, hasher, chunk) = tokio::task::spawn_blocking(move || {
         let chunk = source.read_chunk(len).map(|data| {
-            hasher.update(&data);
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&data);
+            }
             chunk::make(index, data)
         });
         (source, hasher, chunk)

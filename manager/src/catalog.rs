@@ -163,7 +163,7 @@ impl Catalog {
     /// many were moved; idempotent, and safe to rerun after a crash.
     pub fn adopt_legacy(&self, owner: &str) -> Result<usize> {
         let legacy = self.kv.scan_prefix(LEGACY_FILES_TREE, b"")?;
-        for (key, value) in &legacy {
+        for (_, value) in &legacy {
             let mut record: FileRecord = decode(value)?;
             record.owner = owner.to_string();
             if self.get(owner, &record.name)?.is_none() {
@@ -173,8 +173,11 @@ impl Catalog {
                     &encode(&record)?,
                 )?;
             }
-            // Written before deleted: a crash in between leaves a copy, never none.
-            self.kv.flush()?;
+        }
+        // Every copy durable before any original goes: a crash in between
+        // leaves copies, never none (and a rerun skips what is there).
+        self.kv.flush()?;
+        for (key, _) in &legacy {
             self.kv.delete(LEGACY_FILES_TREE, key)?;
         }
         self.kv.flush()?;

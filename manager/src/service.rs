@@ -137,6 +137,12 @@ impl ManagerService {
         }
         let ordered: Vec<pb::Node> = order.iter().map(|&i| nodes[i].clone()).collect();
         let resumable_chunks = self.claimable(owner, &req.resume_chunks)?;
+        if !req.preview && (resumable_chunks as usize) < req.resume_chunks.len() {
+            return Err(Error::Stale(format!(
+                "{}: part of the resumed data is used by files you do not own; the client sends those chunks itself",
+                req.name
+            )));
+        }
         if req.preview {
             return Ok(pb::PlaceReply {
                 upload_id: String::new(),

@@ -54,18 +54,9 @@ pub async fn handle(
         resume_chunks: begin.resume_chunks.clone(),
     });
     user.attach(&mut place_request);
+    // The manager refuses (FAILED_PRECONDITION) a resume claiming chunks
+    // the caller may not claim, before it opens anything.
     let place = node.manager().place(place_request).await?.into_inner();
-    if (place.resumable_chunks as usize) < prefix.len() {
-        let abort = node.secret.request(dupla::v1::AbortRequest {
-            upload_id: place.upload_id.clone(),
-            reason: "resume refused".into(),
-        });
-        let _ = node.manager().abort(abort).await;
-        return Err(Error::Stale(format!(
-            "{}: part of the resumed data is used by files you do not own; the client sends those chunks itself",
-            begin.name
-        )));
-    }
     let mut guard = AbortGuard {
         node: node.clone(),
         upload_id: Some(place.upload_id.clone()),

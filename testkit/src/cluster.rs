@@ -213,6 +213,15 @@ impl TestCluster {
         crate::chat::user(&self.manager_addr(), login).await
     }
 
+    /// [`TEST_USER`]'s catalog entry of `name`, with its chunk list.
+    pub async fn lookup(&self, name: &str) -> Result<dupla::v1::FileEntry, tonic::Status> {
+        self.manager_client()
+            .await
+            .lookup(self.as_user(dupla::v1::LookupRequest { name: name.into() }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// `message` as a call of [`TEST_USER`] (for the manager's catalog calls).
     pub fn as_user<T>(&self, message: T) -> tonic::Request<T> {
         crate::chat::authed(&self.token, message)

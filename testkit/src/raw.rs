@@ -226,3 +226,23 @@ pub async fn held_chunks(target: &Target, name: &str, data: &[u8]) -> usize {
         .into_inner()
         .held_chunks as usize
 }
+
+/// The messages of an upload of `data` as `name` that resumes after its
+/// first `held` chunks: they are named in `UploadBegin.resume_chunks` and
+/// left out of the stream.
+pub fn resumed_messages(name: &str, data: &[u8], held: usize) -> Vec<UploadRequest> {
+    let mut messages = upload_messages(name, data);
+    messages[0] = UploadRequest {
+        msg: Some(upload_request::Msg::Begin(UploadBegin {
+            name: name.into(),
+            size: data.len() as u64,
+            resume_chunks: chunk_hashes(data)[..held]
+                .iter()
+                .map(Hash::to_bytes)
+                .collect(),
+            resume: true,
+        })),
+    };
+    messages.drain(1..1 + held);
+    messages
+}

@@ -2,17 +2,12 @@
 
 use bytes::Bytes;
 use dupla::chunk::CHUNK_SIZE;
-use dupla::v1::{upload_request, LookupRequest, StoreRequest, UploadRequest};
+use dupla::v1::{upload_request, StoreRequest, UploadRequest};
 use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 use tonic::Code;
 
 async fn assert_not_in_catalog(cluster: &TestCluster, name: &str) {
-    let err = cluster
-        .manager_client()
-        .await
-        .lookup(cluster.as_user(LookupRequest { name: name.into() }))
-        .await
-        .unwrap_err();
+    let err = cluster.lookup(name).await.unwrap_err();
     assert_eq!(
         err.code(),
         Code::NotFound,

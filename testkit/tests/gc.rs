@@ -7,7 +7,7 @@
 
 use dupla::chunk::CHUNK_SIZE;
 use dupla::rpc::Secret;
-use dupla::v1::{CollectGarbageReport, CollectGarbageRequest, LookupRequest, RemoveRequest};
+use dupla::v1::{CollectGarbageReport, CollectGarbageRequest, RemoveRequest};
 use dupla::Hash;
 use dupla_testkit::cluster::TEST_SECRET;
 use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
@@ -56,12 +56,9 @@ async fn collect(cluster: &TestCluster, i: usize) -> Result<CollectGarbageReport
 /// The chunk hashes of `name` in the test user's catalog.
 async fn chunks_of(cluster: &TestCluster, name: &str) -> Vec<Hash> {
     cluster
-        .manager_client()
-        .await
-        .lookup(cluster.as_user(LookupRequest { name: name.into() }))
+        .lookup(name)
         .await
         .unwrap()
-        .into_inner()
         .chunks
         .iter()
         .map(|h| Hash::from_slice(h, "chunk").unwrap())

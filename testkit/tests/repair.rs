@@ -4,7 +4,7 @@
 //! itself, with nothing lost.
 
 use dupla::chunk::CHUNK_SIZE;
-use dupla::v1::{LookupRequest, ScrubRequest};
+use dupla::v1::ScrubRequest;
 use dupla::Hash;
 use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 
@@ -25,14 +25,9 @@ fn corpus(n: usize) -> Vec<(String, Vec<u8>)> {
 
 /// Every file has two holders, both up, each holding every chunk intact.
 async fn assert_two_good_copies(cluster: &TestCluster, files: &[(String, Vec<u8>)]) {
-    let mut manager = cluster.manager_client().await;
     let status = cluster.status().await;
     for (name, data) in files {
-        let entry = manager
-            .lookup(cluster.as_user(LookupRequest { name: name.clone() }))
-            .await
-            .unwrap()
-            .into_inner();
+        let entry = cluster.lookup(name).await.unwrap();
         assert_eq!(entry.holders.len(), 2, "{name}");
         for holder in &entry.holders {
             let server = status

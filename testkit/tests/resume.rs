@@ -5,30 +5,12 @@
 //! and commits nothing.
 
 use dupla::chunk::CHUNK_SIZE;
-use dupla::v1::{upload_request, UploadBegin, UploadRequest};
-use dupla::Hash;
 use dupla_client::backup::{resolve, BackupOptions};
 use dupla_client::resume::Unfinished;
 use dupla_client::Client;
 use dupla_testkit::raw;
 use dupla_testkit::{bounded, test_bytes, TestCluster};
 use tonic::Code;
-
-/// The messages of an upload of `data` that skips its first `held` chunks.
-fn resumed_messages(name: &str, data: &[u8], held: usize) -> Vec<UploadRequest> {
-    let mut messages = raw::upload_messages(name, data);
-    let chunks = raw::chunk_hashes(data);
-    messages[0] = UploadRequest {
-        msg: Some(upload_request::Msg::Begin(UploadBegin {
-            name: name.into(),
-            size: data.len() as u64,
-            resume_chunks: chunks[..held].iter().map(Hash::to_bytes).collect(),
-            resume: true,
-        })),
-    };
-    messages.drain(1..1 + held);
-    messages
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_upload_resumes_with_only_the_rest() {
@@ -40,7 +22,7 @@ async fn a_cut_off_upload_resumes_with_only_the_rest() {
         // The cluster reports what is durable: at least the committed batches.
         let held = raw::held_chunks(&cluster.at(1), name, &data).await;
         assert!((32..=40).contains(&held), "held {held}");
-        let receipt = raw::upload_raw(&cluster.at(2), resumed_messages(name, &data, held))
+        let receipt = raw::upload_raw(&cluster.at(2), raw::resumed_messages(name, &data, held))
             .await
             .expect("the resumed upload completes");
         assert_eq!(receipt.copies, 2);
@@ -68,7 +50,7 @@ async fn a_resume_after_the_primary_died_copies_the_held_part_to_the_new_holder(
             .await;
         let held = raw::held_chunks(&cluster.at(1), &name, &data).await;
         assert!(held >= 32, "the replica's copy counts: held {held}");
-        let receipt = raw::upload_raw(&cluster.at(1), resumed_messages(&name, &data, held))
+        let receipt = raw::upload_raw(&cluster.at(1), raw::resumed_messages(&name, &data, held))
             .await
             .expect("the resumed upload completes on the new placement");
         assert_eq!(receipt.copies, 2);
@@ -87,7 +69,7 @@ async fn a_resume_of_chunks_nobody_holds_is_refused_and_commits_nothing() {
             raw::held_chunks(&cluster.at(0), "ghost.bin", &data).await,
             0
         );
-        let err = raw::upload_raw(&cluster.at(0), resumed_messages("ghost.bin", &data, 2))
+        let err = raw::upload_raw(&cluster.at(0), raw::resumed_messages("ghost.bin", &data, 2))
             .await
             .expect_err("no server holds those chunks");
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
