@@ -7,6 +7,64 @@ use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
+/// The flags every node takes, flattened into each binary's `Args`; every
+/// one has a `node.toml` key of the same name.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct NodeArgs {
+    /// Config file (default: ./node.toml if present).
+    #[arg(long, env = "DUPLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, host:port.
+    #[arg(long, env = "DUPLA_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory (the manager's database; a server's chunks and id).
+    #[arg(long, env = "DUPLA_DATA")]
+    pub data: Option<PathBuf>,
+    /// Cluster secret, the same on the manager and every server.
+    #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+/// What every node resolves from [`NodeArgs`] and its `node.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Data directory, made absolute.
+    pub data: PathBuf,
+    /// Cluster secret (empty if none was given; the node refuses to start).
+    pub secret: String,
+}
+
+impl NodeArgs {
+    /// The node's `node.toml` (this `config`, or `./node.toml` if present).
+    pub fn load_file<T: DeserializeOwned + Default>(&self) -> Result<T> {
+        load_toml(self.config.as_deref())
+    }
+
+    /// Flags over the file's `listen`, `data` and `secret` over defaults.
+    pub fn resolve(
+        &self,
+        listen: Option<String>,
+        data: Option<PathBuf>,
+        secret: Option<String>,
+        default_listen: &str,
+    ) -> Result<NodeSettings> {
+        let cwd = std::env::current_dir()?;
+        Ok(NodeSettings {
+            listen: pick(self.listen.clone(), listen, || default_listen.into()),
+            data: pick_path(
+                self.data.clone(),
+                data,
+                "data",
+                &cwd,
+                &config_dir(&cwd, self.config.as_deref()),
+            ),
+            secret: pick(self.secret.clone(), secret, String::new),
+        })
+    }
+}
+
 /// Default config file, looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "node.toml";
 

@@ -2,7 +2,7 @@
 //! and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{config_dir, load_toml, pick, pick_path, pick_secs};
+use dupla::config::{pick_secs, NodeArgs};
 use dupla::{Error, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -32,18 +32,9 @@ pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
     about = "Dupla manager: membership, placement, catalog"
 )]
 pub struct Args {
-    /// Config file (default: ./node.toml if present).
-    #[arg(long, env = "DUPLA_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on, host:port.
-    #[arg(long, env = "DUPLA_LISTEN")]
-    pub listen: Option<String>,
-    /// Directory for the manager's database.
-    #[arg(long, env = "DUPLA_DATA")]
-    pub data: Option<PathBuf>,
-    /// Cluster secret shared with the storage servers.
-    #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    /// Config file, listen address, database directory, cluster secret.
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Seconds of heartbeat silence before a server is suspect.
     #[arg(long, env = "DUPLA_SUSPECT_AFTER_SECS")]
     pub suspect_after_secs: Option<f64>,
@@ -158,18 +149,14 @@ impl Default for ChatLimits {
 impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
-        let file: FileConfig = load_toml(args.config.as_deref())?;
-        let base = std::env::current_dir()?;
+        let file: FileConfig = args.node.load_file()?;
+        let node = args
+            .node
+            .resolve(file.listen, file.data, file.secret, DEFAULT_LISTEN)?;
         let config = Config {
-            listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
-            data: pick_path(
-                args.data,
-                file.data,
-                "data",
-                &base,
-                &config_dir(&base, args.config.as_deref()),
-            ),
-            secret: pick(args.secret, file.secret, String::new),
+            listen: node.listen,
+            data: node.data,
+            secret: node.secret,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: pick_secs(
                 args.suspect_after_secs,

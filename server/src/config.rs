@@ -2,7 +2,7 @@
 //! flags and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{config_dir, load_toml, pick, pick_path, pick_secs};
+use dupla::config::{pick, pick_secs, NodeArgs};
 use dupla::size::parse_size;
 use dupla::{Error, Result};
 use serde::Deserialize;
@@ -35,27 +35,18 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Parser, Debug, Default)]
 #[command(name = "dupla-server", version, about = "Dupla storage server")]
 pub struct Args {
-    /// Config file (default: ./node.toml if present).
-    #[arg(long, env = "DUPLA_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on, host:port.
-    #[arg(long, env = "DUPLA_LISTEN")]
-    pub listen: Option<String>,
+    /// Config file, listen address, data directory, cluster secret.
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Address other nodes reach this server at (default: the listen address).
     #[arg(long, env = "DUPLA_ADVERTISE")]
     pub advertise: Option<String>,
     /// Manager address, host:port.
     #[arg(long, env = "DUPLA_MANAGER")]
     pub manager: Option<String>,
-    /// Directory for chunks and the node id.
-    #[arg(long, env = "DUPLA_DATA")]
-    pub data: Option<PathBuf>,
     /// Space this server offers for chunks, e.g. 10GiB.
     #[arg(long, env = "DUPLA_CAPACITY")]
     pub capacity: Option<String>,
-    /// Cluster secret shared with the manager and the other servers.
-    #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
     /// Bytes per second repairs may copy into this server, e.g. 200MiB.
     #[arg(long, env = "DUPLA_REPAIR_RATE")]
     pub repair_rate: Option<String>,
@@ -146,23 +137,19 @@ pub struct Config {
 impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
-        let file: FileConfig = load_toml(args.config.as_deref())?;
-        let base = std::env::current_dir()?;
+        let file: FileConfig = args.node.load_file()?;
+        let node = args
+            .node
+            .resolve(file.listen, file.data, file.secret, DEFAULT_LISTEN)?;
         let config = Config {
-            listen: pick(args.listen, file.listen, || DEFAULT_LISTEN.into()),
+            listen: node.listen,
             advertise: args.advertise.or(file.advertise),
             manager: pick(args.manager, file.manager, || DEFAULT_MANAGER.into()),
-            data: pick_path(
-                args.data,
-                file.data,
-                "data",
-                &base,
-                &config_dir(&base, args.config.as_deref()),
-            ),
+            data: node.data,
             capacity: parse_size(&pick(args.capacity, file.capacity, || {
                 DEFAULT_CAPACITY.into()
             }))?,
-            secret: pick(args.secret, file.secret, String::new),
+            secret: node.secret,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             repair_rate: parse_size(&pick(args.repair_rate, file.repair_rate, || {
                 DEFAULT_REPAIR_RATE.into()
@@ -251,8 +238,11 @@ mod tests {
         )
         .unwrap();
         let config = Config::load(Args {
-            config: Some(file),
-            listen: Some("127.0.0.1:7000".into()),
+            node: NodeArgs {
+                config: Some(file),
+                listen: Some("127.0.0.1:7000".into()),
+                ..NodeArgs::default()
+            },
             ..Args::default()
         })
         .unwrap();
@@ -268,7 +258,10 @@ mod tests {
         let file = dir.path().join("node.toml");
         std::fs::write(&file, "capacty = \"2GiB\"\n").unwrap();
         let err = Config::load(Args {
-            config: Some(file),
+            node: NodeArgs {
+                config: Some(file),
+                ..NodeArgs::default()
+            },
             ..Args::default()
         })
         .unwrap_err();
