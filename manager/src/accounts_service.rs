@@ -251,11 +251,7 @@ impl Inner {
             .revoke_user(login)?;
         self.hub.kick_login(login, reason);
         let files = {
-            let _writes = self
-                .state
-                .catalog_writes
-                .lock()
-                .expect("catalog lock poisoned");
+            let _writes = self.state.lock_catalog_writes();
             self.state.catalog.remove_owner(login)?
         };
         tracing::info!(%login, files, "account deleted with its files");

@@ -132,7 +132,7 @@ fn legacy_owner(config: &Config, accounts: &accounts::Accounts) -> Result<Option
 
 /// Give the files of a catalog from before ownership to `owner`.
 pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<()> {
-    let _writes = state.catalog_writes.lock().expect("catalog lock poisoned");
+    let _writes = state.lock_catalog_writes();
     if state.catalog.has_legacy()? {
         let moved = state.catalog.adopt_legacy(owner)?;
         tracing::warn!(

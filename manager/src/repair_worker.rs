@@ -127,7 +127,7 @@ async fn repair_all(
 /// Whether any known server is not `up`: then files may be losing copies.
 fn any_server_not_up(state: &State) -> bool {
     let now = Instant::now();
-    let membership = state.membership.lock().expect("membership lock poisoned");
+    let membership = state.lock_membership();
     let degraded = membership
         .members()
         .any(|m| membership.liveness(m, now) != Liveness::Up);
@@ -142,7 +142,7 @@ fn plan_now(state: &State) -> Result<repair::RepairPlan> {
     // server not heard from yet may simply not have sent its first
     // heartbeat: wait for it rather than copy its files elsewhere.
     let warming_up = state.started.elapsed() < state.config.down_after;
-    let membership = state.membership.lock().expect("membership lock poisoned");
+    let membership = state.lock_membership();
     let liveness = |id: &str| match membership.get(id) {
         Some(m) if m.last_seen.is_none() && warming_up => Liveness::Suspect,
         Some(m) => membership.liveness(m, now),
@@ -163,7 +163,7 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
         .filter(|r| r.version == task.version)
         .ok_or_else(|| Error::Aborted("the file changed or went away".into()))?;
     let addr = |id: &str| {
-        let membership = state.membership.lock().expect("membership lock poisoned");
+        let membership = state.lock_membership();
         membership.get(id).map(|m| m.node.addr.clone())
     };
     let target = addr(&task.target)
@@ -194,7 +194,7 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
         copied_bytes += reply.copied_bytes;
     }
     // Record the new holder unless the file changed meanwhile.
-    let _writes = state.catalog_writes.lock().expect("catalog lock poisoned");
+    let _writes = state.lock_catalog_writes();
     let mut current = state
         .catalog
         .get(&task.owner, &task.name)?

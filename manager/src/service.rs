@@ -51,11 +51,7 @@ impl ManagerService {
     /// primary first among equals).
     fn entry(&self, record: &FileRecord) -> pb::FileEntry {
         let now = Instant::now();
-        let membership = self
-            .state
-            .membership
-            .lock()
-            .expect("membership lock poisoned");
+        let membership = self.state.lock_membership();
         let mut holders: Vec<(Liveness, pb::Node)> = record
             .holders
             .iter()
@@ -100,11 +96,7 @@ impl ManagerService {
         name::validate(&req.name)?;
         let now = Instant::now();
         let (candidates, nodes, up) = {
-            let membership = self
-                .state
-                .membership
-                .lock()
-                .expect("membership lock poisoned");
+            let membership = self.state.lock_membership();
             let candidates = membership.candidates(now);
             let nodes: Vec<pb::Node> = candidates
                 .iter()
@@ -251,11 +243,7 @@ impl ManagerService {
             )));
         }
         let record = {
-            let _writes = self
-                .state
-                .catalog_writes
-                .lock()
-                .expect("catalog lock poisoned");
+            let _writes = self.state.lock_catalog_writes();
             let record = self.record_from_entry(&open.owner, entry)?;
             self.state.catalog.put(&record)?;
             record
@@ -299,11 +287,7 @@ impl ManagerService {
             )));
         }
         {
-            let membership = self
-                .state
-                .membership
-                .lock()
-                .expect("membership lock poisoned");
+            let membership = self.state.lock_membership();
             if let Some(unknown) = holder_ids.iter().find(|id| membership.get(id).is_none()) {
                 return Err(Error::InvalidInput(format!("unknown holder {unknown}")));
             }
@@ -330,11 +314,7 @@ impl ManagerService {
         server: &str,
         corrupt: &std::collections::HashSet<Hash>,
     ) -> Result<u64> {
-        let _writes = self
-            .state
-            .catalog_writes
-            .lock()
-            .expect("catalog lock poisoned");
+        let _writes = self.state.lock_catalog_writes();
         let mut affected = 0;
         for mut record in self.state.catalog.all()? {
             let uses = record.chunks.iter().any(|c| corrupt.contains(c));
@@ -354,11 +334,7 @@ impl ManagerService {
     /// number of files in the catalog. Read under the catalog write lock,
     /// so no commit or repair is half-applied.
     fn chunks_held_by(&self, server: &str) -> Result<(HashSet<Hash>, u64)> {
-        let _writes = self
-            .state
-            .catalog_writes
-            .lock()
-            .expect("catalog lock poisoned");
+        let _writes = self.state.lock_catalog_writes();
         let records = self.state.catalog.all()?;
         let files = records.len() as u64;
         let chunks = records
@@ -378,11 +354,7 @@ impl ManagerService {
             .sessions_per_server(clock::unix_ms(), self.state.config.session_idle);
         let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let now = Instant::now();
-        let membership = self
-            .state
-            .membership
-            .lock()
-            .expect("membership lock poisoned");
+        let membership = self.state.lock_membership();
         let up = |id: &str| {
             membership
                 .get(id)
@@ -468,9 +440,7 @@ impl Manager for ManagerService {
         };
         let changed = self
             .state
-            .membership
-            .lock()
-            .expect("membership lock poisoned")
+            .lock_membership()
             .heartbeat(node.clone(), report, Instant::now());
         if changed {
             tracing::info!(id = %node.id, addr = %node.addr, "server joined");
@@ -578,11 +548,7 @@ impl Manager for ManagerService {
         let user = self.user(&request)?;
         let name = request.into_inner().name;
         let removed = {
-            let _writes = self
-                .state
-                .catalog_writes
-                .lock()
-                .expect("catalog lock poisoned");
+            let _writes = self.state.lock_catalog_writes();
             self.state.catalog.remove(&user.login, &name)?
         };
         let record =

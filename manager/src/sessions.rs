@@ -57,7 +57,7 @@ pub fn assign(servers: &[ServerLoad], max_sessions: usize) -> Option<Assignment>
 /// The `up` servers from `state`'s membership at `now`, with their session
 /// counts from `sessions` (server id → live sessions).
 pub fn loads(state: &State, sessions: &HashMap<String, usize>, now: Instant) -> Vec<ServerLoad> {
-    let membership = state.membership.lock().expect("membership lock poisoned");
+    let membership = state.lock_membership();
     membership
         .members()
         .filter(|m| membership.liveness(m, now) == Liveness::Up)

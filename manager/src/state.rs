@@ -39,6 +39,17 @@ pub struct State {
 }
 
 impl State {
+    /// The membership, locked (never across an `.await`).
+    pub fn lock_membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.membership.lock().expect("membership lock poisoned")
+    }
+
+    /// The catalog's read-modify-write lock, held while a record is read,
+    /// changed and written back.
+    pub fn lock_catalog_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.catalog_writes.lock().expect("catalog lock poisoned")
+    }
+
     /// Ask the repair worker to scan the catalog at its next pass.
     pub fn want_repair(&self) {
         self.repair_wanted.store(true, Ordering::Relaxed);
