@@ -222,6 +222,24 @@ impl TestCluster {
             .map(|r| r.into_inner())
     }
 
+    /// Every file of the user holding `token`, in name order (without
+    /// chunk lists, as `List` gives them).
+    pub async fn files_of(&self, token: &str) -> Vec<dupla::v1::FileEntry> {
+        let mut files = self
+            .manager_client()
+            .await
+            .list(crate::chat::authed(
+                token,
+                dupla::v1::ListRequest::default(),
+            ))
+            .await
+            .expect("list")
+            .into_inner()
+            .files;
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        files
+    }
+
     /// `message` as a call of [`TEST_USER`] (for the manager's catalog calls).
     pub fn as_user<T>(&self, message: T) -> tonic::Request<T> {
         crate::chat::authed(&self.token, message)

@@ -11,8 +11,8 @@ use dupla::rpc::{MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES, SECRET_METADATA};
 use dupla::v1::storage_client::StorageClient;
 use dupla::v1::{
     download_response, upload_request, AbortRequest, CommitRequest, DownloadRequest, FileEntry,
-    HasChunksRequest, ListRequest, LookupRequest, RemoveRequest, ReplicateRequest, UploadBegin,
-    UploadEnd, UploadRequest, UploadStatusRequest,
+    HasChunksRequest, LookupRequest, RemoveRequest, ReplicateRequest, UploadBegin, UploadEnd,
+    UploadRequest, UploadStatusRequest,
 };
 use dupla::Hash;
 use dupla_testkit::chat::authed;
@@ -65,19 +65,12 @@ async fn assert_not_listed(cluster: &TestCluster, token: &str, name: &str) {
 
 /// Names and versions in `token`'s listing, sorted.
 async fn listing(cluster: &TestCluster, token: &str) -> Vec<(String, u64)> {
-    let mut names: Vec<(String, u64)> = cluster
-        .manager_client()
+    cluster
+        .files_of(token)
         .await
-        .list(authed(token, ListRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .files
         .into_iter()
         .map(|f| (f.name, f.version))
-        .collect();
-    names.sort();
-    names
+        .collect()
 }
 
 /// A valid upload and restore of `name` still work through every server.

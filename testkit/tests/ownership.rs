@@ -19,19 +19,12 @@ fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code,
 
 /// Names in `token`'s listing.
 async fn listing(cluster: &TestCluster, token: &str) -> Vec<String> {
-    let mut names: Vec<String> = cluster
-        .manager_client()
+    cluster
+        .files_of(token)
         .await
-        .list(authed(token, ListRequest::default()))
-        .await
-        .expect("list")
-        .into_inner()
-        .files
         .into_iter()
         .map(|f| f.name)
-        .collect();
-    names.sort();
-    names
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
