@@ -1,17 +1,223 @@
-//! Files travel and rest as chunks: fixed-size pieces, each named by its blake3.
+//! Files travel and rest as chunks: pieces of at most 1 MiB, each named by
+//! its blake3.
 //!
-//! Every chunk but a file's last is exactly [`CHUNK_SIZE`] bytes, so a chunk's
-//! index alone gives its offset, and a resumed transfer can restart at any
-//! chunk boundary. 1 MiB keeps a gRPC message large enough that per-message
-//! costs vanish, and small enough that a handful in flight per hop bounds
-//! memory.
+//! New uploads are cut by content ([`Chunker`], FastCDC 2020): a boundary
+//! depends only on the bytes around it, so inserting or deleting bytes in a
+//! file changes the chunks near the edit and leaves the others (and their
+//! hashes) as they were; an incremental backup sends only the changed ones.
+//! Each file's catalog entry lists its chunks' lengths; files stored before
+//! keep the fixed layout (every chunk but the last exactly [`CHUNK_SIZE`]).
+//! [`ChunkLayout`] hides the difference: a chunk's offset and length come
+//! from it, never from `index * CHUNK_SIZE`. 1 MiB at most keeps a gRPC
+//! message large enough that per-message costs vanish, and small enough that
+//! a handful in flight per hop bounds memory.
 
 use crate::{v1, Error, Hash, Result};
 use bytes::{Bytes, BytesMut};
+use std::io::Read;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Size of every chunk but a file's last, in bytes.
+/// Size of every chunk but a file's last in the fixed layout of files
+/// stored before content-defined chunking, and the largest chunk of any file.
 pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Smallest chunk the chunker cuts (but a file's last): keeps the chunk
+/// list, and per-chunk costs, at most four times what 1 MiB chunks had.
+pub const MIN_CHUNK_SIZE: usize = 256 << 10;
+
+/// Average chunk the chunker aims for: small enough that an edit re-sends
+/// little, large enough that per-chunk costs stay negligible.
+pub const AVG_CHUNK_SIZE: usize = 512 << 10;
+
+/// Largest chunk of any file: the old fixed size, so message limits and
+/// buffers sized for one chunk stay as they are.
+pub const MAX_CHUNK_SIZE: usize = CHUNK_SIZE;
+
+/// Most chunks one upload may send by reference (`UploadBegin.held_chunks`):
+/// 30,000 hashes of 32 bytes stay under the 1 MiB request limit.
+pub const MAX_HELD_CHUNKS: usize = 30_000;
+
+/// Cuts a byte stream into content-defined chunks (FastCDC 2020, with
+/// [`MIN_CHUNK_SIZE`], [`AVG_CHUNK_SIZE`] and [`MAX_CHUNK_SIZE`]), reading
+/// it once and holding at most [`MAX_CHUNK_SIZE`] bytes ahead. The same bytes
+/// always give the same chunks.
+pub struct Chunker<R: Read> {
+    inner: fastcdc::v2020::StreamCDC<R>,
+}
+
+impl<R: Read> Chunker<R> {
+    /// A chunker over `reader`.
+    pub fn new(reader: R) -> Self {
+        Chunker {
+            inner: fastcdc::v2020::StreamCDC::new(
+                reader,
+                MIN_CHUNK_SIZE,
+                AVG_CHUNK_SIZE,
+                MAX_CHUNK_SIZE,
+            ),
+        }
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = std::io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.inner.next()? {
+            Ok(chunk) => Some(Ok(Bytes::from(chunk.data))),
+            Err(fastcdc::v2020::Error::Empty) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+}
+
+/// Where each chunk of one file lies: from the entry's `chunk_lengths`
+/// (content-defined chunks), or the fixed layout of older files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLayout {
+    size: u64,
+    /// Offset of each chunk, plus `size` at the end; `None` for the fixed
+    /// layout.
+    offsets: Option<Vec<u64>>,
+    /// Chunk size of the fixed layout.
+    fixed: u64,
+}
+
+impl ChunkLayout {
+    /// The fixed layout of a `size`-byte file stored before content-defined
+    /// chunking: every chunk but the last is [`CHUNK_SIZE`].
+    pub fn fixed(size: u64) -> ChunkLayout {
+        ChunkLayout {
+            size,
+            offsets: None,
+            fixed: CHUNK_SIZE as u64,
+        }
+    }
+
+    /// The layout of a `size`-byte file cut into chunks of `lengths`, which
+    /// must each be 1..=[`MAX_CHUNK_SIZE`] and sum to `size`.
+    pub fn from_lengths(size: u64, lengths: &[u32]) -> Result<ChunkLayout> {
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        let mut at = 0u64;
+        for (i, &len) in lengths.iter().enumerate() {
+            if len == 0 || len as usize > MAX_CHUNK_SIZE {
+                return Err(Error::InvalidInput(format!(
+                    "chunk {i} is {len} bytes long; chunks are 1 to {MAX_CHUNK_SIZE} bytes"
+                )));
+            }
+            offsets.push(at);
+            at += len as u64;
+        }
+        if at != size {
+            return Err(Error::InvalidInput(format!(
+                "the chunk lengths add up to {at} bytes, not the file's {size}"
+            )));
+        }
+        offsets.push(at);
+        Ok(ChunkLayout {
+            size,
+            offsets: Some(offsets),
+            fixed: 0,
+        })
+    }
+
+    /// The layout of a catalog entry: its `chunk_lengths`, or when there are
+    /// none the fixed layout of its `chunk_size` (1 MiB when unset). Checks
+    /// that the entry lists one hash per chunk.
+    pub fn of(entry: &v1::FileEntry) -> Result<ChunkLayout> {
+        let layout = if entry.chunk_lengths.is_empty() {
+            let fixed = match entry.chunk_size {
+                0 => CHUNK_SIZE as u64,
+                n if n as usize <= MAX_CHUNK_SIZE => n as u64,
+                n => {
+                    return Err(Error::InvalidInput(format!(
+                        "{}: chunks of {n} bytes are larger than {MAX_CHUNK_SIZE}",
+                        entry.name
+                    )))
+                }
+            };
+            ChunkLayout {
+                size: entry.size,
+                offsets: None,
+                fixed,
+            }
+        } else {
+            ChunkLayout::from_lengths(entry.size, &entry.chunk_lengths)
+                .map_err(|e| e.map_message(|m| format!("{}: {m}", entry.name)))?
+        };
+        if entry.chunks.len() as u64 != layout.count() {
+            return Err(Error::Corrupt(format!(
+                "{}: the catalog lists {} chunks for {} bytes (expected {})",
+                entry.name,
+                entry.chunks.len(),
+                entry.size,
+                layout.count()
+            )));
+        }
+        Ok(layout)
+    }
+
+    /// Whether the lengths come from a list (content-defined chunks).
+    pub fn is_variable(&self) -> bool {
+        self.offsets.is_some()
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Number of chunks (0 for an empty file).
+    pub fn count(&self) -> u64 {
+        match &self.offsets {
+            Some(offsets) => offsets.len() as u64 - 1,
+            None => self.size.div_ceil(self.fixed),
+        }
+    }
+
+    /// Offset of chunk `index`; `offset(count())` is the size, and any
+    /// larger index gives the size too.
+    pub fn offset(&self, index: u64) -> u64 {
+        match &self.offsets {
+            Some(offsets) => offsets.get(index as usize).copied().unwrap_or(self.size),
+            None => index.saturating_mul(self.fixed).min(self.size),
+        }
+    }
+
+    /// Length of chunk `index`; an error past the last chunk.
+    pub fn len(&self, index: u64) -> Result<usize> {
+        if index >= self.count() {
+            return Err(Error::InvalidInput(format!(
+                "chunk {index} lies beyond the {} chunks of a {}-byte file",
+                self.count(),
+                self.size
+            )));
+        }
+        Ok((self.offset(index + 1) - self.offset(index)) as usize)
+    }
+
+    /// Whether the file has no chunks.
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// The chunk holding byte `offset` (`count()` when `offset` is the size
+    /// or beyond).
+    pub fn index_at(&self, offset: u64) -> u64 {
+        if offset >= self.size {
+            return self.count();
+        }
+        match &self.offsets {
+            Some(offsets) => (offsets.partition_point(|&o| o <= offset) - 1) as u64,
+            None => offset / self.fixed,
+        }
+    }
+
+    /// Bytes in the first `chunks` chunks.
+    pub fn prefix_bytes(&self, chunks: u64) -> u64 {
+        self.offset(chunks)
+    }
+}
 
 /// Chunks one `Storage/Replicate` request lists (512 KiB of hashes): a file
 /// with more is copied window by window.
@@ -42,7 +248,25 @@ pub fn make(index: u64, data: Bytes) -> v1::Chunk {
         index,
         data,
         hash: hash.to_bytes(),
+        held_length: 0,
     }
+}
+
+/// Build a wire chunk sent by reference: no data, its hash and length.
+pub fn held(index: u64, hash: Hash, len: u32) -> v1::Chunk {
+    v1::Chunk {
+        index,
+        data: Bytes::new(),
+        hash: hash.to_bytes(),
+        held_length: len,
+    }
+}
+
+/// Cut `data` with the [`Chunker`] (tests and small buffers).
+pub fn cut(data: &[u8]) -> Vec<Bytes> {
+    Chunker::new(data)
+        .collect::<std::io::Result<Vec<_>>>()
+        .expect("invariant: reading a slice cannot fail")
 }
 
 /// Check a received chunk against its declared hash; returns the hash.
@@ -58,16 +282,72 @@ pub fn verify(chunk: &v1::Chunk) -> Result<Hash> {
     Ok(declared)
 }
 
-/// Check a received chunk: its hash, its position and its length within a
-/// file of `size` bytes. `expected_index` is the chunk that must come next.
-pub fn verify_in_file(chunk: &v1::Chunk, expected_index: u64, size: u64) -> Result<Hash> {
+/// Check a chunk of an upload stream, whose chunk lengths the receiver does
+/// not know in advance: it must be chunk `expected_index`, 1 to
+/// [`MAX_CHUNK_SIZE`] bytes long (its `held_length` for a chunk sent by
+/// reference, whose data is then empty), fit in what is left of a
+/// `size`-byte file after the `received` bytes before it, and (unless held)
+/// hash to its declared blake3. Returns the hash and the length.
+pub fn verify_streamed(
+    chunk: &v1::Chunk,
+    expected_index: u64,
+    received: u64,
+    size: u64,
+) -> Result<(Hash, u32)> {
     if chunk.index != expected_index {
         return Err(Error::InvalidInput(format!(
             "chunk {} arrived where chunk {expected_index} was expected",
             chunk.index
         )));
     }
-    let want = chunk_len(size, chunk.index)?;
+    let held = chunk.held_length != 0;
+    if held && !chunk.data.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "chunk {} is sent by reference but carries {} bytes",
+            chunk.index,
+            chunk.data.len()
+        )));
+    }
+    let len = if held {
+        chunk.held_length as usize
+    } else {
+        chunk.data.len()
+    };
+    if len == 0 || len > MAX_CHUNK_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "chunk {} has {len} bytes; chunks are 1 to {MAX_CHUNK_SIZE} bytes",
+            chunk.index
+        )));
+    }
+    if received.saturating_add(len as u64) > size {
+        return Err(Error::InvalidInput(format!(
+            "chunk {} ends at byte {}, beyond the declared size of {size} bytes",
+            chunk.index,
+            received.saturating_add(len as u64)
+        )));
+    }
+    let hash = if held {
+        Hash::from_slice(&chunk.hash, "chunk hash")?
+    } else {
+        verify(chunk)?
+    };
+    Ok((hash, len as u32))
+}
+
+/// Check a downloaded chunk against a known layout: its position, its
+/// length and its hash.
+pub fn verify_in_layout(
+    chunk: &v1::Chunk,
+    expected_index: u64,
+    layout: &ChunkLayout,
+) -> Result<Hash> {
+    if chunk.index != expected_index {
+        return Err(Error::InvalidInput(format!(
+            "chunk {} arrived where chunk {expected_index} was expected",
+            chunk.index
+        )));
+    }
+    let want = layout.len(chunk.index)?;
     if chunk.data.len() != want {
         return Err(Error::InvalidInput(format!(
             "chunk {} has {} bytes, expected {want}",
@@ -121,9 +401,113 @@ mod tests {
     #[test]
     fn out_of_order_and_short_chunks_are_refused() {
         let chunk = make(1, Bytes::from(vec![0u8; 5]));
-        assert!(verify_in_file(&chunk, 0, CHUNK_SIZE as u64 + 5).is_err());
-        assert!(verify_in_file(&chunk, 1, CHUNK_SIZE as u64 + 5).is_ok());
-        assert!(verify_in_file(&chunk, 1, CHUNK_SIZE as u64 + 6).is_err());
+        let fixed = |size| ChunkLayout::fixed(size);
+        assert!(verify_in_layout(&chunk, 0, &fixed(CHUNK_SIZE as u64 + 5)).is_err());
+        assert!(verify_in_layout(&chunk, 1, &fixed(CHUNK_SIZE as u64 + 5)).is_ok());
+        assert!(verify_in_layout(&chunk, 1, &fixed(CHUNK_SIZE as u64 + 6)).is_err());
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        use rand::{RngCore, SeedableRng};
+        let mut data = vec![0u8; len];
+        rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+        data
+    }
+
+    fn hashes(pieces: &[Bytes]) -> std::collections::HashSet<Hash> {
+        pieces.iter().map(|p| Hash::of(p)).collect()
+    }
+
+    #[test]
+    fn one_byte_inserted_at_the_start_changes_at_most_two_chunks() {
+        let data = random(20 << 20, 1);
+        let before = cut(&data);
+        let mut edited = vec![0x5a];
+        edited.extend_from_slice(&data);
+        let after = cut(&edited);
+        let old = hashes(&before);
+        let changed = after.iter().filter(|p| !old.contains(&Hash::of(p))).count();
+        assert!(changed <= 2, "{changed} of {} chunks changed", after.len());
+        assert_eq!(after.concat(), edited);
+    }
+
+    #[test]
+    fn appending_changes_only_the_tail() {
+        let data = random(20 << 20, 2);
+        let before = cut(&data);
+        let mut grown = data.clone();
+        grown.extend_from_slice(&random(1 << 20, 3));
+        let after = cut(&grown);
+        // Every chunk but the old last one is kept, in place.
+        let kept = before.len() - 1;
+        assert_eq!(&after[..kept], &before[..kept]);
+        let tail: usize = after[kept..].iter().map(Bytes::len).sum();
+        assert!(tail <= before[kept].len() + (1 << 20) + MAX_CHUNK_SIZE);
+        assert_eq!(after.concat(), grown);
+    }
+
+    #[test]
+    fn layouts_give_offsets_lengths_and_positions() {
+        let layout = ChunkLayout::from_lengths(10, &[3, 5, 2]).unwrap();
+        assert_eq!(layout.count(), 3);
+        assert_eq!(
+            (0..4).map(|i| layout.offset(i)).collect::<Vec<_>>(),
+            [0, 3, 8, 10]
+        );
+        assert_eq!(layout.len(1).unwrap(), 5);
+        assert!(layout.len(3).is_err());
+        assert_eq!(layout.index_at(0), 0);
+        assert_eq!(layout.index_at(2), 0);
+        assert_eq!(layout.index_at(3), 1);
+        assert_eq!(layout.index_at(9), 2);
+        assert_eq!(layout.index_at(10), 3);
+        assert!(ChunkLayout::from_lengths(11, &[3, 5, 2]).is_err());
+        assert!(ChunkLayout::from_lengths(3, &[3, 0]).is_err());
+        assert!(ChunkLayout::from_lengths(2 << 20, &[1 << 20, 1 << 20]).is_ok());
+        assert!(ChunkLayout::from_lengths((1 << 20) + 1, &[(1 << 20) + 1]).is_err());
+        let fixed = ChunkLayout::fixed(2 * CHUNK_SIZE as u64 + 1);
+        assert_eq!(fixed.count(), 3);
+        assert_eq!(fixed.len(2).unwrap(), 1);
+        assert_eq!(fixed.index_at(CHUNK_SIZE as u64), 1);
+        assert_eq!(fixed.offset(5), fixed.size());
+    }
+
+    #[test]
+    fn streamed_chunks_are_checked_without_a_layout() {
+        let chunk = make(0, Bytes::from(vec![1u8; 10]));
+        assert_eq!(verify_streamed(&chunk, 0, 0, 10).unwrap().1, 10);
+        assert!(verify_streamed(&chunk, 1, 0, 10).is_err());
+        assert!(verify_streamed(&chunk, 0, 1, 10).is_err());
+        let by_ref = held(2, Hash::of(b"x"), 7);
+        assert_eq!(
+            verify_streamed(&by_ref, 2, 3, 10).unwrap(),
+            (Hash::of(b"x"), 7)
+        );
+        let mut both = by_ref.clone();
+        both.data = Bytes::from_static(b"x");
+        assert!(verify_streamed(&both, 2, 3, 10).is_err());
+        let too_long = held(0, Hash::of(b"x"), MAX_CHUNK_SIZE as u32 + 1);
+        assert!(verify_streamed(&too_long, 0, 0, u64::MAX).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn cdc_chunks_tile_the_input(len in 0usize..(5 << 20), seed in any::<u64>()) {
+            let data = random(len, seed);
+            let pieces = cut(&data);
+            prop_assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= MAX_CHUNK_SIZE));
+            let n = pieces.len();
+            prop_assert!(pieces.iter().take(n.saturating_sub(1)).all(|p| p.len() >= MIN_CHUNK_SIZE));
+            let lengths: Vec<u32> = pieces.iter().map(|p| p.len() as u32).collect();
+            let layout = ChunkLayout::from_lengths(len as u64, &lengths).unwrap();
+            for (i, p) in pieces.iter().enumerate() {
+                let at = layout.offset(i as u64) as usize;
+                prop_assert_eq!(&data[at..at + p.len()], &p[..]);
+                prop_assert_eq!(layout.index_at(at as u64), i as u64);
+            }
+            prop_assert_eq!(pieces.concat(), data);
+        }
     }
 
     proptest! {

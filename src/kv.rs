@@ -17,9 +17,29 @@ pub trait Kv: Send + Sync + 'static {
     fn delete(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Every entry of `tree` whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// At most `limit` entries of `tree` whose key starts with `prefix` and
+    /// comes after `after` (from the first when `None`), in key order: a
+    /// long range read page by page, in bounded memory.
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Make every write so far durable (fsync).
     fn flush(&self) -> Result<()>;
 }
+
+/// Bytes of database pages sled keeps in memory. sled's default (1 GiB)
+/// lets a node's memory grow with its catalog; the pages not cached here are
+/// still in the kernel's page cache.
+pub const SLED_CACHE_BYTES: u64 = 64 << 20;
+
+/// How many times [`SledKv::open`] retries a database lock still held by
+/// this process's previous instance, and the pause between tries (1 s in all).
+const LOCK_RETRIES: u32 = 50;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// [`Kv`] on a sled database directory.
 pub struct SledKv {
@@ -32,11 +52,36 @@ fn storage_err(e: sled::Error) -> Error {
 
 impl SledKv {
     /// Open (or create) the database in `dir`.
+    ///
+    /// sled's background threads can hold a just-dropped database's file
+    /// lock for a few milliseconds, so a reopen in the same process (a
+    /// restarted node in the test harness) retries a held lock briefly
+    /// before giving up; another live process holding it still fails.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            Error::Unavailable(format!("cannot open database {}: {e}", dir.display()))
-        })?;
-        Ok(SledKv { db })
+        let mut attempt = 0;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(SLED_CACHE_BYTES)
+                .open();
+            match opened {
+                Ok(db) => return Ok(SledKv { db }),
+                // sled reports a held lock as an `Other` io error naming it.
+                Err(sled::Error::Io(e))
+                    if attempt < LOCK_RETRIES
+                        && e.to_string().starts_with("could not acquire lock") =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                Err(e) => {
+                    return Err(Error::Unavailable(format!(
+                        "cannot open database {}: {e}",
+                        dir.display()
+                    )))
+                }
+            }
+        }
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree> {
@@ -74,6 +119,30 @@ impl Kv for SledKv {
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
+    }
+
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tree = self.tree(tree)?;
+        let range = match after {
+            Some(after) => tree
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => tree.range::<&[u8], _>(prefix..),
+        };
+        let mut page = Vec::new();
+        for item in range {
+            let (k, v) = item.map_err(storage_err)?;
+            if !k.starts_with(prefix) || page.len() == limit {
+                break;
+            }
+            page.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(page)
     }
 
     fn flush(&self) -> Result<()> {
@@ -131,6 +200,29 @@ impl Kv for MemoryKv {
             .unwrap_or_default())
     }
 
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let trees = self.trees.lock().expect("kv lock poisoned");
+        let Some(t) = trees.get(tree) else {
+            return Ok(Vec::new());
+        };
+        let start = match after {
+            Some(after) => Bound::Excluded(after.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        Ok(t.range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }
@@ -157,6 +249,12 @@ mod tests {
             ]
         );
         assert_eq!(kv.scan_prefix("t", b"").unwrap().len(), 3);
+        let first = kv.scan_page("t", b"a", None, 1).unwrap();
+        assert_eq!(first, vec![(b"a".to_vec(), b"1".to_vec())]);
+        let next = kv.scan_page("t", b"a", Some(b"a"), 5).unwrap();
+        assert_eq!(next, vec![(b"ab".to_vec(), b"2".to_vec())]);
+        assert!(kv.scan_page("t", b"a", Some(b"ab"), 5).unwrap().is_empty());
+        assert_eq!(kv.scan_page("t", b"", Some(b"ab"), 5).unwrap().len(), 1);
         assert_eq!(kv.delete("t", b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(kv.delete("t", b"a").unwrap(), None);
         assert_eq!(kv.get("other", b"a").unwrap(), Some(b"x".to_vec()));

@@ -14,6 +14,7 @@ pub mod hash;
 pub mod kv;
 pub mod name;
 pub mod placement;
+pub mod retention;
 pub mod rpc;
 pub mod shutdown;
 pub mod size;

@@ -1,13 +1,14 @@
-//! `dupla backup FILE...`: check that each file lies inside the client root,
-//! derive its catalog name, and upload it.
+//! One file's backup: check that it lies inside the client root, derive its
+//! catalog name, and upload it, resuming after failures that may pass.
+//! `dupla backup PATH...` runs it for every new or changed file of a
+//! snapshot ([`crate::snapshot_backup`]); [`Client::backup`] is the same
+//! for one file named directly.
 //!
-//! A file is accepted only if its canonical path (symlinks resolved) is
-//! inside the canonical root and is a regular file. Directories are refused
-//! with a hint rather than walked, so a backup never sends more than the user
-//! named. The catalog name is the canonical path relative to the root with
-//! '/' separators: a symlink inside the root is backed up under its target's
-//! name, so one file never has two names. Every FILE is checked before
-//! anything is sent.
+//! A file named directly is accepted only if its canonical path (symlinks
+//! resolved) is inside the canonical root and is a regular file. The catalog
+//! name is the canonical path relative to the root with '/' separators: a
+//! symlink inside the root is backed up under its target's name, so one file
+//! never has two names.
 //!
 //! An upload that fails midway for a reason that may pass (a server died,
 //! a connection broke) is resumed at once through another entry, a few
@@ -16,16 +17,16 @@
 //! presses Ctrl-C, the message says how to continue; running the same
 //! backup again resumes by itself (see [`crate::resume`]).
 
-use crate::output::{format_rate, mb_per_s, Output};
+use crate::output::mb_per_s;
 use crate::progress::Progress;
 use crate::resume::{hash_file, Unfinished};
 use crate::session::Client;
 use crate::upload::{upload, ChunkSource, Resume, Uploaded};
-use bytes::{Bytes, BytesMut};
-use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::chunk::MAX_HELD_CHUNKS;
 use dupla::size::format_size;
-use dupla::{Error, Result};
+use dupla::{Error, Hash, Result};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -48,13 +49,22 @@ pub fn retry_pause(n: u32) -> Duration {
 }
 
 /// How one backup behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     /// Show a progress bar (on a terminal).
     pub progress: bool,
     /// Ask the cluster what it holds even without a note of an unfinished
     /// upload (`--resume`).
     pub resume: bool,
+    /// Chunk hashes the cluster is believed to hold for a previous version
+    /// of this file: the file is cut and hashed first, and its chunks found
+    /// here are sent by reference instead of read and sent. If the cluster
+    /// refuses that (FAILED_PRECONDITION), the upload is retried once
+    /// sending everything.
+    pub reuse: Option<Arc<HashSet<Hash>>>,
+    /// A bar shared by the files of a whole run, which this upload adds its
+    /// bytes to instead of showing a bar of its own.
+    pub bar: Option<Progress>,
 }
 
 /// A file that passed every check and is ready to upload.
@@ -86,6 +96,10 @@ pub struct BackupReport {
     /// Bytes the cluster already held when the last attempt started (a
     /// resumed upload): not sent again.
     pub resumed_bytes: u64,
+    /// Bytes of chunks sent by reference (held for a previous version).
+    pub reused_bytes: u64,
+    /// The catalog version this backup committed.
+    pub version: u64,
     /// Upload attempts this run made (1 unless something failed midway).
     pub attempts: u32,
     /// Wall time of the upload.
@@ -101,7 +115,7 @@ impl Client {
         let resolved = resolve(root, file)?;
         let options = BackupOptions {
             progress,
-            resume: false,
+            ..Default::default()
         };
         self.backup_resolved(root, &resolved, options).await
     }
@@ -117,6 +131,7 @@ impl Client {
         let size = regular_file_size(file)?;
         let note = Unfinished::for_name(root, &file.name);
         let mut resume = options.resume || note.exists();
+        let mut reuse = options.reuse.clone();
         note.start(&file.name, size)?;
         let sent = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
@@ -124,7 +139,14 @@ impl Client {
         loop {
             attempts += 1;
             let error = match self
-                .upload_attempt(file, size, resume, options.progress, &sent)
+                .upload_attempt(
+                    file,
+                    size,
+                    resume,
+                    reuse.as_deref(),
+                    (options.progress, options.bar.as_ref()),
+                    &sent,
+                )
                 .await
             {
                 Ok((done, resumed_bytes)) => {
@@ -135,9 +157,10 @@ impl Client {
                 Err(e) => e,
             };
             match error {
-                Error::Stale(reason) if resume => {
+                Error::Stale(reason) if resume || reuse.is_some() => {
                     eprintln!("note: {reason}; sending the whole file");
                     resume = false;
+                    reuse = None;
                 }
                 e if e.is_retryable() && attempts < MAX_ATTEMPTS => {
                     let pause = retry_pause(attempts);
@@ -163,42 +186,74 @@ impl Client {
     }
 
     /// One upload attempt; with `resume`, only what the cluster lacks is
-    /// sent. Returns the upload and the bytes that were already held.
+    /// sent, and with `reuse` the chunks found there go by reference.
+    /// Returns the upload and the bytes that were already held.
     async fn upload_attempt(
         &self,
         file: &Resolved,
         size: u64,
         resume: bool,
-        progress: bool,
+        reuse: Option<&HashSet<Hash>>,
+        (progress, shared_bar): (bool, Option<&Progress>),
         sent: &Arc<AtomicU64>,
     ) -> Result<(Uploaded, u64)> {
         let candidates = self.entry_servers().await?;
-        let plan = if resume && chunk_count(size) <= MAX_RESUME_CHUNKS {
-            let (chunks, whole) = hash_file(&file.path, size).await?;
-            let status = self
-                .upload_status(&candidates, &file.name, size, &chunks)
-                .await?;
-            let held = status.held_chunks.min(chunks.len() as u64);
+        let plan = if resume || reuse.is_some() {
+            let hashed = hash_file(&file.path, size).await?;
+            let held = if resume && hashed.chunks.len() as u64 <= MAX_RESUME_CHUNKS {
+                let status = self
+                    .upload_status(
+                        &candidates,
+                        &file.name,
+                        size,
+                        &hashed.chunks,
+                        &hashed.lengths,
+                    )
+                    .await?;
+                status.held_chunks.min(hashed.chunks.len() as u64)
+            } else {
+                0
+            };
+            let mut by_reference = HashSet::new();
+            if let Some(reuse) = reuse {
+                for hash in &hashed.chunks[held as usize..] {
+                    if by_reference.len() < MAX_HELD_CHUNKS && reuse.contains(hash) {
+                        by_reference.insert(*hash);
+                    }
+                }
+            }
             Some(Resume {
-                chunks,
+                chunks: hashed.chunks,
+                lengths: hashed.lengths,
                 held,
-                whole,
+                whole: hashed.whole,
+                by_reference,
+                takeover: resume,
             })
         } else {
             None
         };
-        let held_bytes = plan
-            .as_ref()
-            .map_or(0, |r| (r.held * CHUNK_SIZE as u64).min(size));
-        let mut handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
-        handle.seek(SeekFrom::Start(held_bytes))?;
-        let source = CountingSource {
-            inner: FileSource(handle),
-            read: sent.clone(),
+        let held_bytes = plan.as_ref().map_or(0, Resume::held_bytes);
+        let handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
+        let source = FileSource(handle);
+        let bar = match shared_bar {
+            Some(shared) => shared.clone(),
+            None => Progress::new(progress, size, &file.name),
         };
-        let bar = Progress::new(progress, size, &file.name);
-        let result = upload(self, &candidates, &file.name, size, source, plan, &bar).await;
-        bar.finish();
+        let result = upload(
+            self,
+            &candidates,
+            &file.name,
+            size,
+            source,
+            plan,
+            &bar,
+            Some(sent.clone()),
+        )
+        .await;
+        if shared_bar.is_none() {
+            bar.finish();
+        }
         Ok((result?, held_bytes))
     }
 }
@@ -225,6 +280,7 @@ fn report(
     seconds: f64,
 ) -> BackupReport {
     let entry = done.receipt.entry.unwrap_or_default();
+    let version = entry.version;
     let holder = |i: usize| {
         entry
             .holders
@@ -241,6 +297,8 @@ fn report(
         copies: done.receipt.copies,
         sent_bytes: sent.load(Ordering::Relaxed),
         resumed_bytes,
+        reused_bytes: done.reused_bytes,
+        version,
         attempts,
         seconds,
         mb_per_s: mb_per_s(entry.size, seconds),
@@ -259,69 +317,6 @@ fn interrupted(error: Error, name: &str, sent: u64) -> Error {
             format_size(sent)
         )
     })
-}
-
-/// The message for a Ctrl-C in the middle of a backup.
-fn interrupted_by_user(name: &str) -> String {
-    format!(
-        "interrupted: {name} is not backed up yet. The cluster keeps what it stored; \
-         run `dupla backup {name} --resume` to send only the rest"
-    )
-}
-
-/// `dupla backup`: check every file first, then upload them one by one.
-pub async fn command(
-    client: &Client,
-    root: &Path,
-    files: &[PathBuf],
-    resume: bool,
-    out: Output,
-) -> anyhow::Result<()> {
-    let resolved = files
-        .iter()
-        .map(|f| resolve(root, f))
-        .collect::<Result<Vec<_>>>()?;
-    let options = BackupOptions {
-        progress: !out.json,
-        resume,
-    };
-    for file in &resolved {
-        let report = tokio::select! {
-            report = client.backup_resolved(root, file, options) => report?,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("\n{}", interrupted_by_user(&file.name));
-                std::process::exit(130);
-            }
-        };
-        out.emit(human(&report), &report)?;
-    }
-    Ok(())
-}
-
-/// The text line for one backed-up file.
-fn human(r: &BackupReport) -> String {
-    let replica = if r.replica.is_empty() {
-        "no replica yet".to_string()
-    } else {
-        format!("replica {}", r.replica)
-    };
-    let resumed = if r.resumed_bytes > 0 {
-        format!(
-            "; resumed: {} were already stored, {} sent",
-            format_size(r.resumed_bytes),
-            format_size(r.sent_bytes)
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "backed up {} ({}, blake3 {}) -> primary {}, {replica} at {}{resumed}",
-        r.name,
-        format_size(r.size),
-        r.blake3,
-        r.primary,
-        format_rate(r.mb_per_s)
-    )
 }
 
 /// Check `file` against `root` and derive its catalog name. Refuses (with a
@@ -371,7 +366,7 @@ pub fn resolve(root: &Path, file: &Path) -> Result<Resolved> {
 }
 
 /// Join the normal components of a root-relative path with '/'.
-fn catalog_name(relative: &Path) -> Option<String> {
+pub(crate) fn catalog_name(relative: &Path) -> Option<String> {
     let parts = relative
         .components()
         .map(|c| match c {
@@ -393,33 +388,16 @@ fn open_error(name: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// A source that counts the bytes it hands out (into a counter shared by
-/// every attempt of one backup).
-struct CountingSource<S> {
-    inner: S,
-    read: Arc<AtomicU64>,
-}
-
-impl<S: ChunkSource> ChunkSource for CountingSource<S> {
-    fn read_chunk(&mut self, len: usize) -> std::io::Result<Bytes> {
-        let data = self.inner.read_chunk(len)?;
-        self.read.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(data)
-    }
-
-    fn finish(&mut self) -> std::io::Result<()> {
-        self.inner.finish()
-    }
-}
-
-/// A file as an upload source: read straight into each chunk's buffer.
+/// A file as an upload source.
 struct FileSource(File);
 
 impl ChunkSource for FileSource {
-    fn read_chunk(&mut self, len: usize) -> std::io::Result<Bytes> {
-        let mut buf = BytesMut::zeroed(len);
-        self.0.read_exact(&mut buf)?;
-        Ok(buf.freeze())
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    fn seek_to(&mut self, offset: u64) -> std::io::Result<()> {
+        self.0.seek(SeekFrom::Start(offset)).map(|_| ())
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
@@ -524,10 +502,10 @@ mod tests {
     fn file_source_notices_a_file_that_grew() {
         let (_dir, root) = setup();
         let mut src = FileSource(File::open(root.join("notes.txt")).unwrap());
-        assert_eq!(&src.read_chunk(1).unwrap()[..], b"h");
+        let mut one = [0u8; 1];
+        assert_eq!(src.read(&mut one).unwrap(), 1);
         assert!(src.finish().is_err());
-        assert_eq!(&src.read_chunk(0).unwrap()[..], b"");
-        let mut src = FileSource(File::open(root.join("notes.txt")).unwrap());
-        assert!(src.read_chunk(3).is_err());
+        src.seek_to(2).unwrap();
+        assert!(src.finish().is_ok());
     }
 }

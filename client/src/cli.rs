@@ -62,24 +62,85 @@ pub struct GlobalArgs {
 /// One user action.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Back up files from the client root (each FILE is relative to the root)
+    /// Back up files and directories from the client root (each PATH is
+    /// relative to the root) and record a snapshot of them; unchanged files
+    /// are not read again and changed ones send only their new chunks
     Backup {
-        /// Files to back up; directories are refused (name the files inside)
-        #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
+        /// Files and directories to back up (directories recursively)
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
         /// Ask the cluster what it already holds of each file and send only
         /// the rest (automatic after an interrupted run of the same backup)
         #[arg(long)]
         resume: bool,
+        /// Skip paths matching PATTERN (gitignore-style glob; repeatable)
+        #[arg(long = "exclude", value_name = "PATTERN")]
+        excludes: Vec<String>,
+        /// Skip paths matching the patterns in FILE (one per line; repeatable)
+        #[arg(long = "exclude-file", value_name = "FILE")]
+        exclude_files: Vec<PathBuf>,
+        /// Label the snapshot with TAG (repeatable)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Show what would be backed up without sending anything
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Restore a backed-up file (to ROOT/NAME unless -o is given)
+    /// Restore a backed-up file (to ROOT/NAME unless -o is given), or with
+    /// --target a whole snapshot or subtree into a directory
     Restore {
-        /// Catalog name, as `dupla ls` shows it
-        name: String,
+        /// Catalog name (or, with --target, paths inside the snapshot; none
+        /// restores all of it)
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
         /// Where to write the file; an existing directory receives NAME's file name
-        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "PATH",
+            conflicts_with = "target"
+        )]
         output: Option<PathBuf>,
+        /// The snapshot to restore from (an id from `dupla snapshots`, or
+        /// `latest`); without it, the latest version of NAME
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// Restore the snapshot's tree (or the given paths of it) into DIR,
+        /// inside the client root
+        #[arg(long, value_name = "DIR", requires = "snapshot")]
+        target: Option<PathBuf>,
     },
+    /// List your snapshots, oldest first
+    Snapshots {
+        /// Only snapshots of exactly these paths (repeatable)
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+    },
+    /// List the versions of a file across your snapshots
+    Versions {
+        /// The file's path, as `dupla ls` shows it
+        path: String,
+    },
+    /// Search file paths across your snapshots
+    Find {
+        /// Glob (* and ?) on the path or its last component, or a substring
+        pattern: String,
+        /// Only files larger than SIZE (e.g. 10MiB)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        larger: Option<u64>,
+        /// Only files smaller than SIZE
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        smaller: Option<u64>,
+        /// Only entries modified after TIME: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS (UTC), or an age like 7d, 12h, 30m
+        #[arg(long, value_name = "TIME", value_parser = crate::find::parse_time_arg)]
+        newer: Option<i64>,
+        /// Only entries modified before TIME
+        #[arg(long, value_name = "TIME", value_parser = crate::find::parse_time_arg)]
+        older: Option<i64>,
+    },
+    /// Remove snapshots, by id or by a keep policy; their data goes once no
+    /// kept snapshot uses it
+    Forget(ForgetArgs),
     /// List backed-up files whose name contains PATTERN (or matches it as a glob)
     #[command(alias = "list")]
     Ls {
@@ -138,6 +199,29 @@ pub enum Command {
     Users(UsersArgs),
     /// Chat: rooms and private messages (commands start with #; #help lists them)
     Chat,
+}
+
+/// Options of `dupla forget`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (ids from `dupla snapshots`)
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N weeks that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Only show what would be kept and removed
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Options of `dupla register`. Missing fields are asked for on a terminal.
@@ -283,7 +367,7 @@ mod tests {
     fn parses_commands_and_global_flags_anywhere() {
         let cli = Cli::try_parse_from(["dupla", "backup", "a.txt", "b/c.bin", "--json"]).unwrap();
         assert!(cli.global.json);
-        assert!(matches!(cli.command, Some(Command::Backup { ref files, .. }) if files.len() == 2));
+        assert!(matches!(cli.command, Some(Command::Backup { ref paths, .. }) if paths.len() == 2));
 
         let cli = Cli::try_parse_from(["dupla", "restore", "x", "-o", "/tmp/y"]).unwrap();
         assert!(matches!(

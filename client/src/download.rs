@@ -9,7 +9,7 @@
 
 use crate::progress::Progress;
 use crate::session::{rpc_error, Client, Role};
-use dupla::chunk::{chunk_count, verify_in_file, CHUNK_SIZE};
+use dupla::chunk::{verify_in_layout, ChunkLayout, CHUNK_SIZE};
 use dupla::v1::{download_response::Msg, Chunk, DownloadRequest, FileEntry};
 use dupla::{Error, Hash, Result};
 use std::time::Instant;
@@ -37,6 +37,8 @@ impl ChunkSink for Discard {
 pub struct StartAt {
     /// Chunks already on hand: the stream starts with the next one.
     pub chunk: u64,
+    /// Their bytes: where the stream starts in the file.
+    pub offset: u64,
     /// blake3 state over those chunks' bytes.
     pub hasher: blake3::Hasher,
     /// The file's blake3 they were checked against: a different version in
@@ -60,12 +62,15 @@ pub struct Downloaded<K> {
 }
 
 /// Download `name` into `sink` through the first reachable server of
-/// `candidates`, checking every chunk and the whole file. With `start`, the
+/// `candidates` (`version`, or the latest when 0), checking every chunk and
+/// the whole file. With `start`, the
 /// first chunks are already in the sink and the stream begins after them.
+#[allow(clippy::too_many_arguments)]
 pub async fn download<K: ChunkSink>(
     client: &Client,
     candidates: &[String],
     name: &str,
+    version: u64,
     sink: K,
     start: Option<StartAt>,
     progress: &Progress,
@@ -74,7 +79,8 @@ pub async fn download<K: ChunkSink>(
     let (server, mut storage) = client.connect_storage(candidates).await?;
     let request = DownloadRequest {
         name: name.to_string(),
-        offset: start.as_ref().map_or(0, |s| s.chunk * CHUNK_SIZE as u64),
+        offset: start.as_ref().map_or(0, |s| s.offset),
+        version,
     };
     let not_found = |status: tonic::Status| match status.code() {
         tonic::Code::NotFound => Error::NotFound(format!("{name}: not found in your backups")),
@@ -102,7 +108,7 @@ pub async fn download<K: ChunkSink>(
     let mut check = match start {
         None => Checker::new(entry),
         Some(start) if start.blake3 == entry.blake3 => {
-            progress.add((start.chunk * CHUNK_SIZE as u64).min(entry.size));
+            progress.add(start.offset.min(entry.size));
             Checker::resume(entry, start.chunk, start.hasher)
         }
         Some(_) => {
@@ -167,21 +173,24 @@ fn check_header(entry: &FileEntry, name: &str) -> Result<()> {
             entry.name
         )));
     }
-    if entry.chunk_size != 0 && entry.chunk_size as usize != CHUNK_SIZE {
+    if entry.chunk_lengths.is_empty()
+        && entry.chunk_size != 0
+        && entry.chunk_size as usize != CHUNK_SIZE
+    {
         return Err(Error::InvalidInput(format!(
             "{name} was stored in chunks of {} bytes; this client reads {CHUNK_SIZE}",
             entry.chunk_size
         )));
     }
     Hash::from_slice(&entry.blake3, "file blake3")?;
-    if entry.chunks.len() as u64 != chunk_count(entry.size) {
-        return Err(Error::Corrupt(format!(
-            "{name}: the catalog lists {} chunks for {} bytes",
-            entry.chunks.len(),
-            entry.size
-        )));
-    }
+    ChunkLayout::of(entry).map_err(|e| Error::Corrupt(e.to_string()))?;
     Ok(())
+}
+
+/// The entry's layout; one that does not add up (refused by the header
+/// check before) falls back to the fixed layout, whose checks then fail.
+fn layout_of(entry: &FileEntry) -> ChunkLayout {
+    ChunkLayout::of(entry).unwrap_or_else(|_| ChunkLayout::fixed(entry.size))
 }
 
 /// The per-chunk and whole-file checks of one download, as a small state
@@ -189,6 +198,7 @@ fn check_header(entry: &FileEntry, name: &str) -> Result<()> {
 #[derive(Debug)]
 pub struct Checker {
     entry: FileEntry,
+    layout: ChunkLayout,
     next: u64,
     hasher: blake3::Hasher,
 }
@@ -197,6 +207,7 @@ impl Checker {
     /// Start checking a download described by `entry`.
     pub fn new(entry: FileEntry) -> Checker {
         Checker {
+            layout: layout_of(&entry),
             entry,
             next: 0,
             hasher: blake3::Hasher::new(),
@@ -207,6 +218,7 @@ impl Checker {
     /// `hasher` has already taken.
     pub fn resume(entry: FileEntry, next: u64, hasher: blake3::Hasher) -> Checker {
         Checker {
+            layout: layout_of(&entry),
             entry,
             next,
             hasher,
@@ -216,7 +228,7 @@ impl Checker {
     /// Accept the next chunk if it is the one expected, of the right length,
     /// hashes to what it declares, and matches the catalog's chunk list.
     pub fn take(&mut self, chunk: &Chunk) -> Result<()> {
-        let hash = verify_in_file(chunk, self.next, self.entry.size)?;
+        let hash = verify_in_layout(chunk, self.next, &self.layout)?;
         let listed =
             self.entry.chunks.get(self.next as usize).ok_or_else(|| {
                 Error::Corrupt(format!("chunk {} is not in the catalog", self.next))
@@ -235,7 +247,7 @@ impl Checker {
     /// After the last message: every chunk arrived and the whole file hashes
     /// to the catalog's blake3.
     pub fn finish(self) -> Result<(FileEntry, Hash)> {
-        let want = chunk_count(self.entry.size);
+        let want = self.layout.count();
         if self.next != want {
             return Err(Error::Aborted(format!(
                 "the download of {} stopped after {} of {want} chunks",

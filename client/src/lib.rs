@@ -21,6 +21,8 @@ pub mod chat_bench;
 pub mod cli;
 pub mod config;
 pub mod download;
+pub mod find;
+pub mod forget;
 pub mod hello;
 pub mod list;
 pub mod menu;
@@ -32,9 +34,14 @@ pub mod resume;
 pub mod scrub;
 pub mod session;
 pub mod session_store;
+pub mod snapshot_backup;
+pub mod snapshot_restore;
+pub mod snapshots;
 pub mod status;
 pub mod time;
+pub mod tree_restore;
 pub mod upload;
+pub mod walk;
 
 pub use backup::BackupReport;
 pub use bench::BenchReport;
@@ -93,12 +100,80 @@ impl App {
     pub async fn execute(&self, command: Command) -> anyhow::Result<()> {
         let (client, out, root) = (&self.client, self.out, self.config.root.as_path());
         match command {
-            Command::Backup { files, resume } => {
-                backup::command(client, root, &files, resume, out).await
+            Command::Backup {
+                paths,
+                resume,
+                excludes,
+                exclude_files,
+                tags,
+                dry_run,
+            } => {
+                let options = snapshot_backup::RunOptions {
+                    paths,
+                    excludes,
+                    exclude_files,
+                    tags,
+                    dry_run,
+                    resume,
+                    progress: !out.json,
+                };
+                snapshot_backup::run(client, root, &options, out)
+                    .await
+                    .map(|_| ())
             }
-            Command::Restore { name, output } => {
-                restore::command(client, root, &name, output.as_deref(), out).await
+            Command::Restore {
+                names,
+                output,
+                snapshot,
+                target,
+            } => match (snapshot, target) {
+                (Some(id), Some(target)) => {
+                    snapshot_restore::restore_tree(client, root, &id, &target, &names, out)
+                        .await
+                        .map(|_| ())
+                }
+                (snapshot, None) => {
+                    let [name] = names.as_slice() else {
+                        anyhow::bail!(
+                            "name one file to restore, or restore a snapshot's tree with \
+                             --snapshot ID --target DIR [PATH...]"
+                        );
+                    };
+                    match snapshot {
+                        Some(id) => {
+                            snapshot_restore::restore_file(
+                                client,
+                                root,
+                                &id,
+                                name,
+                                output.as_deref(),
+                                out,
+                            )
+                            .await
+                        }
+                        None => restore::command(client, root, name, output.as_deref(), out).await,
+                    }
+                }
+                (None, Some(_)) => unreachable!("clap: --target requires --snapshot"),
+            },
+            Command::Snapshots { paths } => snapshots::command(client, &paths, out).await,
+            Command::Versions { path } => find::versions_command(client, &path, out).await,
+            Command::Find {
+                pattern,
+                larger,
+                smaller,
+                newer,
+                older,
+            } => {
+                let filters = find::FindFilters {
+                    larger,
+                    smaller,
+                    newer_ns: newer,
+                    older_ns: older,
+                };
+                find::find_command(client, &pattern, &filters, out).await
             }
+            Command::Forget(args) => forget::command(client, &args, out).await,
             Command::Ls { pattern } => list::command(client, &pattern, out).await,
             Command::Rm { name } => remove::command(client, &name, out).await,
             Command::Status => status::command(client, out).await,

@@ -1,9 +1,11 @@
 //! The `dupla` binary: parse the arguments, set up logging, run the client,
-//! and turn a failure into one line on stderr and exit status 1.
+//! and turn a failure into one line on stderr and exit status 1 (3 for a
+//! backup that skipped some files, 2 for a usage error).
 
 use clap::{CommandFactory, Parser};
 use dupla_client::cli::Cli;
 use dupla_client::output::print_error;
+use dupla_client::snapshot_backup::Partial;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,6 +36,11 @@ fn main() -> ExitCode {
             biased;
             outcome = dupla_client::run(cli) => match outcome {
                 Ok(()) => ExitCode::SUCCESS,
+                // Some files were skipped, the rest is in a snapshot.
+                Err(err) if err.downcast_ref::<Partial>().is_some() => {
+                    eprintln!("warning: {err}");
+                    ExitCode::from(3)
+                }
                 Err(err) => {
                     print_error(&err);
                     ExitCode::FAILURE

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 
 /// The choices, as printed.
 const MENU: &str = concat!(
-    "  1) back up a file\n",
+    "  1) back up files or directories (records a snapshot)\n",
     "  2) restore a file\n",
     "  3) list backed-up files\n",
     "  4) cluster status\n",
@@ -26,6 +26,8 @@ const MENU: &str = concat!(
     " 12) delete my account\n",
     " 13) who am I\n",
     " 14) chat (#exit comes back here)\n",
+    " 15) list snapshots\n",
+    " 16) restore a snapshot into a directory\n",
     "  0) quit",
 );
 
@@ -102,14 +104,21 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
     let command = match choice {
         // Quit: also accept the words people type.
         "0" | "q" | "quit" | "exit" => return Ok(Choice::Quit),
-        // Back up one file, named relative to the root.
-        "1" => match answer(input, &format!("file to back up (inside {root}): ")).await? {
-            Some(file) => Command::Backup {
-                files: vec![PathBuf::from(file)],
-                resume: false,
-            },
-            None => return Ok(Choice::Nothing),
-        },
+        // Back up files and directories, named relative to the root.
+        "1" => {
+            let question = format!("files or directories to back up (inside {root}): ");
+            match answer(input, &question).await? {
+                Some(paths) => Command::Backup {
+                    paths: paths.split_whitespace().map(PathBuf::from).collect(),
+                    resume: false,
+                    excludes: Vec::new(),
+                    exclude_files: Vec::new(),
+                    tags: Vec::new(),
+                    dry_run: false,
+                },
+                None => return Ok(Choice::Nothing),
+            }
+        }
         // Restore: name, then an optional destination.
         "2" => {
             let Some(name) = answer(input, "name to restore (as listed): ").await? else {
@@ -118,7 +127,30 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
             let default = app.config.root.join(&name);
             let question = format!("destination [{}]: ", default.display());
             let output = answer(input, &question).await?.map(PathBuf::from);
-            Command::Restore { name, output }
+            let snapshot = answer(input, "from snapshot [latest version]: ").await?;
+            Command::Restore {
+                names: vec![name],
+                output,
+                snapshot,
+                target: None,
+            }
+        }
+        "15" => Command::Snapshots { paths: Vec::new() },
+        // A whole snapshot into a directory inside the root.
+        "16" => {
+            let Some(snapshot) = answer(input, "snapshot id (or latest): ").await? else {
+                return Ok(Choice::Nothing);
+            };
+            let Some(target) = answer(input, &format!("into directory (inside {root}): ")).await?
+            else {
+                return Ok(Choice::Nothing);
+            };
+            Command::Restore {
+                names: Vec::new(),
+                output: None,
+                snapshot: Some(snapshot),
+                target: Some(PathBuf::from(target)),
+            }
         }
         // List, optionally filtered.
         "3" => Command::Ls {

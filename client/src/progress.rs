@@ -49,6 +49,13 @@ impl Progress {
         }
     }
 
+    /// Say what is being done now (a run's counts and current file).
+    pub fn set_message(&self, message: String) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message);
+        }
+    }
+
     /// Remove the bar from the terminal, so the result line prints cleanly.
     pub fn finish(&self) {
         if let Some(bar) = &self.0 {

@@ -18,7 +18,7 @@ use crate::download::{download, ChunkSink, StartAt};
 use crate::output::{format_rate, mb_per_s, Output};
 use crate::progress::Progress;
 use crate::session::Client;
-use dupla::chunk::{chunk_count, chunk_len, CHUNK_SIZE};
+use dupla::chunk::{ChunkLayout, MAX_CHUNK_SIZE};
 use dupla::size::format_size;
 use dupla::v1::{FileEntry, LookupRequest};
 use dupla::{Error, Hash, Result};
@@ -56,15 +56,28 @@ impl Client {
     /// it under the name's last component). Parent directories are created.
     /// An interrupted earlier restore to the same place is continued.
     pub async fn restore(&self, name: &str, dest: &Path, progress: bool) -> Result<RestoreReport> {
+        self.restore_version(name, 0, dest, progress).await
+    }
+
+    /// [`Client::restore`] of one version of `name` (its catalog
+    /// `version`; 0 for the latest). The part file of an interrupted
+    /// restore is per version, so two versions never mix.
+    pub async fn restore_version(
+        &self,
+        name: &str,
+        version: u64,
+        dest: &Path,
+        progress: bool,
+    ) -> Result<RestoreReport> {
         dupla::name::validate(name)?;
         let dest = destination(name, dest)?;
         let started = std::time::Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let part = PartFile::new(&dest)?;
+            let part = PartFile::for_version(&dest, version)?;
             let part_path = part.part.clone();
-            let error = match self.restore_attempt(name, part, progress).await {
+            let error = match self.restore_attempt(name, version, part, progress).await {
                 Ok((done, resumed_bytes)) => {
                     let seconds = started.elapsed().as_secs_f64();
                     return Ok(RestoreReport {
@@ -117,6 +130,7 @@ impl Client {
     async fn restore_attempt(
         &self,
         name: &str,
+        version: u64,
         mut part: PartFile,
         progress: bool,
     ) -> Result<(Restored, u64)> {
@@ -125,10 +139,10 @@ impl Client {
         let start = match part.existing_len() {
             0 => None,
             _ => {
-                let entry = self.lookup(name).await?;
+                let entry = self.lookup(name, version).await?;
                 let start = verified_prefix(&part.part, &entry).await?;
-                part.resume_at((start.chunk * CHUNK_SIZE as u64).min(entry.size));
-                if start.chunk == chunk_count(entry.size) {
+                part.resume_at(start.offset);
+                if start.chunk == ChunkLayout::of(&entry)?.count() {
                     // Every chunk is already here: nothing to download.
                     return finish_locally(part, entry, start);
                 }
@@ -138,7 +152,7 @@ impl Client {
         let resumed_bytes = part.resume_at;
         let candidates = self.entry_servers().await?;
         let bar = Progress::new(progress, 0, name);
-        let result = download(self, &candidates, name, part, start, &bar).await;
+        let result = download(self, &candidates, name, version, part, start, &bar).await;
         bar.finish();
         let done = result?;
         done.sink.commit()?;
@@ -150,10 +164,12 @@ impl Client {
         Ok((restored, resumed_bytes))
     }
 
-    /// The caller's catalog entry of `name`, with its chunk list.
-    async fn lookup(&self, name: &str) -> Result<FileEntry> {
+    /// The caller's catalog entry of `name` (`version`, or the latest when
+    /// 0), with its chunk list.
+    async fn lookup(&self, name: &str, version: u64) -> Result<FileEntry> {
         let request = self.request(LookupRequest {
             name: name.to_string(),
+            version,
         });
         let reply = self
             .manager()
@@ -198,12 +214,13 @@ async fn verified_prefix(path: &Path, entry: &FileEntry) -> Result<StartAt> {
     let path = path.to_path_buf();
     let entry = entry.clone();
     tokio::task::spawn_blocking(move || {
+        let layout = ChunkLayout::of(&entry)?;
         let mut file = File::open(&path)?;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK_SIZE];
+        let mut buf = vec![0u8; MAX_CHUNK_SIZE];
         let mut chunk = 0;
-        while chunk < chunk_count(entry.size) {
-            let len = chunk_len(entry.size, chunk)?;
+        while chunk < layout.count() {
+            let len = layout.len(chunk)?;
             if file.read_exact(&mut buf[..len]).is_err() {
                 break;
             }
@@ -216,6 +233,7 @@ async fn verified_prefix(path: &Path, entry: &FileEntry) -> Result<StartAt> {
         }
         Ok(StartAt {
             chunk,
+            offset: layout.offset(chunk),
             hasher,
             blake3: entry.blake3.clone(),
         })
@@ -290,11 +308,20 @@ pub struct PartFile {
 impl PartFile {
     /// A part file for `dest`; nothing touches the disk yet.
     pub fn new(dest: &Path) -> Result<PartFile> {
+        PartFile::for_version(dest, 0)
+    }
+
+    /// A part file for `dest` restoring `version` (0: the latest):
+    /// `.NAME.dupla-part`, or `.NAME.vN.dupla-part` for a given version.
+    pub fn for_version(dest: &Path, version: u64) -> Result<PartFile> {
         let file_name = dest.file_name().ok_or_else(|| {
             Error::InvalidInput(format!("{} does not name a file", dest.display()))
         })?;
         let mut part_name = std::ffi::OsString::from(".");
         part_name.push(file_name);
+        if version != 0 {
+            part_name.push(format!(".v{version}"));
+        }
         part_name.push(PART_SUFFIX);
         Ok(PartFile {
             file: None,
@@ -422,6 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_verified_prefix_stops_at_the_first_bad_chunk() {
+        use dupla::chunk::CHUNK_SIZE;
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..CHUNK_SIZE * 3).map(|i| (i % 13) as u8).collect();
         let entry = FileEntry {

@@ -10,8 +10,7 @@
 
 use crate::session::{rpc_error, Client, Role};
 use crate::session_store::{create_private_dir, STATE_DIR};
-use bytes::BytesMut;
-use dupla::chunk::{chunk_count, chunk_len};
+use dupla::chunk::Chunker;
 use dupla::v1::{UploadStatusReply, UploadStatusRequest};
 use dupla::{Error, Hash, Result};
 use std::io::Read;
@@ -60,24 +59,41 @@ impl Unfinished {
     }
 }
 
-/// blake3 of each chunk of the file at `path` (`size` bytes) and of the
-/// whole file, in one pass on a blocking thread.
-pub async fn hash_file(path: &Path, size: u64) -> Result<(Vec<Hash>, Hash)> {
+/// The file's chunks as an upload cuts them: blake3 and length of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileChunks {
+    /// blake3 of each chunk, in order.
+    pub chunks: Vec<Hash>,
+    /// Length of each chunk.
+    pub lengths: Vec<u32>,
+    /// blake3 of the whole file.
+    pub whole: Hash,
+}
+
+/// Cut the file at `path` (`size` bytes) with the [`Chunker`], as an upload
+/// does, and hash each chunk and the whole file, in one pass on a blocking
+/// thread.
+pub async fn hash_file(path: &Path, size: u64) -> Result<FileChunks> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
+        let file = std::fs::File::open(&path)?;
         let mut whole = blake3::Hasher::new();
-        let mut chunks = Vec::with_capacity(chunk_count(size) as usize);
-        let mut buf = BytesMut::zeroed(dupla::chunk::CHUNK_SIZE);
-        for index in 0..chunk_count(size) {
-            let len = chunk_len(size, index)?;
-            file.read_exact(&mut buf[..len]).map_err(|e| {
-                Error::Aborted(format!("the file changed while it was hashed: {e}"))
-            })?;
-            whole.update(&buf[..len]);
-            chunks.push(Hash::of(&buf[..len]));
+        let mut out = FileChunks::default();
+        let mut total = 0u64;
+        for piece in Chunker::new(file.take(size.saturating_add(1))) {
+            let data = piece?;
+            total += data.len() as u64;
+            whole.update(&data);
+            out.chunks.push(Hash::of(&data));
+            out.lengths.push(data.len() as u32);
         }
-        Ok((chunks, Hash::from(whole.finalize())))
+        if total != size {
+            return Err(Error::Aborted(format!(
+                "the file changed while it was hashed ({total} bytes, not {size})"
+            )));
+        }
+        out.whole = Hash::from(whole.finalize());
+        Ok(out)
     })
     .await
     .map_err(|e| Error::Internal(format!("hashing thread failed: {e}")))?
@@ -85,19 +101,21 @@ pub async fn hash_file(path: &Path, size: u64) -> Result<(Vec<Hash>, Hash)> {
 
 impl Client {
     /// Ask the cluster, through the first reachable of `candidates`, how
-    /// many leading `chunks` of `name` it holds.
+    /// many leading `chunks` (of `lengths`) of `name` it holds.
     pub async fn upload_status(
         &self,
         candidates: &[String],
         name: &str,
         size: u64,
         chunks: &[Hash],
+        lengths: &[u32],
     ) -> Result<UploadStatusReply> {
         let (entry, mut storage) = self.connect_storage(candidates).await?;
         let request = self.request(UploadStatusRequest {
             name: name.to_string(),
             size,
             chunks: chunks.iter().map(Hash::to_bytes).collect(),
+            chunk_lengths: lengths.to_vec(),
         });
         let reply = storage
             .upload_status(request)
@@ -128,14 +146,21 @@ mod tests {
     async fn hashing_gives_every_chunk_and_the_whole() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..dupla::chunk::CHUNK_SIZE * 2 + 3)
-            .map(|i| (i % 251) as u8)
+            .map(|i| ((i * 7919) % 251) as u8 ^ (i >> 9) as u8)
             .collect();
         let path = dir.path().join("f");
         std::fs::write(&path, &data).unwrap();
-        let (chunks, whole) = hash_file(&path, data.len() as u64).await.unwrap();
-        assert_eq!(whole, Hash::of(&data));
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks[2], Hash::of(&data[2 * dupla::chunk::CHUNK_SIZE..]));
+        let hashed = hash_file(&path, data.len() as u64).await.unwrap();
+        assert_eq!(hashed.whole, Hash::of(&data));
+        let pieces = dupla::chunk::cut(&data);
+        assert_eq!(
+            hashed.chunks,
+            pieces.iter().map(|p| Hash::of(p)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            hashed.lengths,
+            pieces.iter().map(|p| p.len() as u32).collect::<Vec<_>>()
+        );
         assert!(hash_file(&path, data.len() as u64 + 1).await.is_err());
     }
 }

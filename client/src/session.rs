@@ -7,6 +7,7 @@
 //! active transfers; an unreachable one is skipped with a note on stderr.
 
 use dupla::rpc::MAX_MESSAGE_BYTES;
+use dupla::v1::snapshots_client::SnapshotsClient;
 use dupla::v1::{
     accounts_client::AccountsClient, clock_client::ClockClient, greeter_client::GreeterClient,
     manager_client::ManagerClient, rooms_client::RoomsClient, storage_client::StorageClient,
@@ -14,6 +15,7 @@ use dupla::v1::{
 };
 use dupla::{Error, Result};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -39,7 +41,21 @@ pub struct Client {
     token: Option<Arc<str>>,
     /// The manager channel, opened on first use and then reused.
     manager_channel: Arc<OnceCell<Channel>>,
+    /// The last ranking of entry servers and when it was made: a run of
+    /// many small files asks the manager's status once a second, not once
+    /// per file.
+    /// An async lock, held across the refresh: while one transfer asks the
+    /// manager, the others wait for its answer instead of asking too.
+    entries: Arc<tokio::sync::Mutex<Option<Ranking>>>,
 }
+
+/// Entry servers, best first, and when the manager's status said so.
+type Ranking = (Instant, Vec<String>);
+
+/// How long a ranking of entry servers is reused. Short against the 3 s
+/// after which a silent server stops being placed on, and an unreachable
+/// entry is skipped at connect time anyway.
+pub const ENTRY_RANKING_TTL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +93,7 @@ impl Client {
             assigned: None,
             token: None,
             manager_channel: Arc::new(OnceCell::new()),
+            entries: Arc::default(),
         }
     }
 
@@ -137,6 +154,13 @@ impl Client {
         Ok(AccountsClient::new(self.manager_channel().await?))
     }
 
+    /// The manager's Snapshots service.
+    pub(crate) async fn manager_snapshots(&self) -> Result<SnapshotsClient<Channel>> {
+        Ok(SnapshotsClient::new(self.manager_channel().await?)
+            .max_decoding_message_size(MANAGER_REPLY_MAX_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
     /// The manager's Rooms service (the chat).
     pub(crate) async fn manager_rooms(&self) -> Result<RoomsClient<Channel>> {
         Ok(RoomsClient::new(self.manager_channel().await?))
@@ -169,6 +193,12 @@ impl Client {
         if let Some(server) = &self.server {
             return Ok(vec![server.clone()]);
         }
+        let mut cached = self.entries.lock().await;
+        if let Some((at, ranked)) = cached.as_ref() {
+            if at.elapsed() < ENTRY_RANKING_TTL {
+                return Ok(ranked.clone());
+            }
+        }
         let status = self.status().await?;
         let ranked = assigned_first(rank_entries(&status.servers), self.assigned.as_deref());
         if ranked.is_empty() {
@@ -178,6 +208,7 @@ impl Client {
                 status.servers.len()
             )));
         }
+        *cached = Some((Instant::now(), ranked.clone()));
         Ok(ranked)
     }
 

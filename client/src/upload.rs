@@ -16,24 +16,36 @@
 
 use crate::progress::Progress;
 use crate::session::{rpc_error, Client, Role};
-use bytes::Bytes;
-use dupla::chunk::{self, chunk_count, chunk_len};
+use bytes::{Bytes, BytesMut};
+use dupla::chunk::{self, Chunker};
 use dupla::v1::{upload_request::Msg, UploadBegin, UploadEnd, UploadReceipt, UploadRequest};
 use dupla::{Error, Hash, Result};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Chunks queued between the reader and the network (1 MiB each): enough to
-/// keep the stream busy while the next chunk is read and hashed, small
-/// enough that an upload holds at most ~8 MiB.
+/// Chunks queued between the reader and the network (1 MiB at most each):
+/// enough to keep the stream busy while the next chunk is read and hashed,
+/// small enough that an upload holds at most ~8 MiB.
 pub const UPLOAD_CHANNEL_CAPACITY: usize = 8;
 
-/// Where upload bytes come from. Called on a blocking thread, one chunk at
-/// a time, so an implementation may do plain blocking I/O.
+/// Where upload bytes come from. Called on a blocking thread, so an
+/// implementation may do plain blocking I/O.
 pub trait ChunkSource: Send + 'static {
-    /// The next `len` bytes (exactly `len`: the size was promised up front).
-    fn read_chunk(&mut self, len: usize) -> std::io::Result<Bytes>;
+    /// Read some bytes into `buf`, as [`std::io::Read::read`]; 0 at the end.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+
+    /// Continue reading at byte `offset` (an upload that skips chunks the
+    /// cluster holds). Sources that cannot seek refuse.
+    fn seek_to(&mut self, _offset: u64) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this source cannot skip chunks",
+        ))
+    }
 
     /// Called after the last chunk: fail if the source holds more bytes
     /// than were promised (a file that grew while it was read).
@@ -42,16 +54,44 @@ pub trait ChunkSource: Send + 'static {
     }
 }
 
-/// Continue an interrupted upload whose first `held` chunks (maybe none)
-/// the cluster already has; it replaces the interrupted one at the manager.
-#[derive(Debug, Clone)]
+/// A [`ChunkSource`] as a reader, for the [`Chunker`].
+struct SourceReader<'a, S>(&'a mut S);
+
+impl<S: ChunkSource> std::io::Read for SourceReader<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// An upload whose chunks were cut and hashed in a pass over the file just
+/// before: to continue an interrupted upload whose first `held` chunks
+/// (maybe none) the cluster already has, and to send the chunks of
+/// `by_reference` as references (an incremental backup). Every chunk read
+/// again is checked against its hash from that pass.
+#[derive(Debug, Clone, Default)]
 pub struct Resume {
     /// blake3 of every chunk of the file, from a pass over it just before.
     pub chunks: Vec<Hash>,
+    /// The length of each of those chunks.
+    pub lengths: Vec<u32>,
     /// Leading chunks the cluster holds: not sent.
     pub held: u64,
     /// blake3 of the whole file, from the same pass.
     pub whole: Hash,
+    /// Chunks sent by reference (the holders have them), wherever they are.
+    pub by_reference: HashSet<Hash>,
+    /// Replace an interrupted upload of the same name at the manager.
+    pub takeover: bool,
+}
+
+impl Resume {
+    /// Bytes of the first `held` chunks.
+    pub fn held_bytes(&self) -> u64 {
+        self.lengths[..self.held as usize]
+            .iter()
+            .map(|&l| l as u64)
+            .sum()
+    }
 }
 
 /// What one successful upload produced.
@@ -63,6 +103,8 @@ pub struct Uploaded {
     pub blake3: Hash,
     /// Bytes of chunk data put on the wire.
     pub sent_bytes: u64,
+    /// Bytes of the chunks sent by reference.
+    pub reused_bytes: u64,
     /// The server the upload entered through.
     pub entry: String,
     /// Wall time from connecting to the receipt.
@@ -70,8 +112,12 @@ pub struct Uploaded {
 }
 
 /// Upload `size` bytes from `source` as `name`, entering through the first
-/// reachable server of `candidates`. With `resume`, `source` must be
-/// positioned at the first chunk not held.
+/// reachable server of `candidates`, cutting it with the [`Chunker`] as it
+/// is read. With `resume`, the chunks are those of the plan: the held ones
+/// are skipped, those of `by_reference` sent as references, and only the
+/// others read (`source` must be able to seek). `counter`, if given, counts
+/// the chunk bytes queued for sending.
+#[allow(clippy::too_many_arguments)]
 pub async fn upload<S: ChunkSource>(
     client: &Client,
     candidates: &[String],
@@ -80,10 +126,16 @@ pub async fn upload<S: ChunkSource>(
     source: S,
     resume: Option<Resume>,
     progress: &Progress,
+    counter: Option<Arc<AtomicU64>>,
 ) -> Result<Uploaded> {
     let started = Instant::now();
     let (entry, mut storage) = client.connect_storage(candidates).await?;
     let (tx, rx) = mpsc::channel(UPLOAD_CHANNEL_CAPACITY);
+    let mut held_chunks: Vec<Hash> = resume
+        .as_ref()
+        .map(|r| r.by_reference.iter().copied().collect())
+        .unwrap_or_default();
+    held_chunks.sort_unstable_by_key(|h| h.0);
     let begin = UploadBegin {
         name: name.to_string(),
         size,
@@ -96,15 +148,13 @@ pub async fn upload<S: ChunkSource>(
                     .collect()
             })
             .unwrap_or_default(),
-        resume: resume.is_some(),
+        resume: resume.as_ref().is_some_and(|r| r.takeover),
+        held_chunks: held_chunks.iter().map(Hash::to_bytes).collect(),
     };
-    let mut reader = AbortOnDrop(tokio::spawn(read_chunks(
-        source,
-        begin,
-        resume,
-        tx,
-        progress.clone(),
-    )));
+    let progress_reader = progress.clone();
+    let mut reader = AbortOnDrop(tokio::task::spawn_blocking(move || {
+        read_chunks(source, begin, resume, tx, progress_reader, counter)
+    }));
     let call = storage.upload(client.request(ReceiverStream::new(rx)));
     tokio::pin!(call);
 
@@ -127,7 +177,7 @@ pub async fn upload<S: ChunkSource>(
     let receipt = reply
         .map_err(|status| rpc_error(Role::Server, &entry, status))?
         .into_inner();
-    let ReadEnd::Done(blake3, sent_bytes) = read else {
+    let ReadEnd::Done(blake3, sent_bytes, reused_bytes) = read else {
         return Err(Error::Internal(format!(
             "server {entry} answered before the upload of {name} was complete"
         )));
@@ -137,6 +187,7 @@ pub async fn upload<S: ChunkSource>(
         receipt,
         blake3,
         sent_bytes,
+        reused_bytes,
         entry,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -155,8 +206,9 @@ impl<T> Drop for AbortOnDrop<T> {
 /// How the reader task ended without a source error.
 #[derive(Debug)]
 enum ReadEnd {
-    /// Everything was queued: whole-file hash and chunk bytes sent.
-    Done(Hash, u64),
+    /// Everything was queued: whole-file hash, chunk bytes sent, and bytes
+    /// sent by reference.
+    Done(Hash, u64, u64),
     /// The call ended first; its status says why.
     CallEnded,
 }
@@ -170,89 +222,131 @@ fn joined(res: std::result::Result<Result<ReadEnd>, tokio::task::JoinError>) -> 
     }
 }
 
-/// The reader task: queue begin, every chunk (from the first not held when
-/// resuming), and end with the whole-file hash. Stops quietly if the call
-/// has ended (its status is what to report).
-async fn read_chunks<S: ChunkSource>(
-    source: S,
+/// The reader (on a blocking thread): queue begin, every chunk, and end
+/// with the whole-file hash. Stops quietly if the call has ended (its
+/// status is what to report).
+fn read_chunks<S: ChunkSource>(
+    mut source: S,
     begin: UploadBegin,
     resume: Option<Resume>,
     tx: mpsc::Sender<UploadRequest>,
     progress: Progress,
+    counter: Option<Arc<AtomicU64>>,
 ) -> Result<ReadEnd> {
     let size = begin.size;
-    let send = |msg| UploadRequest { msg: Some(msg) };
-    if tx.send(send(Msg::Begin(begin))).await.is_err() {
+    let send = |msg| tx.blocking_send(UploadRequest { msg: Some(msg) }).is_ok();
+    if !send(Msg::Begin(begin)) {
         return Ok(ReadEnd::CallEnded);
     }
-    let first = resume.as_ref().map_or(0, |r| r.held);
-    progress.add((dupla::chunk::CHUNK_SIZE as u64 * first).min(size));
-    let mut source = source;
-    // A resume already has the whole-file hash from its pass over the file.
-    let mut hasher = resume.is_none().then(blake3::Hasher::new);
-    let mut sent = 0u64;
-    for index in first..chunk_count(size) {
-        let len = chunk_len(size, index)?;
-        let chunk;
-        (source, hasher, chunk) = read_and_hash(source, hasher, index, len).await?;
-        if let Some(resume) = &resume {
-            if chunk.hash != resume.chunks[index as usize].to_bytes() {
+    let count = |n: u64| {
+        if let Some(counter) = &counter {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    let (mut sent, mut reused) = (0u64, 0u64);
+    let blake3 = match &resume {
+        None => {
+            // One pass: cut, hash and send as the bytes come.
+            let mut hasher = blake3::Hasher::new();
+            let mut total = 0u64;
+            let reader = std::io::Read::take(SourceReader(&mut source), size);
+            for (index, piece) in Chunker::new(reader).enumerate() {
+                let data = piece.map_err(|e| read_error(index as u64, e))?;
+                total += data.len() as u64;
+                hasher.update(&data);
+                let len = data.len() as u64;
+                if !send(Msg::Chunk(chunk::make(index as u64, data))) {
+                    return Ok(ReadEnd::CallEnded);
+                }
+                sent += len;
+                count(len);
+                progress.add(len);
+            }
+            if total != size {
                 return Err(Error::Aborted(format!(
-                    "the file changed since it was hashed for the resume (chunk {index}); back it up again"
+                    "the file shrank while it was read ({total} of {size} bytes); back it up again"
                 )));
             }
+            Hash::from(hasher.finalize())
         }
-        if tx.send(send(Msg::Chunk(chunk))).await.is_err() {
-            return Ok(ReadEnd::CallEnded);
+        Some(plan) => {
+            progress.add(plan.held_bytes());
+            let mut at = u64::MAX;
+            let mut offset = plan.held_bytes();
+            for index in plan.held..plan.chunks.len() as u64 {
+                let hash = plan.chunks[index as usize];
+                let len = plan.lengths[index as usize];
+                let chunk = if plan.by_reference.contains(&hash) {
+                    reused += len as u64;
+                    chunk::held(index, hash, len)
+                } else {
+                    if at != offset {
+                        source.seek_to(offset).map_err(|e| read_error(index, e))?;
+                    }
+                    let data =
+                        read_exact(&mut source, len as usize).map_err(|e| read_error(index, e))?;
+                    at = offset + len as u64;
+                    let chunk = chunk::make(index, data);
+                    if chunk.hash != hash.to_bytes() {
+                        return Err(Error::Aborted(format!(
+                            "the file changed since it was hashed (chunk {index}); back it up again"
+                        )));
+                    }
+                    sent += len as u64;
+                    count(len as u64);
+                    chunk
+                };
+                if !send(Msg::Chunk(chunk)) {
+                    return Ok(ReadEnd::CallEnded);
+                }
+                offset += len as u64;
+                progress.add(len as u64);
+            }
+            if offset != size {
+                return Err(Error::Internal(format!(
+                    "the chunks of the plan cover {offset} of {size} bytes"
+                )));
+            }
+            if at != size {
+                source
+                    .seek_to(size)
+                    .map_err(|e| read_error(index_end(plan), e))?;
+            }
+            plan.whole
         }
-        sent += len as u64;
-        progress.add(len as u64);
-    }
-    let source_end = tokio::task::spawn_blocking(move || source.finish())
-        .await
-        .map_err(|e| Error::Internal(format!("reader thread failed: {e}")))?;
-    source_end.map_err(|e| read_error(chunk_count(size), e))?;
-    let blake3 = match (&resume, hasher) {
-        (Some(resume), _) => resume.whole,
-        (None, hasher) => Hash::from(hasher.expect("invariant: no resume, so hashed").finalize()),
     };
+    source
+        .finish()
+        .map_err(|e| read_error(resume.as_ref().map_or(0, index_end), e))?;
     let end = UploadEnd {
         blake3: blake3.to_bytes(),
     };
-    if tx.send(send(Msg::End(end))).await.is_err() {
+    if !send(Msg::End(end)) {
         return Ok(ReadEnd::CallEnded);
     }
-    Ok(ReadEnd::Done(blake3, sent))
+    Ok(ReadEnd::Done(blake3, sent, reused))
 }
 
-/// Read chunk `index` (`len` bytes), fold it into the whole-file hash (if
-/// one is being computed) and build the wire chunk with its own hash, all
-/// on a blocking thread.
-async fn read_and_hash<S: ChunkSource>(
-    mut source: S,
-    mut hasher: Option<blake3::Hasher>,
-    index: u64,
-    len: usize,
-) -> Result<(S, Option<blake3::Hasher>, dupla::v1::Chunk)> {
-    let (source, hasher, chunk) = tokio::task::spawn_blocking(move || {
-        let chunk = source.read_chunk(len).map(|data| {
-            if let Some(hasher) = hasher.as_mut() {
-                hasher.update(&data);
+fn index_end(plan: &Resume) -> u64 {
+    plan.chunks.len() as u64
+}
+
+/// Exactly `len` bytes from `source` (`UnexpectedEof` if it ends first).
+fn read_exact<S: ChunkSource>(source: &mut S, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    let mut filled = 0;
+    while filled < len {
+        match source.read(&mut buf[filled..])? {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "short read",
+                ))
             }
-            chunk::make(index, data)
-        });
-        (source, hasher, chunk)
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("reader thread failed: {e}")))?;
-    let chunk = chunk.map_err(|e| read_error(index, e))?;
-    if chunk.data.len() != len {
-        return Err(Error::Internal(format!(
-            "chunk {index}: the source gave {} bytes instead of {len}",
-            chunk.data.len()
-        )));
+            n => filled += n,
+        }
     }
-    Ok((source, hasher, chunk))
+    Ok(buf.freeze())
 }
 
 /// A source read failure, in words: a short read means the file shrank.
@@ -285,7 +379,7 @@ fn check_receipt(receipt: &UploadReceipt, name: &str, size: u64, blake3: &Hash) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dupla::chunk::CHUNK_SIZE;
+    use dupla::chunk::MAX_CHUNK_SIZE;
 
     /// Start a reader on `source`; returns the task and the request stream.
     fn spawn_reader<S: ChunkSource>(
@@ -300,11 +394,12 @@ mod tests {
         let begin = UploadBegin {
             name: name.into(),
             size,
-            resume_chunks: Vec::new(),
-            resume: false,
+            ..Default::default()
         };
         (
-            tokio::spawn(read_chunks(source, begin, None, tx, Progress::hidden())),
+            tokio::task::spawn_blocking(move || {
+                read_chunks(source, begin, None, tx, Progress::hidden(), None)
+            }),
             rx,
         )
     }
@@ -316,14 +411,11 @@ mod tests {
     }
 
     impl ChunkSource for VecSource {
-        fn read_chunk(&mut self, len: usize) -> std::io::Result<Bytes> {
-            let end = self.at + len;
-            let piece = self
-                .data
-                .get(self.at..end)
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short"))?;
-            self.at = end;
-            Ok(Bytes::copy_from_slice(piece))
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
         }
         fn finish(&mut self) -> std::io::Result<()> {
             if self.at == self.data.len() {
@@ -348,31 +440,40 @@ mod tests {
 
     #[tokio::test]
     async fn stream_is_begin_chunks_end_with_the_file_hash() {
-        let data: Vec<u8> = (0..CHUNK_SIZE * 2 + 5).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..MAX_CHUNK_SIZE * 3 + 5)
+            .map(|i| ((i * 7919) % 253) as u8 ^ (i >> 11) as u8)
+            .collect();
         let (res, msgs) = collect(data.clone(), data.len() as u64).await;
-        let ReadEnd::Done(hash, sent) = res.unwrap() else {
+        let ReadEnd::Done(hash, sent, 0) = res.unwrap() else {
             panic!("reader did not finish")
         };
         assert_eq!(hash, Hash::of(&data));
         assert_eq!(sent, data.len() as u64);
-        assert_eq!(msgs.len(), 5);
+        let expected = chunk::cut(&data);
+        assert_eq!(msgs.len(), expected.len() + 2);
         assert!(matches!(msgs[0].msg, Some(Msg::Begin(ref b)) if b.size == data.len() as u64));
-        for (i, m) in msgs[1..4].iter().enumerate() {
+        let mut received = 0;
+        for (i, m) in msgs[1..=expected.len()].iter().enumerate() {
             match &m.msg {
                 Some(Msg::Chunk(c)) => {
-                    assert_eq!(c.index, i as u64);
-                    dupla::chunk::verify_in_file(c, i as u64, data.len() as u64).unwrap();
+                    let (_, len) =
+                        chunk::verify_streamed(c, i as u64, received, data.len() as u64).unwrap();
+                    assert_eq!(c.data, expected[i]);
+                    received += len as u64;
                 }
                 other => panic!("expected chunk, got {other:?}"),
             }
         }
-        assert!(matches!(msgs[4].msg, Some(Msg::End(ref e)) if e.blake3 == hash.to_bytes()));
+        assert_eq!(received, data.len() as u64);
+        assert!(
+            matches!(msgs.last().unwrap().msg, Some(Msg::End(ref e)) if e.blake3 == hash.to_bytes())
+        );
     }
 
     #[tokio::test]
     async fn empty_file_has_no_chunks() {
         let (res, msgs) = collect(Vec::new(), 0).await;
-        assert!(matches!(res, Ok(ReadEnd::Done(h, 0)) if h == Hash::of(b"")));
+        assert!(matches!(res, Ok(ReadEnd::Done(h, 0, 0)) if h == Hash::of(b"")));
         assert_eq!(msgs.len(), 2);
     }
 

@@ -62,13 +62,18 @@ impl storage_server::Storage for Fake {
         };
         dupla::name::validate(&begin.name)?;
         let mut chunks = Vec::new();
+        let mut lengths = Vec::new();
+        let mut received = 0u64;
         let mut hasher = blake3::Hasher::new();
         let end = loop {
             match stream.message().await? {
                 Some(UploadRequest {
                     msg: Some(Msg::Chunk(c)),
                 }) => {
-                    chunk::verify_in_file(&c, chunks.len() as u64, begin.size)?;
+                    let (_, len) =
+                        chunk::verify_streamed(&c, chunks.len() as u64, received, begin.size)?;
+                    received += len as u64;
+                    lengths.push(len);
                     hasher.update(&c.data);
                     chunks.push(c);
                 }
@@ -78,9 +83,7 @@ impl storage_server::Storage for Fake {
                 _ => return Err(Status::invalid_argument("stream ended without end")),
             }
         };
-        if chunks.len() as u64 != chunk::chunk_count(begin.size)
-            || hasher.finalize().as_bytes()[..] != end.blake3[..]
-        {
+        if received != begin.size || hasher.finalize().as_bytes()[..] != end.blake3[..] {
             return Err(Status::invalid_argument("size or blake3 mismatch"));
         }
         let entry = FileEntry {
@@ -88,7 +91,8 @@ impl storage_server::Storage for Fake {
             size: begin.size,
             blake3: end.blake3,
             chunks: chunks.iter().map(|c| c.hash.clone()).collect(),
-            chunk_size: CHUNK_SIZE as u32,
+            chunk_size: 0,
+            chunk_lengths: lengths,
             holders: vec![
                 Node {
                     id: "fake".into(),

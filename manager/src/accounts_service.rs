@@ -252,6 +252,7 @@ impl Inner {
         self.hub.kick_login(login, reason);
         let files = {
             let _writes = self.state.lock_catalog_writes();
+            self.state.snapshots.remove_owner(login)?;
             self.state.catalog.remove_owner(login)?
         };
         tracing::info!(%login, files, "account deleted with its files");

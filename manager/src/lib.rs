@@ -19,6 +19,8 @@ pub mod room_service;
 pub mod rooms;
 pub mod service;
 pub mod sessions;
+pub mod snapshot_service;
+pub mod snapshots;
 pub mod state;
 pub mod throttle;
 pub mod tokens;
@@ -32,6 +34,7 @@ use dupla::shutdown::Shutdown;
 use dupla::v1::accounts_server::AccountsServer;
 use dupla::v1::manager_server::ManagerServer;
 use dupla::v1::rooms_server::RoomsServer;
+use dupla::v1::snapshots_server::SnapshotsServer;
 use dupla::Result;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -60,8 +63,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     if let Some(owner) = legacy_owner(&config, &accounts)? {
         adopt_legacy_files(&state, &owner)?;
     }
+    {
+        let _writes = state.lock_catalog_writes();
+        snapshot_service::snapshot_adopted(&state)?;
+    }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
     let authenticator = auth::Authenticator::new(tokens.clone());
+    let snapshot_service = SnapshotsServer::new(snapshot_service::SnapshotService::new(
+        state.clone(),
+        authenticator.clone(),
+    ))
+    .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
         state.clone(),
         accounts.clone(),
@@ -88,7 +101,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let mut server = dupla::rpc::server();
     let (router, health) = dupla::rpc::common_router(
         &mut server,
-        &["dupla.v1.Manager", "dupla.v1.Accounts", "dupla.v1.Rooms"],
+        &[
+            "dupla.v1.Manager",
+            "dupla.v1.Accounts",
+            "dupla.v1.Rooms",
+            "dupla.v1.Snapshots",
+        ],
     )?;
     health
         .set_serving::<ManagerServer<service::ManagerService>>()
@@ -99,8 +117,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     health
         .set_serving::<RoomsServer<room_service::RoomsService>>()
         .await;
+    health
+        .set_serving::<SnapshotsServer<snapshot_service::SnapshotService>>()
+        .await;
     let router = router
         .add_service(service)
+        .add_service(snapshot_service)
         .add_service(accounts_service)
         .add_service(rooms_service);
     tracing::info!(%addr, data = %config.data.display(), "manager listening");
@@ -140,6 +162,7 @@ pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<()
             moved,
             "files backed up before accounts existed now belong to {owner}"
         );
+        snapshot_service::snapshot_adopted(state)?;
     }
     Ok(())
 }

@@ -148,6 +148,7 @@ mod tests {
             blake3: Hash::of(name.as_bytes()),
             chunks: vec![],
             chunk_size: 1 << 20,
+            chunk_lengths: Vec::new(),
             holders: holders.iter().map(|h| h.to_string()).collect(),
             committed_unix_ms: 0,
             version: 3,

@@ -8,12 +8,12 @@ use crate::membership::{Liveness, NodeRef, Report};
 use crate::state::State;
 use crate::tokens::Tokens;
 use crate::uploads::OpenUpload;
-use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::chunk::{chunk_count, ChunkLayout, CHUNK_SIZE, MAX_HELD_CHUNKS};
 use dupla::placement::{self, DEFAULT_LOAD_EPSILON};
 use dupla::v1::manager_server::Manager;
 use dupla::v1::{self as pb};
 use dupla::{clock, name, Error, Hash, Result};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -79,17 +79,23 @@ impl ManagerService {
             blake3: record.blake3.to_bytes(),
             chunks: record.chunks.iter().map(Hash::to_bytes).collect(),
             chunk_size: record.chunk_size,
+            chunk_lengths: record.chunk_lengths.clone(),
             holders: holders.into_iter().map(|(_, n)| n).collect(),
             committed_unix_ms: record.committed_unix_ms,
             version: record.version,
         }
     }
 
-    fn lookup_record(&self, owner: &str, name: &str) -> Result<FileRecord> {
+    fn lookup_record(&self, owner: &str, name: &str, version: u64) -> Result<FileRecord> {
         self.state
             .catalog
-            .get(owner, name)?
-            .ok_or_else(|| Error::NotFound(format!("{name}: not found in your backups")))
+            .get_version(owner, name, version)?
+            .ok_or_else(|| match version {
+                0 => Error::NotFound(format!("{name}: not found in your backups")),
+                v => Error::NotFound(format!(
+                    "{name}: version {v} is not in your backups (forgotten, or never made)"
+                )),
+            })
     }
 
     fn place(&self, owner: &str, req: pb::PlaceRequest) -> Result<pb::PlaceReply> {
@@ -132,6 +138,20 @@ impl ManagerService {
         if !req.preview && (resumable_chunks as usize) < req.resume_chunks.len() {
             return Err(Error::Stale(format!(
                 "{}: part of the resumed data is used by files you do not own; the client sends those chunks itself",
+                req.name
+            )));
+        }
+        if req.held_chunks.len() > MAX_HELD_CHUNKS {
+            return Err(Error::InvalidInput(format!(
+                "{} held chunks in one upload; at most {MAX_HELD_CHUNKS}",
+                req.held_chunks.len()
+            )));
+        }
+        // Chunks sent by reference: every one must be claimable, in any
+        // order (the rule of a resume's prefix, not just a leading run).
+        if !req.preview && self.claimable(owner, &req.held_chunks)? < req.held_chunks.len() as u64 {
+            return Err(Error::Stale(format!(
+                "{}: some chunks sent by reference are used only by files you do not own; the client sends those chunks itself",
                 req.name
             )));
         }
@@ -195,6 +215,8 @@ impl ManagerService {
     /// How many leading `chunks` `owner` may claim in a resumed upload:
     /// those no other user's file uses, or that one of `owner`'s files uses
     /// too. A chunk hash is not proof of holding the bytes.
+    /// For chunks sent by reference the count is compared with the whole
+    /// list, so one unclaimable chunk anywhere refuses the upload.
     fn claimable<B: AsRef<[u8]>>(&self, owner: &str, chunks: &[B]) -> Result<u64> {
         if chunks.is_empty() {
             return Ok(0);
@@ -205,14 +227,15 @@ impl ManagerService {
             .collect::<Result<Vec<_>>>()?;
         let wanted: HashSet<Hash> = asked.iter().copied().collect();
         let (mut others, mut own) = (HashSet::<Hash>::new(), HashSet::<Hash>::new());
-        for record in self.state.catalog.all()? {
+        self.state.catalog.for_each(|record| {
             let used = record.chunks.iter().filter(|c| wanted.contains(c));
             if record.owner == owner {
                 own.extend(used);
             } else {
                 others.extend(used);
             }
-        }
+            Ok(())
+        })?;
         Ok(asked
             .iter()
             .take_while(|c| !others.contains(c) || own.contains(c))
@@ -244,8 +267,25 @@ impl ManagerService {
         }
         let record = {
             let _writes = self.state.lock_catalog_writes();
-            let record = self.record_from_entry(&open.owner, entry)?;
+            let previous = self.state.catalog.get(&open.owner, &entry.name)?;
+            let record = self.record_from_entry(&open.owner, entry, previous.as_ref())?;
             self.state.catalog.put(&record)?;
+            // The version this one replaces stays only if a snapshot uses it.
+            if let Some(previous) = previous {
+                let kept = self.state.snapshots.is_referenced(
+                    &open.owner,
+                    &previous.name,
+                    previous.version,
+                )?;
+                if !kept {
+                    self.state.catalog.remove_version(
+                        &open.owner,
+                        &previous.name,
+                        previous.version,
+                    )?;
+                    self.state.catalog.flush()?;
+                }
+            }
             record
         };
         if record.holders.len() < crate::repair::TARGET_COPIES {
@@ -264,18 +304,31 @@ impl ManagerService {
     }
 
     /// Validate a committed entry and turn it into the next version's record.
-    fn record_from_entry(&self, owner: &str, entry: pb::FileEntry) -> Result<FileRecord> {
+    fn record_from_entry(
+        &self,
+        owner: &str,
+        entry: pb::FileEntry,
+        previous: Option<&FileRecord>,
+    ) -> Result<FileRecord> {
         name::validate(&entry.name)?;
         let chunks = entry
             .chunks
             .iter()
             .map(|c| Hash::from_slice(c, "chunk hash"))
             .collect::<Result<Vec<_>>>()?;
-        if chunks.len() as u64 != chunk_count(entry.size) {
+        // Content-defined chunks: one length per chunk, each 1..=MAX,
+        // summing to the size. None: the fixed layout of older uploads.
+        let expected = if entry.chunk_lengths.is_empty() {
+            chunk_count(entry.size)
+        } else {
+            ChunkLayout::from_lengths(entry.size, &entry.chunk_lengths)?.count()
+        };
+        if chunks.len() as u64 != expected {
             return Err(Error::InvalidInput(format!(
-                "{} chunks listed for a {}-byte file",
+                "{} chunks listed for a {}-byte file in {} chunks",
                 chunks.len(),
-                entry.size
+                entry.size,
+                expected
             )));
         }
         let mut holder_ids: Vec<&str> = entry.holders.iter().map(|n| n.id.as_str()).collect();
@@ -292,14 +345,18 @@ impl ManagerService {
                 return Err(Error::InvalidInput(format!("unknown holder {unknown}")));
             }
         }
-        let previous = self.state.catalog.get(owner, &entry.name)?;
         Ok(FileRecord {
             owner: owner.to_string(),
             name: entry.name,
             size: entry.size,
             blake3: Hash::from_slice(&entry.blake3, "file blake3")?,
             chunks,
-            chunk_size: CHUNK_SIZE as u32,
+            chunk_size: if entry.chunk_lengths.is_empty() {
+                CHUNK_SIZE as u32
+            } else {
+                0
+            },
+            chunk_lengths: entry.chunk_lengths,
             holders: entry.holders.into_iter().map(|n| n.id).collect(),
             committed_unix_ms: clock::unix_ms(),
             version: previous.map_or(1, |p| p.version + 1),
@@ -316,14 +373,16 @@ impl ManagerService {
     ) -> Result<u64> {
         let _writes = self.state.lock_catalog_writes();
         let mut affected = 0;
-        for mut record in self.state.catalog.all()? {
+        // Rewriting a record keeps its key, so the pass goes on past it.
+        self.state.catalog.for_each(|mut record| {
             let uses = record.chunks.iter().any(|c| corrupt.contains(c));
             if uses && record.holders.len() > 1 && record.holders.iter().any(|h| h == server) {
                 record.holders.retain(|h| h != server);
                 self.state.catalog.put(&record)?;
                 affected += 1;
             }
-        }
+            Ok(())
+        })?;
         if affected > 0 {
             self.state.want_repair();
         }
@@ -335,18 +394,18 @@ impl ManagerService {
     /// so no commit or repair is half-applied.
     fn chunks_held_by(&self, server: &str) -> Result<(HashSet<Hash>, u64)> {
         let _writes = self.state.lock_catalog_writes();
-        let records = self.state.catalog.all()?;
-        let files = records.len() as u64;
-        let chunks = records
-            .into_iter()
-            .filter(|r| r.holders.iter().any(|h| h == server))
-            .flat_map(|r| r.chunks)
-            .collect();
+        let (mut chunks, mut files) = (HashSet::new(), 0);
+        self.state.catalog.for_each(|record| {
+            files += 1;
+            if record.holders.iter().any(|h| h == server) {
+                chunks.extend(record.chunks);
+            }
+            Ok(())
+        })?;
         Ok((chunks, files))
     }
 
     fn status(&self) -> Result<pb::ClusterStatusReply> {
-        let records = self.state.catalog.all()?;
         let sessions = self
             .tokens
             .lock()
@@ -354,41 +413,59 @@ impl ManagerService {
             .sessions_per_server(clock::unix_ms(), self.state.config.session_idle);
         let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let now = Instant::now();
-        let membership = self.state.lock_membership();
-        let up = |id: &str| {
-            membership
-                .get(id)
-                .is_some_and(|m| membership.liveness(m, now) == Liveness::Up)
+        // The servers first, and the membership lock released before the
+        // catalog pass, so heartbeats never wait for it.
+        let (mut servers, up): (Vec<pb::ServerStatus>, HashSet<String>) = {
+            let membership = self.state.lock_membership();
+            let servers = membership
+                .members()
+                .map(|m| pb::ServerStatus {
+                    node: Some(pb::Node {
+                        id: m.node.id.clone(),
+                        addr: m.node.addr.clone(),
+                    }),
+                    state: membership.liveness(m, now).as_str().into(),
+                    capacity: m.report.capacity,
+                    used: m.report.used,
+                    files: 0,
+                    active_transfers: m.report.active,
+                    peak_rss: m.report.peak_rss,
+                    last_seen_ms_ago: m.last_seen.map_or(u64::MAX, |t| {
+                        now.saturating_duration_since(t).as_millis() as u64
+                    }),
+                    sessions: sessions.get(&m.node.id).copied().unwrap_or(0) as u32,
+                })
+                .collect();
+            let up = membership
+                .members()
+                .filter(|m| membership.liveness(m, now) == Liveness::Up)
+                .map(|m| m.node.id.clone())
+                .collect();
+            (servers, up)
         };
-        let under: Vec<&FileRecord> = records
-            .iter()
-            .filter(|r| r.holders.iter().filter(|h| up(h)).count() < 2)
-            .collect();
-        let max_sessions = self.state.config.max_sessions;
-        let servers: Vec<pb::ServerStatus> = membership
-            .members()
-            .map(|m| pb::ServerStatus {
-                node: Some(pb::Node {
-                    id: m.node.id.clone(),
-                    addr: m.node.addr.clone(),
-                }),
-                state: membership.liveness(m, now).as_str().into(),
-                capacity: m.report.capacity,
-                used: m.report.used,
-                files: records
-                    .iter()
-                    .filter(|r| r.holders.contains(&m.node.id))
-                    .count() as u64,
-                active_transfers: m.report.active,
-                peak_rss: m.report.peak_rss,
-                last_seen_ms_ago: m.last_seen.map_or(u64::MAX, |t| {
-                    now.saturating_duration_since(t).as_millis() as u64
-                }),
-                sessions: sessions.get(&m.node.id).copied().unwrap_or(0) as u32,
-            })
-            .collect();
+        // One pass over the catalog, a page at a time: memory stays flat
+        // whatever the number of files.
+        let (mut files, mut bytes, mut under, mut under_bytes) = (0u64, 0u64, 0u64, 0u64);
+        let mut per_server: HashMap<String, u64> = HashMap::new();
+        self.state.catalog.for_each(|record| {
+            files += 1;
+            bytes += record.size;
+            if record.holders.iter().filter(|h| up.contains(*h)).count() < 2 {
+                under += 1;
+                under_bytes += record.size;
+            }
+            for holder in record.holders {
+                *per_server.entry(holder).or_default() += 1;
+            }
+            Ok(())
+        })?;
+        for server in &mut servers {
+            let id = server.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
+            server.files = per_server.get(id).copied().unwrap_or(0);
+        }
         // Over capacity: no live server can take a session without going
         // past max_sessions (new logins still succeed, on the least loaded).
+        let max_sessions = self.state.config.max_sessions;
         let up_servers = servers.iter().filter(|s| s.state == "up");
         let over_capacity = up_servers
             .clone()
@@ -396,10 +473,10 @@ impl ManagerService {
             && up_servers.count() > 0;
         Ok(pb::ClusterStatusReply {
             servers,
-            files: records.len() as u64,
-            bytes: records.iter().map(|r| r.size).sum(),
-            under_replicated: under.len() as u64,
-            under_replicated_bytes: under.iter().map(|r| r.size).sum(),
+            files,
+            bytes,
+            under_replicated: under,
+            under_replicated_bytes: under_bytes,
             repaired_files: repairs.files,
             repaired_bytes: repairs.bytes,
             sessions: sessions.values().sum::<usize>() as u64,
@@ -521,7 +598,8 @@ impl Manager for ManagerService {
 
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Reply<pb::FileEntry> {
         let user = self.user(&request)?;
-        let record = self.lookup_record(&user.login, &request.into_inner().name)?;
+        let req = request.into_inner();
+        let record = self.lookup_record(&user.login, &req.name, req.version)?;
         Ok(Response::new(self.entry(&record)))
     }
 
@@ -549,6 +627,7 @@ impl Manager for ManagerService {
         let name = request.into_inner().name;
         let removed = {
             let _writes = self.state.lock_catalog_writes();
+            self.state.snapshots.drop_path(&user.login, &name)?;
             self.state.catalog.remove(&user.login, &name)?
         };
         let record =

@@ -3,6 +3,7 @@
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::membership::Membership;
+use crate::snapshots::Snapshots;
 use crate::uploads::Uploads;
 use dupla::kv::Kv;
 use dupla::rpc::Secret;
@@ -19,6 +20,8 @@ pub struct State {
     pub secret: Secret,
     /// Committed files, placement log, known servers (on disk).
     pub catalog: Catalog,
+    /// Snapshots of every user, in the same database as the catalog.
+    pub snapshots: Snapshots,
     /// Live view of the storage servers.
     pub membership: Mutex<Membership>,
     /// Uploads placed but not yet committed or aborted.
@@ -68,7 +71,7 @@ pub struct RepairStats {
 impl State {
     /// Build the state over `kv`, restoring the servers known before a restart.
     pub fn open(config: Config, kv: Arc<dyn Kv>) -> Result<State> {
-        let catalog = Catalog::new(kv);
+        let catalog = Catalog::new(kv.clone());
         let mut membership = Membership::new(config.suspect_after, config.down_after);
         for node in catalog.servers()? {
             membership.restore(node);
@@ -77,6 +80,7 @@ impl State {
             secret: Secret::new(&config.secret)?,
             config,
             catalog,
+            snapshots: Snapshots::new(kv),
             membership: Mutex::new(membership),
             uploads: Mutex::new(Uploads::default()),
             catalog_writes: Mutex::new(()),

@@ -475,6 +475,15 @@ impl ChunkStore {
         fits && touch(&path).is_ok()
     }
 
+    /// [`ChunkStore::claim`] a chunk of unknown length: its length when it
+    /// is here (and now marked as just used), `None` otherwise.
+    pub fn claim_len(&self, hash: &Hash) -> Option<u64> {
+        let path = self.path(hash);
+        let _no_gc = self.inner.gc.read().expect("gc lock poisoned");
+        let len = fs::metadata(&path).ok()?.len();
+        touch(&path).ok().map(|_| len)
+    }
+
     /// [`ChunkStore::claim`] every chunk of a file about to be reported
     /// durable; `Stale` if one is gone (collected as unused meanwhile).
     pub async fn claim_all(&self, hashes: &[Hash]) -> Result<()> {

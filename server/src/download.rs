@@ -7,7 +7,7 @@
 
 use crate::node::StorageNode;
 use bytes::Bytes;
-use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::chunk::ChunkLayout;
 use dupla::rpc::UserCredentials;
 use dupla::v1::{
     download_response, Chunk, DownloadRequest, DownloadResponse, FetchChunksRequest, LookupRequest,
@@ -44,6 +44,7 @@ pub async fn open(
     name::validate(&request.name)?;
     let mut lookup = node.secret.request(LookupRequest {
         name: request.name.clone(),
+        version: request.version,
     });
     user.attach(&mut lookup);
     let entry = node.manager().lookup(lookup).await?.into_inner();
@@ -58,13 +59,13 @@ pub async fn open(
         .iter()
         .map(|h| Hash::from_slice(h, "chunk hash"))
         .collect::<Result<Vec<_>>>()?;
-    if hashes.len() as u64 != chunk_count(entry.size) {
-        return Err(Error::Internal(format!(
-            "catalog entry of {} is inconsistent",
+    let layout = ChunkLayout::of(&entry).map_err(|e| {
+        Error::Internal(format!(
+            "catalog entry of {} is inconsistent: {e}",
             entry.name
-        )));
-    }
-    let start = request.offset / CHUNK_SIZE as u64;
+        ))
+    })?;
+    let start = layout.index_at(request.offset);
     let mut reader = HolderReader::new(
         node.clone(),
         entry.name.clone(),
@@ -153,6 +154,7 @@ impl HolderReader {
                         index,
                         data,
                         hash: expected.to_bytes(),
+                        held_length: 0,
                     });
                 }
                 Err(e) => {

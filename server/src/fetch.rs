@@ -46,6 +46,7 @@ pub fn open(node: Arc<StorageNode>, request: FetchChunksRequest) -> Result<Fetch
                 index: index as u64,
                 data,
                 hash: hash.to_bytes(),
+                held_length: 0,
             });
             let failed = message.is_err();
             if tx.send(message.map_err(Status::from)).await.is_err() || failed {

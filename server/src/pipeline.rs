@@ -16,7 +16,7 @@
 use crate::chunk_store::{Batch, Staged};
 use crate::faults::{FaultPlan, Step, Tap};
 use crate::node::StorageNode;
-use dupla::chunk::{chunk_count, verify_in_file};
+use dupla::chunk::verify_streamed;
 use dupla::v1::{store_request, Chunk, Node as WireNode, StoreBegin, StoreEnd, StoreRequest};
 use dupla::{Error, Hash, Result};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -83,6 +83,9 @@ pub struct Plan {
     /// A resumed upload: the file's first chunks, already stored on every
     /// node of the chain; the stream starts after them.
     pub prefix: Vec<Hash>,
+    /// The lengths of the `prefix` chunks (read from this node's store, or
+    /// by the entry from the holders).
+    pub prefix_lengths: Vec<u32>,
 }
 
 impl Plan {
@@ -110,6 +113,7 @@ pub async fn run(
     let mut staged = Batch::new(node.store.clone());
     let mut writes: Writes = FuturesOrdered::new();
     let mut hashes = plan.prefix.clone();
+    let mut lengths = plan.prefix_lengths.clone();
     let received = receive(
         &node.faults,
         &plan,
@@ -118,6 +122,7 @@ pub async fn run(
         &mut writes,
         &mut staged,
         &mut hashes,
+        &mut lengths,
     )
     .await;
     // Whatever happened, wait for the writes already started, so the guard
@@ -199,6 +204,7 @@ async fn copy_to(
 ) -> Result<Vec<WireNode>> {
     let whole_file = Plan {
         prefix: Vec::new(),
+        prefix_lengths: Vec::new(),
         ..plan.clone()
     };
     let mut next = Downstream::open(node, target, &whole_file, &[], fallbacks)?;
@@ -208,6 +214,7 @@ async fn copy_to(
             index: index as u64,
             data,
             hash: hash.to_bytes(),
+            held_length: 0,
         })
         .await?;
     }
@@ -218,7 +225,12 @@ async fn copy_to(
 type Writes = FuturesOrdered<Pin<Box<dyn Future<Output = Result<Staged>> + Send>>>;
 
 /// Take every chunk from `source`: verify it, start its local write (at
-/// most [`WRITE_DEPTH_CHUNKS`] in flight) and pass it downstream.
+/// most [`WRITE_DEPTH_CHUNKS`] in flight) and pass it downstream. A chunk
+/// sent by reference is claimed here instead (this node must hold it) and
+/// passed on as a reference. The chunks' lengths are not known in advance:
+/// each is checked against what is left of the declared size, and the
+/// stream must carry exactly that size.
+#[allow(clippy::too_many_arguments)]
 async fn receive(
     faults: &FaultPlan,
     plan: &Plan,
@@ -227,13 +239,23 @@ async fn receive(
     writes: &mut Writes,
     staged: &mut Batch,
     hashes: &mut Vec<Hash>,
+    lengths: &mut Vec<u32>,
 ) -> Result<()> {
-    let total = chunk_count(plan.size);
     let mut index = plan.prefix.len() as u64;
+    let mut received: u64 = lengths.iter().map(|&l| l as u64).sum();
     while let Some(chunk) = source.next_chunk().await? {
-        let hash = verify_in_file(&chunk, index, plan.size)?;
+        let (hash, len) = verify_streamed(&chunk, index, received, plan.size)?;
         hashes.push(hash);
-        if plan.store_locally {
+        lengths.push(len);
+        received += len as u64;
+        if chunk.held_length != 0 {
+            if plan.store_locally && !staged.store().claim(&hash, Some(len as u64)) {
+                return Err(Error::Stale(format!(
+                    "{}: chunk {index} ({hash}, {len} bytes) was sent by reference but this server does not hold it; send it with its data",
+                    plan.name
+                )));
+            }
+        } else if plan.store_locally {
             writes.push_back(Box::pin(staged.store().stage(hash, chunk.data.clone())));
             if writes.len() >= WRITE_DEPTH_CHUNKS {
                 let write = writes
@@ -264,9 +286,10 @@ async fn receive(
         }
         index += 1;
     }
-    if index != total {
+    if received != plan.size {
         return Err(Error::InvalidInput(format!(
-            "the stream ended after {index} of {total} chunks"
+            "the stream ended after {received} of {} bytes ({index} chunks)",
+            plan.size
         )));
     }
     Ok(())

@@ -9,7 +9,7 @@ use crate::chunk_store::Batch;
 use crate::download::HolderReader;
 use crate::node::StorageNode;
 use crate::pacer::Pacer;
-use dupla::chunk::{chunk_count, chunk_len, REPLICATE_WINDOW_CHUNKS};
+use dupla::chunk::REPLICATE_WINDOW_CHUNKS;
 use dupla::v1::{ReplicateReply, ReplicateRequest};
 use dupla::{name, Error, Hash, Result};
 use std::sync::Arc;
@@ -25,9 +25,7 @@ pub async fn handle(node: Arc<StorageNode>, request: ReplicateRequest) -> Result
         .collect::<Result<Vec<_>>>()?;
     let first = request.first_chunk;
     let listed_end = first.checked_add(hashes.len() as u64);
-    if hashes.len() > REPLICATE_WINDOW_CHUNKS
-        || listed_end.is_none_or(|end| end > chunk_count(request.size))
-    {
+    if hashes.len() > REPLICATE_WINDOW_CHUNKS || listed_end.is_none_or(|end| end > request.size) {
         return Err(Error::InvalidInput(format!(
             "chunks {first}.. ({} listed, at most {REPLICATE_WINDOW_CHUNKS}) do not fit a {}-byte file",
             hashes.len(),
@@ -48,12 +46,15 @@ pub async fn handle(node: Arc<StorageNode>, request: ReplicateRequest) -> Result
     let mut batch = Batch::new(node.store.clone());
     let mut pacer = Pacer::new(node.repair_rate);
     let mut copied = 0u64;
+    // Chunks are verified by their hash only: with content-defined chunks
+    // their lengths do not follow from the file's size (and a hash fixes
+    // the bytes, so it fixes the length too).
     for (index, hash) in hashes.iter().enumerate() {
-        let len = chunk_len(request.size, first + index as u64)? as u64;
-        if node.store.claim(hash, Some(len)) {
+        if node.store.claim(hash, None) {
             continue;
         }
         let chunk = reader.read(index as u64).await?;
+        let len = chunk.data.len() as u64;
         batch.push(node.store.stage(*hash, chunk.data).await?);
         copied += len;
         pacer.pace(len).await;

@@ -14,7 +14,7 @@
 
 use crate::download::HolderReader;
 use crate::node::StorageNode;
-use dupla::chunk::{chunk_count, CHUNK_SIZE, REPLICATE_WINDOW_CHUNKS};
+use dupla::chunk::{ChunkLayout, REPLICATE_WINDOW_CHUNKS};
 use dupla::rpc::UserCredentials;
 use dupla::v1::{
     HasChunksRequest, Node as WireNode, PlaceReply, PlaceRequest, ReplicateRequest,
@@ -40,12 +40,18 @@ pub async fn status(
 ) -> Result<UploadStatusReply> {
     name::validate(&request.name)?;
     let hashes = parse_hashes(&request.chunks, MAX_RESUME_CHUNKS)?;
-    if hashes.len() as u64 != chunk_count(request.size) {
+    // Content-defined chunks come with their lengths; none: the fixed layout.
+    let layout = if request.chunk_lengths.is_empty() {
+        ChunkLayout::fixed(request.size)
+    } else {
+        ChunkLayout::from_lengths(request.size, &request.chunk_lengths)?
+    };
+    if hashes.len() as u64 != layout.count() {
         return Err(Error::InvalidInput(format!(
             "{} chunk hashes for a {}-byte file (expected {})",
             hashes.len(),
             request.size,
-            chunk_count(request.size)
+            layout.count()
         )));
     }
     let (order, claimable) = preview(node, user, &request, &hashes).await?;
@@ -65,7 +71,7 @@ pub async fn status(
     copy_prefix_to(node, &targets, &order, &request.name, request.size, prefix).await?;
     Ok(UploadStatusReply {
         held_chunks: best,
-        held_bytes: prefix_bytes(best, request.size),
+        held_bytes: layout.prefix_bytes(best),
         holders,
     })
 }
@@ -134,7 +140,7 @@ async fn copy_prefix(
         let request = node.secret.request(ReplicateRequest {
             name: name.to_string(),
             chunks: chunks.iter().map(Hash::to_bytes).collect(),
-            size: prefix_bytes(prefix.len() as u64, size),
+            size,
             sources: sources.clone(),
             first_chunk: (window * REPLICATE_WINDOW_CHUNKS) as u64,
         });
@@ -161,16 +167,18 @@ async fn copy_prefix(
 }
 
 /// The whole-file hash state over a resumed upload's `prefix`, read back
-/// (each chunk verified) from the holders that [`ensure_prefix`] filled.
+/// (each chunk verified) from the holders that [`ensure_prefix`] filled,
+/// and the prefix chunks' lengths.
 pub async fn hash_prefix(
     node: &Arc<StorageNode>,
     place: &PlaceReply,
     name: &str,
     prefix: &[Hash],
-) -> Result<blake3::Hasher> {
+) -> Result<(blake3::Hasher, Vec<u32>)> {
     let mut whole = blake3::Hasher::new();
+    let mut lengths = Vec::with_capacity(prefix.len());
     if prefix.is_empty() {
-        return Ok(whole);
+        return Ok((whole, lengths));
     }
     let holders: Vec<WireNode> = place
         .primary
@@ -180,9 +188,11 @@ pub async fn hash_prefix(
         .collect();
     let mut reader = HolderReader::new(node.clone(), name.to_string(), holders, prefix.to_vec());
     for index in 0..prefix.len() as u64 {
-        whole.update(&reader.read(index).await?.data);
+        let data = reader.read(index).await?.data;
+        whole.update(&data);
+        lengths.push(data.len() as u32);
     }
-    Ok(whole)
+    Ok((whole, lengths))
 }
 
 /// Where the manager would place the user's file now (nothing is opened),
@@ -200,6 +210,7 @@ async fn preview(
         preview: true,
         takeover: false,
         resume_chunks: chunks.iter().map(Hash::to_bytes).collect(),
+        held_chunks: Vec::new(),
     });
     user.attach(&mut request);
     let reply = node.manager().place(request).await?.into_inner();
@@ -228,11 +239,6 @@ async fn leading_on(node: &Arc<StorageNode>, server: &WireNode, hashes: &[Hash])
     }
 }
 
-/// Bytes in the first `chunks` chunks of a `size`-byte file.
-pub fn prefix_bytes(chunks: u64, size: u64) -> u64 {
-    chunks.saturating_mul(CHUNK_SIZE as u64).min(size)
-}
-
 /// Chunk hashes from the wire, at most `max`.
 pub fn parse_hashes(raw: &[bytes::Bytes], max: usize) -> Result<Vec<Hash>> {
     if raw.len() > max {
@@ -249,14 +255,6 @@ pub fn parse_hashes(raw: &[bytes::Bytes], max: usize) -> Result<Vec<Hash>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_bytes_stop_at_the_file_size() {
-        let mib = CHUNK_SIZE as u64;
-        assert_eq!(prefix_bytes(0, 10), 0);
-        assert_eq!(prefix_bytes(2, 5 * mib), 2 * mib);
-        assert_eq!(prefix_bytes(3, 2 * mib + 7), 2 * mib + 7);
-    }
 
     #[test]
     fn too_many_hashes_are_refused() {

@@ -6,7 +6,7 @@ use crate::fetch::{self, FetchStream};
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, Plan, StoreSource, MAX_CHAIN, MAX_FALLBACKS};
 use crate::{gc, replicate, resume, scrub, upload};
-use dupla::chunk::chunk_count;
+use dupla::chunk::MAX_CHUNK_SIZE;
 use dupla::rpc::UserCredentials;
 use dupla::v1::storage_server::Storage;
 use dupla::v1::{
@@ -71,20 +71,33 @@ impl Storage for StorageService {
             )));
         }
         let prefix = resume::parse_hashes(&begin.prefix, resume::MAX_RESUME_CHUNKS)?;
-        if prefix.len() as u64 > chunk_count(begin.size) {
+        if prefix.len() as u64 > begin.size {
             return Err(Status::invalid_argument(
                 "the resumed prefix has more chunks than the file",
             ));
         }
+        let mut prefix_lengths = Vec::with_capacity(prefix.len());
         if begin.store_locally {
-            // The stream leaves the prefix out: this copy must have it already.
-            if let Some(missing) = prefix.iter().find(|h| !self.node.store.claim(h, None)) {
-                return Err(Error::Stale(format!(
-                    "{}: chunk {missing} of the resumed part is not on this server",
-                    begin.name
-                ))
-                .into());
+            // The stream leaves the prefix out: this copy must have it
+            // already, and its chunks' lengths are those on disk.
+            for hash in &prefix {
+                match self.node.store.claim_len(hash) {
+                    Some(len) if len > 0 && len <= MAX_CHUNK_SIZE as u64 => {
+                        prefix_lengths.push(len as u32)
+                    }
+                    _ => {
+                        return Err(Error::Stale(format!(
+                            "{}: chunk {hash} of the resumed part is not on this server",
+                            begin.name
+                        ))
+                        .into())
+                    }
+                }
             }
+        } else if !prefix.is_empty() {
+            return Err(Status::invalid_argument(
+                "only a storing node can be sent a resumed prefix",
+            ));
         }
         let plan = Plan {
             upload_id: begin.upload_id,
@@ -94,6 +107,7 @@ impl Storage for StorageService {
             chain: begin.chain,
             fallbacks: begin.fallbacks,
             prefix,
+            prefix_lengths,
         };
         let holders = pipeline::run(
             &self.node,

@@ -8,7 +8,7 @@ use crate::faults::{Step, Tap};
 use crate::node::StorageNode;
 use crate::pipeline::{self, next_message, ChunkSource, Plan, MAX_FALLBACKS};
 use crate::resume;
-use dupla::chunk::{chunk_count, CHUNK_SIZE};
+use dupla::chunk::MAX_HELD_CHUNKS;
 use dupla::rpc::UserCredentials;
 use dupla::v1::{
     upload_request, AbortRequest, Chunk, CommitRequest, FileEntry, Node as WireNode, PlaceRequest,
@@ -38,7 +38,8 @@ pub async fn handle(
     };
     name::validate(&begin.name)?;
     let prefix = resume::parse_hashes(&begin.resume_chunks, resume::MAX_RESUME_CHUNKS)?;
-    if prefix.len() as u64 > chunk_count(begin.size) {
+    resume::parse_hashes(&begin.held_chunks, MAX_HELD_CHUNKS)?;
+    if prefix.len() as u64 > begin.size {
         return Err(Error::InvalidInput(format!(
             "{} resumed chunks for a {}-byte file",
             prefix.len(),
@@ -52,10 +53,12 @@ pub async fn handle(
         preview: false,
         takeover: begin.resume,
         resume_chunks: begin.resume_chunks.clone(),
+        held_chunks: begin.held_chunks.clone(),
     });
     user.attach(&mut place_request);
-    // The manager refuses (FAILED_PRECONDITION) a resume claiming chunks
-    // the caller may not claim, before it opens anything.
+    // The manager refuses (FAILED_PRECONDITION) a resume, or chunks sent by
+    // reference, claiming chunks the caller may not claim, before it opens
+    // anything.
     let place = node.manager().place(place_request).await?.into_inner();
     let mut guard = AbortGuard {
         node: node.clone(),
@@ -65,8 +68,9 @@ pub async fn handle(
         resume::ensure_prefix(&node, &place, &begin.name, begin.size, &prefix).await?;
         // The skipped chunks never come through here: read them back from a
         // holder so the whole-file hash still covers every byte.
-        let whole = resume::hash_prefix(&node, &place, &begin.name, &prefix).await?;
-        store_and_commit(&node, &begin, place, prefix, whole, stream).await
+        let (whole, prefix_lengths) =
+            resume::hash_prefix(&node, &place, &begin.name, &prefix).await?;
+        store_and_commit(&node, &begin, place, prefix, prefix_lengths, whole, stream).await
     }
     .await;
     match &result {
@@ -81,6 +85,7 @@ async fn store_and_commit(
     begin: &UploadBegin,
     place: dupla::v1::PlaceReply,
     prefix: Vec<Hash>,
+    prefix_lengths: Vec<u32>,
     whole: blake3::Hasher,
     stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
@@ -107,11 +112,14 @@ async fn store_and_commit(
         chain,
         fallbacks,
         prefix: prefix.clone(),
+        prefix_lengths: prefix_lengths.clone(),
     };
     let mut source = UploadSource {
         stream,
         whole,
         chunks: prefix,
+        lengths: prefix_lengths,
+        by_reference: false,
         declared: None,
         tap: node.faults.tap(Step::ClientStream),
         idle: node.idle_timeout,
@@ -120,7 +128,14 @@ async fn store_and_commit(
     let declared = source
         .declared
         .ok_or_else(|| Error::Internal("upload finished without its end marker".into()))?;
-    let actual = Hash::from(source.whole.finalize());
+    // Chunks sent by reference never pass through here: their holders
+    // proved them (each claimed its copy by hash and length), and restores
+    // check the whole-file hash end to end, so the client's hash is taken.
+    let actual = if source.by_reference {
+        declared
+    } else {
+        Hash::from(source.whole.finalize())
+    };
     if actual != declared {
         return Err(Error::Corrupt(format!(
             "{}: the file hashes to {actual} but the client declared {declared} (did it change while being read?); nothing was committed",
@@ -135,7 +150,8 @@ async fn store_and_commit(
         size: begin.size,
         blake3: actual.to_bytes(),
         chunks: source.chunks.iter().map(Hash::to_bytes).collect(),
-        chunk_size: CHUNK_SIZE as u32,
+        chunk_size: 0,
+        chunk_lengths: source.lengths,
         holders,
         committed_unix_ms: 0,
         version: 0,
@@ -176,6 +192,10 @@ struct UploadSource {
     stream: Streaming<UploadRequest>,
     whole: blake3::Hasher,
     chunks: Vec<Hash>,
+    /// Each chunk's length (the pipeline checks them).
+    lengths: Vec<u32>,
+    /// Some chunk came by reference: the whole-file hash cannot be computed.
+    by_reference: bool,
     declared: Option<Hash>,
     tap: Tap,
     idle: std::time::Duration,
@@ -189,7 +209,13 @@ impl ChunkSource for UploadSource {
                 msg: Some(upload_request::Msg::Chunk(chunk)),
             }) => {
                 self.tap.pass(chunk.data.len()).await?;
-                self.whole.update(&chunk.data);
+                if chunk.held_length != 0 {
+                    self.by_reference = true;
+                    self.lengths.push(chunk.held_length);
+                } else {
+                    self.whole.update(&chunk.data);
+                    self.lengths.push(chunk.data.len() as u32);
+                }
                 self.chunks.push(Hash::from_slice(&chunk.hash, "chunk hash")?);
                 Ok(Some(chunk))
             }

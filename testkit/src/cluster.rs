@@ -217,7 +217,10 @@ impl TestCluster {
     pub async fn lookup(&self, name: &str) -> Result<dupla::v1::FileEntry, tonic::Status> {
         self.manager_client()
             .await
-            .lookup(self.as_user(dupla::v1::LookupRequest { name: name.into() }))
+            .lookup(self.as_user(dupla::v1::LookupRequest {
+                name: name.into(),
+                version: 0,
+            }))
             .await
             .map(|r| r.into_inner())
     }

@@ -221,6 +221,16 @@ pub fn json_lines(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// The lines of `dupla --json backup`: one receipt per new or changed file
+/// (in path order), and the run's summary (the line with `"snapshot"`).
+pub fn backup_lines(stdout: &[u8]) -> (Vec<Value>, Value) {
+    let (files, mut summary): (Vec<Value>, Vec<Value>) = json_lines(stdout)
+        .into_iter()
+        .partition(|line| line.get("name").is_some());
+    assert_eq!(summary.len(), 1, "one summary line: {summary:?}");
+    (files, summary.remove(0))
+}
+
 /// Poll `dupla status --json` until `n` servers are up (30 s at most).
 pub fn wait_for_up(cluster: &Cluster, client_root: &Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);

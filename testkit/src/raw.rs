@@ -69,6 +69,7 @@ pub fn upload_messages(name: &str, data: &[u8]) -> Vec<UploadRequest> {
             size: data.len() as u64,
             resume_chunks: Vec::new(),
             resume: false,
+            held_chunks: Vec::new(),
         })),
     }];
     for (i, piece) in data.chunks(CHUNK_SIZE).enumerate() {
@@ -112,6 +113,7 @@ pub async fn download(target: &Target, name: &str) -> Result<Vec<u8>, Status> {
         .download(target.request(DownloadRequest {
             name: name.into(),
             offset: 0,
+            version: 0,
         }))
         .await?
         .into_inner();
@@ -126,11 +128,12 @@ pub async fn download(target: &Target, name: &str) -> Result<Vec<u8>, Status> {
         }
     };
     let mut data = Vec::with_capacity(header.size as usize);
+    let layout = chunk::ChunkLayout::of(&header).map_err(|e| Status::data_loss(e.to_string()))?;
     while let Some(message) = stream.message().await? {
         match message.msg {
             Some(download_response::Msg::Chunk(c)) => {
                 let index = c.index;
-                chunk::verify_in_file(&c, (data.len() / CHUNK_SIZE) as u64, header.size)
+                chunk::verify_in_layout(&c, layout.index_at(data.len() as u64), &layout)
                     .map_err(|e| Status::data_loss(e.to_string()))?;
                 assert_eq!(
                     c.hash, header.chunks[index as usize],
@@ -176,11 +179,48 @@ pub async fn interrupted_upload(
     sent: usize,
     durable: usize,
 ) {
+    interrupted_upload_of(cluster, target, upload_messages(name, data), sent, durable).await
+}
+
+/// The messages of an upload of `data` as `name` cut as the client cuts
+/// it (content-defined chunks).
+pub fn cdc_upload_messages(name: &str, data: &[u8]) -> Vec<UploadRequest> {
+    let mut messages = upload_messages(name, &[]);
+    messages[0] = UploadRequest {
+        msg: Some(upload_request::Msg::Begin(UploadBegin {
+            name: name.into(),
+            size: data.len() as u64,
+            ..Default::default()
+        })),
+    };
+    let end = messages.pop().expect("the end marker");
+    for (i, piece) in chunk::cut(data).into_iter().enumerate() {
+        messages.push(UploadRequest {
+            msg: Some(upload_request::Msg::Chunk(chunk::make(i as u64, piece))),
+        });
+    }
+    messages.push(UploadRequest {
+        msg: Some(upload_request::Msg::End(UploadEnd {
+            blake3: Hash::of(data).to_bytes(),
+        })),
+    });
+    drop(end);
+    messages
+}
+
+/// [`interrupted_upload`] of the given upload `messages`.
+pub async fn interrupted_upload_of(
+    cluster: &crate::TestCluster,
+    target: &Target,
+    messages: Vec<UploadRequest>,
+    sent: usize,
+    durable: usize,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel::<UploadRequest>(4);
     let mut storage = storage(target).await;
     let request = target.request(tokio_stream::wrappers::ReceiverStream::new(rx));
     let call = tokio::spawn(async move { storage.upload(request).await });
-    for message in upload_messages(name, data).into_iter().take(1 + sent) {
+    for message in messages.into_iter().take(1 + sent) {
         tx.send(message).await.expect("the upload is running");
     }
     let durable_on = || {
@@ -220,6 +260,7 @@ pub async fn held_chunks(target: &Target, name: &str, data: &[u8]) -> usize {
             name: name.into(),
             size: data.len() as u64,
             chunks: chunk_hashes(data).iter().map(Hash::to_bytes).collect(),
+            chunk_lengths: Vec::new(),
         }))
         .await
         .expect("upload status")
@@ -241,6 +282,7 @@ pub fn resumed_messages(name: &str, data: &[u8], held: usize) -> Vec<UploadReque
                 .map(Hash::to_bytes)
                 .collect(),
             resume: true,
+            held_chunks: Vec::new(),
         })),
     };
     messages.drain(1..1 + held);

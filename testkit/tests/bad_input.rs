@@ -182,6 +182,7 @@ async fn internal_calls_without_the_cluster_secret_are_refused() {
                 preview: false,
                 takeover: false,
                 resume_chunks: Vec::new(),
+                held_chunks: Vec::new(),
             })
             .await
             .unwrap_err();

@@ -57,7 +57,13 @@ async fn assert_not_listed(cluster: &TestCluster, token: &str, name: &str) {
     let err = cluster
         .manager_client()
         .await
-        .lookup(authed(token, LookupRequest { name: name.into() }))
+        .lookup(authed(
+            token,
+            LookupRequest {
+                name: name.into(),
+                version: 0,
+            },
+        ))
         .await
         .expect_err("the name must not be in the catalog");
     assert_eq!(err.code(), Code::NotFound, "{name}: {err:?}");
@@ -104,6 +110,7 @@ fn begin(name: &str, size: u64) -> UploadRequest {
             size,
             resume_chunks: Vec::new(),
             resume: false,
+            held_chunks: Vec::new(),
         })),
     }
 }
@@ -141,6 +148,7 @@ fn resume_everything(name: &str, size: u64, hashes: &[Hash], whole: Hash) -> Vec
                 size,
                 resume_chunks: hashes.iter().map(Hash::to_bytes).collect(),
                 resume: true,
+                held_chunks: Vec::new(),
             })),
         },
         end(whole),
@@ -155,6 +163,7 @@ async fn try_download(target: &Target, name: &str) -> Result<Vec<u8>, String> {
         .download(target.request(DownloadRequest {
             name: name.into(),
             offset: 0,
+            version: 0,
         }))
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
@@ -416,6 +425,7 @@ async fn oversized_messages_and_chunks_are_refused() {
                 size: 40_000 * CHUNK_SIZE as u64,
                 resume_chunks: vec![Hash::of(b"x").to_bytes(); 40_000],
                 resume: true,
+                held_chunks: Vec::new(),
             })),
         };
         let result = unlimited_storage(&cluster.at(0))
@@ -436,6 +446,7 @@ async fn oversized_messages_and_chunks_are_refused() {
                 name: "huge-status.bin".into(),
                 size: 40_000 * CHUNK_SIZE as u64,
                 chunks: vec![Hash::of(b"x").to_bytes(); 40_000],
+                chunk_lengths: Vec::new(),
             }))
             .await;
         assert_status(
@@ -451,6 +462,7 @@ async fn oversized_messages_and_chunks_are_refused() {
                 size: 30_001 * CHUNK_SIZE as u64,
                 resume_chunks: vec![Hash::of(b"x").to_bytes(); 30_001],
                 resume: true,
+                held_chunks: Vec::new(),
             })),
         };
         let result = raw::upload_raw(&cluster.at(0), vec![over_bound]).await;
@@ -475,7 +487,7 @@ async fn oversized_messages_and_chunks_are_refused() {
         assert_status(
             result,
             Code::InvalidArgument,
-            "has 1048577 bytes, expected 1048576",
+            "has 1048577 bytes; chunks are 1 to 1048576 bytes",
             "a chunk of CHUNK_SIZE + 1 bytes",
         );
         // The last chunk one byte longer than the declared size allows.
@@ -489,7 +501,7 @@ async fn oversized_messages_and_chunks_are_refused() {
         assert_status(
             result,
             Code::InvalidArgument,
-            "expected 10",
+            "beyond the declared size",
             "a last chunk past the declared size",
         );
 
@@ -686,6 +698,7 @@ async fn absurd_declared_sizes_are_refused_before_anything_is_stored() {
                 name: "enormous.bin".into(),
                 size: u64::MAX,
                 chunks: vec![],
+                chunk_lengths: Vec::new(),
             }))
             .await;
         assert_status(
@@ -908,6 +921,7 @@ async fn another_users_chunk_hashes_never_reach_the_owners_files() {
                 name: name.into(),
                 size: data.len() as u64,
                 chunks: hashes.iter().map(Hash::to_bytes).collect(),
+                chunk_lengths: Vec::new(),
             }))
             .await
             .expect("UploadStatus answers any user")
@@ -1029,6 +1043,7 @@ async fn a_resumed_upload_with_a_false_whole_file_hash_is_refused() {
                 size: data.len() as u64,
                 resume_chunks: hashes[..2].iter().map(Hash::to_bytes).collect(),
                 resume: true,
+                held_chunks: Vec::new(),
             })),
         };
         messages.drain(1..3);
@@ -1078,6 +1093,7 @@ async fn internal_calls_with_made_up_ids_and_malformed_fields_are_refused() {
             }],
             committed_unix_ms: 0,
             version: 0,
+            chunk_lengths: Vec::new(),
         };
         let commit = |upload_id: &str, entry: Option<FileEntry>| CommitRequest {
             upload_id: upload_id.into(),

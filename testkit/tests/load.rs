@@ -9,7 +9,7 @@
 //! under-replicated everything must restore byte-identical again.
 
 use dupla_testkit::procs::{
-    self, client, copy_node_dir, json_lines, start_cluster, wait_for_up, Cluster, NodeProcess,
+    self, backup_lines, client, copy_node_dir, start_cluster, wait_for_up, Cluster, NodeProcess,
 };
 use serde_json::Value;
 use std::fs::File;
@@ -386,7 +386,7 @@ fn twelve_users_back_up_and_restore_while_a_server_is_killed_and_restarted() {
         let code = b.child.wait().unwrap();
         let stdout = std::fs::read(user.root.join("backup.out")).unwrap();
         let stderr = std::fs::read_to_string(user.root.join("backup.err")).unwrap();
-        let receipts = json_lines(&stdout);
+        let (receipts, _summary) = backup_lines(&stdout);
         let mut names = Vec::new();
         for receipt in &receipts {
             let name = receipt["name"].as_str().expect("a receipt names its file");

@@ -65,6 +65,7 @@ async fn users_see_restore_and_remove_only_their_own_files() {
                     &bob,
                     LookupRequest {
                         name: "diary.txt".into(),
+                        version: 0,
                     },
                 ))
                 .await,
@@ -134,6 +135,7 @@ async fn storage_and_catalog_calls_without_a_valid_token_are_unauthenticated() {
             );
             let lookup = LookupRequest {
                 name: "mine.txt".into(),
+                version: 0,
             };
             assert_code(
                 manager
