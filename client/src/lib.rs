@@ -134,10 +134,11 @@ impl App {
                 }
                 (snapshot, None) => {
                     let [name] = names.as_slice() else {
-                        anyhow::bail!(
+                        return Err(Usage(
                             "name one file to restore, or restore a snapshot's tree with \
-                             --snapshot ID --target DIR [PATH...]"
-                        );
+                             --snapshot ID --target DIR [PATH...]",
+                        )
+                        .into());
                     };
                     match snapshot {
                         Some(id) => {
@@ -209,6 +210,20 @@ impl App {
     }
 }
 
+/// A command line that parses but asks for something impossible (two names
+/// to restore into one place): `dupla` exits with status 2, as for the usage
+/// errors clap finds itself, so scripts can tell a typo from a failure.
+#[derive(Debug)]
+pub struct Usage(pub &'static str);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// What `dupla` does once its arguments are parsed: run the command, or the
 /// menu when there is none and stdin is a terminal.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -216,6 +231,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(command) => app.execute(command).await,
         None if std::io::stdin().is_terminal() => menu::run(&app).await,
-        None => anyhow::bail!("no command given; `dupla --help` lists them"),
+        None => Err(Usage("no command given; `dupla --help` lists them").into()),
     }
 }

@@ -6,6 +6,7 @@ use clap::{CommandFactory, Parser};
 use dupla_client::cli::Cli;
 use dupla_client::output::print_error;
 use dupla_client::snapshot_backup::Partial;
+use dupla_client::Usage;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +41,11 @@ fn main() -> ExitCode {
                 Err(err) if err.downcast_ref::<Partial>().is_some() => {
                     eprintln!("warning: {err}");
                     ExitCode::from(3)
+                }
+                // Parsed, but not a command that can run.
+                Err(err) if err.downcast_ref::<Usage>().is_some() => {
+                    eprintln!("error: {err}");
+                    ExitCode::from(2)
                 }
                 Err(err) => {
                     print_error(&err);

@@ -143,6 +143,23 @@ fn backup_refuses_paths_outside_the_client_root() {
 }
 
 #[test]
+fn usage_errors_exit_with_status_two_and_partial_stays_three() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = copy_node_dir("client", tmp.path());
+    // Two names and no --target: a usage error found before any connection.
+    let out = client(&root, &["--manager", "127.0.0.1:1", "restore", "a", "b"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("name one file to restore"), "{stderr}");
+    // A flag clap does not know is a usage error too.
+    let out = client(&root, &["--manager", "127.0.0.1:1", "restore", "--nope"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // A cluster that cannot be reached is a failure, not a usage error.
+    let out = client(&root, &["--manager", "127.0.0.1:1", "ls"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
 fn grpcurl_lists_each_nodes_services_through_reflection() {
     if Command::new("grpcurl").arg("-version").output().is_err() {
         assert!(
