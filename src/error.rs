@@ -1,7 +1,15 @@
 //! One error type for the whole cluster, named for what the caller should
 //! do about it, mapped to a gRPC status in exactly one place and back.
 
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
+
+/// Status metadata naming the [`Error`] variant when the gRPC code alone
+/// does not (an `Io` error travels as `INTERNAL`).
+pub const ERROR_KIND_METADATA: &str = "dupla-error-kind";
+
+/// [`ERROR_KIND_METADATA`] value of [`Error::Io`].
+const IO_KIND: &str = "io";
 
 /// Result with Dupla's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -77,9 +85,19 @@ impl Error {
         }
     }
 
-    /// Map a gRPC status received from a peer back into an [`Error`].
+    /// Map a gRPC status received from a peer back into an [`Error`]: the
+    /// same variant and message it was sent as (see `From<Error> for
+    /// Status`), so an error crossing several hops keeps its retry class
+    /// and gains no prefix.
     pub fn from_status(status: Status) -> Self {
         let msg = status.message().to_string();
+        let kind = status
+            .metadata()
+            .get(ERROR_KIND_METADATA)
+            .and_then(|v| v.to_str().ok());
+        if kind == Some(IO_KIND) {
+            return Error::Io(std::io::Error::other(msg));
+        }
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidInput(msg),
             Code::FailedPrecondition => Error::Stale(msg),
@@ -109,13 +127,21 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Unavailable(m) => Status::unavailable(m),
-            Error::Corrupt(m) => Status::data_loss(format!("corrupt data: {m}")),
+            Error::Corrupt(m) => Status::data_loss(m),
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Exhausted(m) => Status::resource_exhausted(m),
             Error::Aborted(m) => Status::aborted(m),
             Error::Stale(m) => Status::failed_precondition(m),
-            Error::Io(e) => Status::internal(format!("I/O error: {e}")),
+            Error::Io(e) => {
+                // No gRPC code means "a disk failed, retry": the variant
+                // travels in metadata and `from_status` restores it.
+                let mut status = Status::internal(e.to_string());
+                status
+                    .metadata_mut()
+                    .insert(ERROR_KIND_METADATA, MetadataValue::from_static(IO_KIND));
+                status
+            }
             Error::Internal(m) => Status::internal(m),
         }
     }
@@ -150,24 +176,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_round_trip_keeps_the_kind() {
+    fn status_round_trip_keeps_the_kind_the_message_and_the_retry_class() {
         let cases = [
-            Error::InvalidInput("x".into()),
-            Error::NotFound("x".into()),
-            Error::AlreadyExists("x".into()),
-            Error::Unavailable("x".into()),
-            Error::Corrupt("x".into()),
-            Error::Unauthenticated("x".into()),
-            Error::Exhausted("x".into()),
-            Error::Stale("x".into()),
+            Error::InvalidInput("bad name".into()),
+            Error::NotFound("no such file".into()),
+            Error::AlreadyExists("running".into()),
+            Error::Unavailable("server a:1 is down".into()),
+            Error::Corrupt("chunk 3 differs".into()),
+            Error::Unauthenticated("log in".into()),
+            Error::PermissionDenied("not yours".into()),
+            Error::Exhausted("full".into()),
+            Error::Aborted("interrupted".into()),
+            Error::Stale("gone".into()),
+            Error::Io(std::io::Error::other("disk on fire")),
+            Error::Internal("bug".into()),
         ];
         for err in cases {
-            let name = format!("{err:?}");
-            let back = Error::from_status(Status::from(err));
-            assert_eq!(
-                name.split('(').next(),
-                format!("{back:?}").split('(').next()
-            );
+            let (shown, debug, retryable) = (err.to_string(), variant(&err), err.is_retryable());
+            // Two hops: the message must not grow at each.
+            let back = Error::from_status(Status::from(Error::from_status(Status::from(err))));
+            assert_eq!(variant(&back), debug, "{shown}");
+            assert_eq!(back.to_string(), shown);
+            assert_eq!(back.is_retryable(), retryable, "{shown}");
         }
+    }
+
+    fn variant(err: &Error) -> String {
+        format!("{err:?}")
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }

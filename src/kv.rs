@@ -41,6 +41,9 @@ pub const SLED_CACHE_BYTES: u64 = 64 << 20;
 const LOCK_RETRIES: u32 = 50;
 const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Mode of a database directory: private to the node's user.
+pub const DB_DIR_MODE: u32 = 0o700;
+
 /// [`Kv`] on a sled database directory.
 pub struct SledKv {
     db: sled::Db,
@@ -58,6 +61,13 @@ impl SledKv {
     /// restarted node in the test harness) retries a held lock briefly
     /// before giving up; another live process holding it still fails.
     pub fn open(dir: &Path) -> Result<Self> {
+        // Accounts, tokens and the catalog: nobody but the node's user may
+        // list or read them, whatever sled's own file modes.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DB_DIR_MODE))?;
+        }
         let mut attempt = 0;
         loop {
             let opened = sled::Config::new()
@@ -275,5 +285,15 @@ mod tests {
         }
         let kv = SledKv::open(dir.path()).unwrap();
         assert_eq!(kv.get("t", b"b").unwrap(), Some(b"3".to_vec()));
+    }
+
+    #[test]
+    fn a_database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let _kv = SledKv::open(&db).unwrap();
+        let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, DB_DIR_MODE);
     }
 }

@@ -19,8 +19,8 @@
 
 use crate::output::mb_per_s;
 use crate::progress::Progress;
-use crate::resume::{hash_file, Unfinished};
-use crate::session::Client;
+use crate::resume::{hash_file, placement_addrs, Unfinished};
+use crate::session::{holders_first, Client};
 use crate::upload::{upload, ChunkSource, Resume, Uploaded};
 use dupla::chunk::MAX_HELD_CHUNKS;
 use dupla::size::format_size;
@@ -42,6 +42,11 @@ pub const MAX_ATTEMPTS: u32 = 6;
 /// Files above this many chunks (about 29 GiB) are not resumed: their chunk
 /// list would not fit in one request. They are sent again whole.
 pub const MAX_RESUME_CHUNKS: u64 = 30_000;
+
+/// Files at least this large ask where they will be placed before they are
+/// sent, and enter at the primary: the preview costs one round trip to the
+/// manager, a hop through a forwarding server costs every byte a copy more.
+pub const ENTRY_PREVIEW_MIN_BYTES: u64 = 1 << 20;
 
 /// The pause before retry `n` (1-based): 0.5 s, 1 s, 2 s, 4 s, 4 s...
 pub fn retry_pause(n: u32) -> Duration {
@@ -89,6 +94,9 @@ pub struct BackupReport {
     pub primary: String,
     /// Address of the server holding the replica ("" if none yet).
     pub replica: String,
+    /// The server the last upload attempt entered through: the primary
+    /// when it was up (two hops: client → primary → replica).
+    pub entry: String,
     /// Durable copies when the receipt was written.
     pub copies: u32,
     /// Bytes of file data this run read and sent, over every attempt.
@@ -197,7 +205,8 @@ impl Client {
         (progress, shared_bar): (bool, Option<&Progress>),
         sent: &Arc<AtomicU64>,
     ) -> Result<(Uploaded, u64)> {
-        let candidates = self.entry_servers().await?;
+        let mut candidates = self.entry_servers().await?;
+        let mut placement = None;
         let plan = if resume || reuse.is_some() {
             let hashed = hash_file(&file.path, size).await?;
             let held = if resume && hashed.chunks.len() as u64 <= MAX_RESUME_CHUNKS {
@@ -210,6 +219,7 @@ impl Client {
                         &hashed.lengths,
                     )
                     .await?;
+                placement = Some(placement_addrs(&status));
                 status.held_chunks.min(hashed.chunks.len() as u64)
             } else {
                 0
@@ -233,6 +243,17 @@ impl Client {
         } else {
             None
         };
+        if placement.is_none() && size >= ENTRY_PREVIEW_MIN_BYTES {
+            // Ask where the file goes, to enter at its primary: a server
+            // that cannot say (an older one) leaves the order as it is.
+            match self.placement_preview(&candidates, &file.name, size).await {
+                Ok(addrs) => placement = Some(addrs),
+                Err(e) => tracing::debug!(error = %e, "no placement preview"),
+            }
+        }
+        if let Some(placement) = placement {
+            candidates = holders_first(&candidates, &placement);
+        }
         let held_bytes = plan.as_ref().map_or(0, Resume::held_bytes);
         let handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
         let source = FileSource(handle);
@@ -294,6 +315,7 @@ fn report(
         blake3: done.blake3.to_hex(),
         primary: holder(0),
         replica: holder(1),
+        entry: done.entry.clone(),
         copies: done.receipt.copies,
         sent_bytes: sent.load(Ordering::Relaxed),
         resumed_bytes,

@@ -13,6 +13,7 @@ use dupla::chunk::{verify_in_layout, ChunkLayout, CHUNK_SIZE};
 use dupla::v1::{download_response::Msg, Chunk, DownloadRequest, FileEntry};
 use dupla::{Error, Hash, Result};
 use std::time::Instant;
+use tokio::sync::mpsc;
 
 /// Where downloaded bytes go. Called on a blocking thread with chunks that
 /// have already passed their checks, in order.
@@ -105,7 +106,7 @@ pub async fn download<K: ChunkSink>(
     };
     check_header(&entry, name)?;
     progress.set_total(entry.size);
-    let mut check = match start {
+    let check = match start {
         None => Checker::new(entry),
         Some(start) if start.blake3 == entry.blake3 => {
             progress.add(start.offset.min(entry.size));
@@ -117,37 +118,21 @@ pub async fn download<K: ChunkSink>(
             )))
         }
     };
-    let mut sink = sink;
-    loop {
-        let message = stream
-            .message()
-            .await
-            .map_err(|status| rpc_error(Role::Server, &server, status))?;
-        let chunk = match message {
-            None => break,
-            Some(dupla::v1::DownloadResponse {
-                msg: Some(Msg::Chunk(chunk)),
-            }) => chunk,
-            Some(_) => {
-                return Err(protocol(
-                    &server,
-                    "a message after the header is not a chunk",
-                ))
-            }
-        };
-        let len = chunk.data.len() as u64;
-        let result;
-        (check, sink, result) = tokio::task::spawn_blocking(move || {
-            let result = check
-                .take(&chunk)
-                .and_then(|()| sink.write_chunk(&chunk.data).map_err(Error::Io));
-            (check, sink, result)
-        })
+    // Receiving (here) overlaps with checking and writing (a blocking
+    // thread fed through a bounded queue): the network, the hashing and
+    // the disk work at the same time, never more than
+    // DOWNLOAD_QUEUE_CHUNKS chunks apart.
+    let (queue, chunks) = mpsc::channel::<Chunk>(DOWNLOAD_QUEUE_CHUNKS);
+    let bar = progress.clone();
+    let worker = tokio::task::spawn_blocking(move || check_and_write(check, sink, chunks, bar));
+    let received = receive(&mut stream, &server, &queue).await;
+    drop(queue);
+    let (check, sink, written) = worker
         .await
         .map_err(|e| Error::Internal(format!("download thread failed: {e}")))?;
-        result?;
-        progress.add(len);
-    }
+    // A failed check or write ends the queue early: its error says why.
+    written?;
+    received?;
     let (entry, blake3) = check.finish()?;
     Ok(Downloaded {
         entry,
@@ -156,6 +141,61 @@ pub async fn download<K: ChunkSink>(
         server,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Chunks received but not yet checked and written (1 MiB at most each):
+/// enough to keep the stream flowing while the disk catches up, few enough
+/// to bound a restore's memory.
+pub const DOWNLOAD_QUEUE_CHUNKS: usize = 8;
+
+/// Queue every chunk of `stream` until its end; stops early (quietly) when
+/// the worker stopped taking them.
+async fn receive(
+    stream: &mut tonic::Streaming<dupla::v1::DownloadResponse>,
+    server: &str,
+    queue: &mpsc::Sender<Chunk>,
+) -> Result<()> {
+    loop {
+        let message = stream
+            .message()
+            .await
+            .map_err(|status| rpc_error(Role::Server, server, status))?;
+        let chunk = match message {
+            None => return Ok(()),
+            Some(dupla::v1::DownloadResponse {
+                msg: Some(Msg::Chunk(chunk)),
+            }) => chunk,
+            Some(_) => {
+                return Err(protocol(
+                    server,
+                    "a message after the header is not a chunk",
+                ))
+            }
+        };
+        if queue.send(chunk).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The worker (on a blocking thread): check each queued chunk and hand it
+/// to the sink, until the queue closes or a chunk fails.
+fn check_and_write<K: ChunkSink>(
+    mut check: Checker,
+    mut sink: K,
+    mut chunks: mpsc::Receiver<Chunk>,
+    progress: Progress,
+) -> (Checker, K, Result<()>) {
+    while let Some(chunk) = chunks.blocking_recv() {
+        let result = check
+            .take(&chunk)
+            .and_then(|()| sink.write_chunk(&chunk.data).map_err(Error::Io));
+        if let Err(e) = result {
+            return (check, sink, Err(e));
+        }
+        progress.add(chunk.data.len() as u64);
+    }
+    (check, sink, Ok(()))
 }
 
 /// A malformed stream from `server`.

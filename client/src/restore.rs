@@ -17,7 +17,7 @@ use crate::backup::{retry_pause, MAX_ATTEMPTS};
 use crate::download::{download, ChunkSink, StartAt};
 use crate::output::{format_rate, mb_per_s, Output};
 use crate::progress::Progress;
-use crate::session::Client;
+use crate::session::{holders_first, Client};
 use dupla::chunk::{ChunkLayout, MAX_CHUNK_SIZE};
 use dupla::size::format_size;
 use dupla::v1::{FileEntry, LookupRequest};
@@ -25,6 +25,7 @@ use dupla::{Error, Hash, Result};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Suffix of the temporary file a restore writes before renaming.
@@ -136,11 +137,13 @@ impl Client {
     ) -> Result<(Restored, u64)> {
         // Kept on failure: the next attempt continues from it.
         part.keep_on_failure = true;
+        let mut looked_up = None;
         let start = match part.existing_len() {
             0 => None,
             _ => {
                 let entry = self.lookup(name, version).await?;
                 let start = verified_prefix(&part.part, &entry).await?;
+                looked_up = Some(entry.holders.clone());
                 part.resume_at(start.offset);
                 if start.chunk == ChunkLayout::of(&entry)?.count() {
                     // Every chunk is already here: nothing to download.
@@ -150,7 +153,19 @@ impl Client {
             }
         };
         let resumed_bytes = part.resume_at;
-        let candidates = self.entry_servers().await?;
+        let mut candidates = self.entry_servers().await?;
+        if self.server_addr().is_none() {
+            // Read from a holder directly: a server that holds no copy
+            // would fetch every chunk from one and pass it on.
+            let holders = match looked_up {
+                Some(holders) => Some(holders),
+                None => self.lookup(name, version).await.ok().map(|e| e.holders),
+            };
+            if let Some(holders) = holders {
+                let addrs: Vec<String> = holders.into_iter().map(|h| h.addr).collect();
+                candidates = holders_first(&candidates, &addrs);
+            }
+        }
         let bar = Progress::new(progress, 0, name);
         let result = download(self, &candidates, name, version, part, start, &bar).await;
         bar.finish();
@@ -303,7 +318,16 @@ pub struct PartFile {
     resume_at: u64,
     /// Keep `part` on drop (a failure the next attempt continues from).
     keep_on_failure: bool,
+    /// Permission bits for the restored file, when the original's are known.
+    mode: Option<u32>,
+    /// Bytes in the part file so far (for the writeback hint).
+    written: u64,
 }
+
+/// Mode of a part file, and of a restored file whose original mode is not
+/// known and that replaces nothing: only its owner may read it (a backup
+/// may hold anything).
+pub const PART_FILE_MODE: u32 = 0o600;
 
 impl PartFile {
     /// A part file for `dest`; nothing touches the disk yet.
@@ -330,6 +354,8 @@ impl PartFile {
             committed: false,
             resume_at: 0,
             keep_on_failure: false,
+            mode: None,
+            written: 0,
         })
     }
 
@@ -350,12 +376,28 @@ impl PartFile {
                 std::fs::create_dir_all(parent)?;
             }
             let file = if self.resume_at > 0 {
-                let mut file = std::fs::OpenOptions::new().write(true).open(&self.part)?;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&self.part)?;
                 file.set_len(self.resume_at)?;
                 file.seek(SeekFrom::End(0))?;
                 file
             } else {
-                File::create(&self.part)?
+                // A fresh file, never one already there: whatever sits at
+                // this name (a leftover, or a link planted to make the
+                // restore write elsewhere) is removed, not followed, and
+                // the file is created private (O_EXCL never follows a link).
+                match std::fs::remove_file(&self.part) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(PART_FILE_MODE)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&self.part)?
             };
             self.file = Some(file);
         }
@@ -365,11 +407,31 @@ impl PartFile {
             .expect("invariant: the part file was opened just above"))
     }
 
-    /// Make the verified bytes durable and move them onto the destination.
+    /// Give the restored file these permission bits (the original's, from
+    /// a snapshot) instead of [`PartFile`]'s default.
+    pub fn with_mode(mut self, mode: Option<u32>) -> PartFile {
+        self.mode = mode.map(|m| m & 0o7777);
+        self
+    }
+
+    /// Make the verified bytes durable and move them onto the destination,
+    /// with its mode: the original's when known, else that of the file it
+    /// replaces, else private ([`PART_FILE_MODE`]).
     pub fn commit(mut self) -> Result<()> {
         let dest = self.dest.display().to_string();
         let cannot = |e: std::io::Error| Error::InvalidInput(format!("cannot write {dest}: {e}"));
-        self.open().map_err(cannot)?.sync_all().map_err(cannot)?;
+        let mode = self.mode.or_else(|| {
+            std::fs::symlink_metadata(&self.dest)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.permissions().mode() & 0o7777)
+        });
+        let file = self.open().map_err(cannot)?;
+        if let Some(mode) = mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(cannot)?;
+        }
+        file.sync_all().map_err(cannot)?;
         self.file = None;
         std::fs::rename(&self.part, &self.dest).map_err(cannot)?;
         self.committed = true;
@@ -386,10 +448,40 @@ impl PartFile {
 impl ChunkSink for PartFile {
     fn write_chunk(&mut self, data: &[u8]) -> std::io::Result<()> {
         let part = self.part.display().to_string();
+        let written = self.written.max(self.resume_at);
         self.open()
-            .and_then(|file| file.write_all(data))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {part}: {e}")))
+            .and_then(|file| {
+                file.write_all(data)?;
+                start_writeback(file, written, data.len() as u64);
+                Ok(())
+            })
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {part}: {e}")))?;
+        self.written = written + data.len() as u64;
+        Ok(())
     }
+}
+
+/// Ask the kernel to start writing `len` bytes at `offset` to disk now,
+/// without waiting: the disk works while the next chunks arrive, and the
+/// fsync at the end has little left to do. Only a hint: a failure shows at
+/// the fsync.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open for the duration of the call; the call
+        // reads no memory of ours.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 impl Drop for PartFile {
@@ -429,6 +521,47 @@ mod tests {
         let empty = dir.path().join("new/dir/empty");
         PartFile::new(&empty).unwrap().commit().unwrap();
         assert_eq!(std::fs::read(&empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_planted_link_at_the_part_file_is_replaced_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let dest = dir.path().join("a.txt");
+        symlink(&victim, dir.path().join(".a.txt.dupla-part")).unwrap();
+        let mut part = PartFile::new(&dest).unwrap();
+        part.write_chunk(b"restored").unwrap();
+        part.commit().unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"restored");
+        assert!(!std::fs::symlink_metadata(&dest).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn restored_files_are_private_unless_their_mode_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let fresh = dir.path().join("fresh");
+        let mut part = PartFile::new(&fresh).unwrap();
+        part.write_chunk(b"x").unwrap();
+        part.commit().unwrap();
+        assert_eq!(mode(&fresh), PART_FILE_MODE);
+        // The original's mode, from a snapshot.
+        let known = dir.path().join("known");
+        let mut part = PartFile::new(&known).unwrap().with_mode(Some(0o640));
+        part.write_chunk(b"x").unwrap();
+        part.commit().unwrap();
+        assert_eq!(mode(&known), 0o640);
+        // Replacing a file keeps its mode.
+        let replaced = dir.path().join("replaced");
+        std::fs::write(&replaced, b"old").unwrap();
+        std::fs::set_permissions(&replaced, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let mut part = PartFile::new(&replaced).unwrap();
+        part.write_chunk(b"new").unwrap();
+        part.commit().unwrap();
+        assert_eq!(mode(&replaced), 0o604);
     }
 
     #[test]

@@ -125,6 +125,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Where the manager would place `name` (`size` bytes) now, primary
+    /// first, asked through the first reachable of `candidates`: the
+    /// addresses to enter an upload at. Nothing is opened or logged.
+    pub async fn placement_preview(
+        &self,
+        candidates: &[String],
+        name: &str,
+        size: u64,
+    ) -> Result<Vec<String>> {
+        let reply = self.upload_status(candidates, name, size, &[], &[]).await?;
+        Ok(placement_addrs(&reply))
+    }
+}
+
+/// The addresses of an `UploadStatus` placement, primary first.
+pub fn placement_addrs(reply: &UploadStatusReply) -> Vec<String> {
+    reply.placement.iter().map(|n| n.addr.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,10 @@
 //! place where the bearer token of a logged-in user is attached. The entry server for a transfer is the `--server` the user
 //! named or, failing that, the manager's `up` servers ordered by fewest
 //! active transfers; an unreachable one is skipped with a note on stderr.
+//! Transfers then move the holders of the file to the front
+//! ([`holders_first`]): an upload enters at the primary the manager would
+//! choose, a restore at a server that holds the file, so neither pays a hop
+//! through a server that only forwards.
 
 use dupla::rpc::MAX_MESSAGE_BYTES;
 use dupla::v1::snapshots_client::SnapshotsClient;
@@ -186,13 +190,29 @@ impl Client {
         rpc_error(Role::Manager, &self.manager, status)
     }
 
-    /// Servers to enter the cluster through, best first: the forced one, or
-    /// the one assigned at login while it is up, then the manager's other
-    /// `up` servers by fewest active transfers.
+    /// Servers to enter the cluster through, best first: the forced one
+    /// (`--server`), or the one assigned at login while it is up, then the
+    /// manager's other `up` servers by fewest active transfers. `--server`
+    /// names the first entry, not the only one: when it dies mid-transfer,
+    /// a retry carries on through the others (it alone when the manager
+    /// cannot say which are up).
     pub async fn entry_servers(&self) -> Result<Vec<String>> {
         if let Some(server) = &self.server {
-            return Ok(vec![server.clone()]);
+            let others = match self.ranked_entries().await {
+                Ok(ranked) => ranked,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no other entry servers known");
+                    Vec::new()
+                }
+            };
+            return Ok(assigned_first(others, Some(server), true));
         }
+        self.ranked_entries().await
+    }
+
+    /// The manager's `up` servers, the assigned one first while it is up,
+    /// then by fewest active transfers (cached for [`ENTRY_RANKING_TTL`]).
+    async fn ranked_entries(&self) -> Result<Vec<String>> {
         let mut cached = self.entries.lock().await;
         if let Some((at, ranked)) = cached.as_ref() {
             if at.elapsed() < ENTRY_RANKING_TTL {
@@ -200,7 +220,11 @@ impl Client {
             }
         }
         let status = self.status().await?;
-        let ranked = assigned_first(rank_entries(&status.servers), self.assigned.as_deref());
+        let ranked = assigned_first(
+            rank_entries(&status.servers),
+            self.assigned.as_deref(),
+            false,
+        );
         if ranked.is_empty() {
             return Err(Error::Unavailable(format!(
                 "no storage server is up (the manager at {} knows {}); start one or pass --server",
@@ -252,14 +276,42 @@ pub fn rank_entries(servers: &[ServerStatus]) -> Vec<String> {
     up.into_iter().map(|(_, addr)| addr.to_string()).collect()
 }
 
-/// `ranked` with `assigned` moved to the front when it is among them (a
-/// server that is not up is not tried first).
-fn assigned_first(mut ranked: Vec<String>, assigned: Option<&str>) -> Vec<String> {
-    if let Some(pos) = assigned.and_then(|a| ranked.iter().position(|r| r == a)) {
-        let server = ranked.remove(pos);
-        ranked.insert(0, server);
+/// `ranked` with `first` moved to the front when it is among them (a
+/// server that is not up is not tried first), or put there anyway when
+/// `forced` (the user named it).
+fn assigned_first(mut ranked: Vec<String>, first: Option<&str>, forced: bool) -> Vec<String> {
+    let Some(first) = first else {
+        return ranked;
+    };
+    match ranked.iter().position(|r| r == first) {
+        Some(pos) => {
+            let server = ranked.remove(pos);
+            ranked.insert(0, server);
+        }
+        None if forced => ranked.insert(0, first.to_string()),
+        None => {}
     }
     ranked
+}
+
+/// `candidates` with the servers of `preferred` (in that order) that are
+/// among them moved to the front: a transfer enters at a holder of the file
+/// (the primary first) when one is up, and the other candidates stay behind
+/// it as fallbacks.
+pub fn holders_first(candidates: &[String], preferred: &[String]) -> Vec<String> {
+    let mut ordered: Vec<String> = preferred
+        .iter()
+        .filter(|p| candidates.contains(p))
+        .cloned()
+        .collect();
+    ordered.dedup();
+    let rest: Vec<String> = candidates
+        .iter()
+        .filter(|c| !ordered.contains(c))
+        .cloned()
+        .collect();
+    ordered.extend(rest);
+    ordered
 }
 
 /// Connect to the first of `candidates` that answers.
@@ -342,9 +394,43 @@ mod tests {
     #[test]
     fn the_assigned_server_goes_first_while_it_is_up() {
         let ranked = || vec!["c:1".to_string(), "e:1".into(), "a:1".into()];
-        assert_eq!(assigned_first(ranked(), Some("a:1")), ["a:1", "c:1", "e:1"]);
-        assert_eq!(assigned_first(ranked(), Some("b:1")), ranked());
-        assert_eq!(assigned_first(ranked(), None), ranked());
+        assert_eq!(
+            assigned_first(ranked(), Some("a:1"), false),
+            ["a:1", "c:1", "e:1"]
+        );
+        assert_eq!(assigned_first(ranked(), Some("b:1"), false), ranked());
+        assert_eq!(assigned_first(ranked(), None, false), ranked());
+    }
+
+    #[test]
+    fn a_forced_server_is_the_first_entry_not_the_only_one() {
+        let ranked = || vec!["c:1".to_string(), "e:1".into(), "a:1".into()];
+        assert_eq!(
+            assigned_first(ranked(), Some("a:1"), true),
+            ["a:1", "c:1", "e:1"]
+        );
+        // Not up as far as the manager knows: still tried first.
+        assert_eq!(
+            assigned_first(ranked(), Some("b:1"), true),
+            ["b:1", "c:1", "e:1", "a:1"]
+        );
+        assert_eq!(assigned_first(Vec::new(), Some("b:1"), true), ["b:1"]);
+    }
+
+    #[test]
+    fn holders_go_first_in_placement_order() {
+        let candidates = vec!["a:1".to_string(), "b:1".into(), "c:1".into()];
+        let placed = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            holders_first(&candidates, &placed(&["c:1", "b:1", "a:1"])),
+            ["c:1", "b:1", "a:1"]
+        );
+        // A holder that is not up is skipped; the others stay as fallbacks.
+        assert_eq!(
+            holders_first(&candidates, &placed(&["d:1", "b:1"])),
+            ["b:1", "a:1", "c:1"]
+        );
+        assert_eq!(holders_first(&candidates, &[]), candidates);
     }
 
     #[test]

@@ -93,6 +93,19 @@ impl Drop for Batch {
     }
 }
 
+/// Mode of a chunk file: users' data, readable by the server's user only.
+pub const CHUNK_FILE_MODE: u32 = 0o600;
+
+/// Mode of the data directory and its folders: nobody else lists or enters.
+pub const DATA_DIR_MODE: u32 = 0o700;
+
+/// Create `dir` (and its parents) if missing and make it private.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DATA_DIR_MODE))
+}
+
 /// Alignment O_DIRECT needs for buffer addresses, offsets and lengths.
 const DIRECT_IO_ALIGN: usize = 4096;
 
@@ -110,6 +123,7 @@ fn write_new_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(CHUNK_FILE_MODE)
             .custom_flags(libc::O_DIRECT)
             .open(path)
         {
@@ -119,7 +133,14 @@ fn write_new_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let mut file = File::create(path)?;
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(CHUNK_FILE_MODE)
+            .open(path)?
+    };
     file.write_all(data)?;
     start_writeback(&file);
     Ok(())
@@ -212,11 +233,12 @@ impl ChunkStore {
     pub fn open(data: &Path, capacity: u64) -> Result<Self> {
         let chunks = data.join("chunks");
         let tmp = data.join("tmp");
-        fs::create_dir_all(&chunks)?;
+        create_private_dir(data)?;
+        create_private_dir(&chunks)?;
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
-        fs::create_dir_all(&tmp)?;
+        create_private_dir(&tmp)?;
         let mut used = 0;
         for dir in fs::read_dir(&chunks)? {
             let dir = dir?;
@@ -427,7 +449,7 @@ impl ChunkStore {
             return Ok(false);
         };
         let dir = self.inner.chunks.with_file_name("quarantine");
-        fs::create_dir_all(&dir)?;
+        create_private_dir(&dir)?;
         let dest = dir.join(format!("{}.{}", hash.to_hex(), dupla::clock::unix_ms()));
         fs::rename(&path, &dest)?;
         self.inner.used.fetch_sub(meta.len(), Ordering::Relaxed);
@@ -607,6 +629,27 @@ mod tests {
         assert_eq!(store.get(hash).await.unwrap(), data);
         let reopened = ChunkStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(reopened.used(), data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn chunks_and_their_folders_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let store = ChunkStore::open(&data_dir, 1 << 20).unwrap();
+        let data = Bytes::from_static(b"someone's tax return");
+        let hash = Hash::of(&data);
+        store.put(hash, data).await.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let chunk = store.path(&hash);
+        assert_eq!(mode(&chunk), CHUNK_FILE_MODE, "{}", chunk.display());
+        for d in [
+            data_dir.clone(),
+            data_dir.join("chunks"),
+            data_dir.join("tmp"),
+        ] {
+            assert_eq!(mode(&d), DATA_DIR_MODE, "{}", d.display());
+        }
     }
 
     #[tokio::test]

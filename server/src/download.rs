@@ -14,14 +14,20 @@ use dupla::v1::{
     Node as WireNode,
 };
 use dupla::{name, Error, Hash, Result};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 /// Chunks read ahead of the client: overlaps disk or peer reads with sending.
 pub const DOWNLOAD_DEPTH_CHUNKS: usize = 4;
+
+/// Chunks read from this server's own disk ahead of the one being sent
+/// (at most 4 MiB per download): enough to keep a cold disk's queue busy.
+pub const LOCAL_READ_AHEAD_CHUNKS: usize = 4;
 
 /// A remote holder that takes longer than this to open a fetch or to send
 /// the next chunk (1 MiB, milliseconds on a healthy link) is skipped for the
@@ -104,6 +110,8 @@ pub(crate) struct HolderReader {
     /// Holder that served the last chunk: tried first for the next one.
     current: usize,
     remote: Option<RemoteFetch>,
+    /// Local reads started ahead, by chunk index, in order.
+    ahead: VecDeque<(u64, JoinHandle<Result<Bytes>>)>,
 }
 
 /// An open FetchChunks stream from one remote holder.
@@ -133,6 +141,7 @@ impl HolderReader {
             hashes,
             current: 0,
             remote: None,
+            ahead: VecDeque::new(),
         }
     }
 
@@ -185,7 +194,7 @@ impl HolderReader {
     async fn read_from(&mut self, h: usize, index: u64, expected: Hash) -> Result<Bytes> {
         let holder = &self.holders[h];
         if holder.id == self.node.id {
-            let read = self.node.store.get(expected).await;
+            let read = self.read_local(index, expected).await;
             if matches!(read, Err(Error::Corrupt(_) | Error::NotFound(_))) {
                 self.node.on_corrupt(expected);
             }
@@ -226,6 +235,36 @@ impl HolderReader {
         Ok(chunk.data)
     }
 
+    /// Chunk `index` from this server's disk, with the next
+    /// [`LOCAL_READ_AHEAD_CHUNKS`] read (and verified) in the background
+    /// meanwhile: several reads in flight keep a cold disk busy, and
+    /// hashing one chunk overlaps with reading the next.
+    async fn read_local(&mut self, index: u64, expected: Hash) -> Result<Bytes> {
+        if self.ahead.front().is_some_and(|(i, _)| *i != index) {
+            self.stop_read_ahead();
+        }
+        let mut next = self.ahead.back().map_or(index, |(i, _)| i + 1);
+        while self.ahead.len() < LOCAL_READ_AHEAD_CHUNKS && (next as usize) < self.hashes.len() {
+            let (store, hash) = (self.node.store.clone(), self.hashes[next as usize]);
+            self.ahead
+                .push_back((next, tokio::spawn(async move { store.get(hash).await })));
+            next += 1;
+        }
+        match self.ahead.pop_front() {
+            Some((_, read)) => read
+                .await
+                .map_err(|e| Error::Internal(format!("chunk read-ahead: {e}")))?,
+            None => self.node.store.get(expected).await,
+        }
+    }
+
+    /// Drop the reads started ahead (the reader moved elsewhere).
+    fn stop_read_ahead(&mut self) {
+        for (_, read) in self.ahead.drain(..) {
+            read.abort();
+        }
+    }
+
     async fn open_remote(&self, h: usize, index: u64) -> Result<RemoteFetch> {
         let end = (index as usize + FETCH_WINDOW_CHUNKS).min(self.hashes.len());
         let request = FetchChunksRequest {
@@ -251,6 +290,12 @@ impl HolderReader {
             window_end: end as u64,
             stream,
         })
+    }
+}
+
+impl Drop for HolderReader {
+    fn drop(&mut self) {
+        self.stop_read_ahead();
     }
 }
 

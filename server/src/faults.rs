@@ -1,5 +1,11 @@
 //! Fault injection on the write path, for tests only.
 //!
+//! Compiled in only with the `faults` cargo feature, which the testkit's
+//! tests enable (its dev-dependency on this crate): without it
+//! ([`ENABLED`] is false) every plan is empty, every hook is a constant
+//! `Ok(())` the compiler removes, and the server accepts connections
+//! without the kill wrapper, so a release binary pays nothing for it.
+//!
 //! A [`FaultPlan`] is a list of rules, each a [`Step`] of the write path and
 //! the [`Action`] to take there. The upload and pipeline code calls hooks
 //! at those steps ([`FaultPlan::hit`] at a point, a [`Tap`] on each chunk of
@@ -36,6 +42,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::transport::server::{Connected, Router, TcpConnectInfo, TcpIncoming};
+
+/// Whether fault injection is compiled in (the `faults` feature). Without
+/// it a plan's rules never fire and [`FaultPlan::kill`] does nothing.
+pub const ENABLED: bool = cfg!(feature = "faults");
 
 /// A point of the write path where a fault can be injected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +229,7 @@ impl FaultPlan {
     /// Whether there is no plan at all (the production case).
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        !ENABLED || self.0.is_none()
     }
 
     /// This plan with one more rule (a builder for plans made before the
@@ -286,12 +296,12 @@ impl FaultPlan {
 
     /// Whether the server was killed.
     pub fn is_killed(&self) -> bool {
-        self.0.as_ref().is_some_and(|inner| *inner.killed.borrow())
+        ENABLED && self.0.as_ref().is_some_and(|inner| *inner.killed.borrow())
     }
 
     /// Resolves once the server is killed (never without a plan).
     pub async fn killed(&self) {
-        match &self.0 {
+        match self.0.as_ref().filter(|_| ENABLED) {
             Some(inner) => {
                 let mut killed = inner.killed.subscribe();
                 let _ = killed.wait_for(|k| *k).await;
@@ -321,7 +331,7 @@ impl FaultPlan {
     }
 
     async fn fire(&self, at: Step, wanted: impl Fn(&Action) -> bool, bytes: u64) -> Result<()> {
-        let Some(inner) = &self.0 else {
+        let Some(inner) = self.0.as_ref().filter(|_| ENABLED) else {
             return Ok(());
         };
         if self.is_killed() {
@@ -390,7 +400,7 @@ impl FaultPlan {
         listener: TcpListener,
         mut shutdown: Shutdown,
     ) -> Result<()> {
-        let Some(inner) = self.0.clone() else {
+        let Some(inner) = self.0.clone().filter(|_| ENABLED) else {
             return dupla::rpc::serve(router, listener, shutdown).await;
         };
         let plan = self.clone();
@@ -536,7 +546,7 @@ impl AsyncWrite for KillableStream {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "faults"))]
 mod tests {
     use super::*;
 

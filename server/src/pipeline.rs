@@ -392,17 +392,22 @@ async fn outcome(
     }
 }
 
-/// A downstream failure, keeping its kind and naming the node.
+/// A downstream failure, keeping its kind (and so its retry class) and
+/// naming the node; what the client cannot act on (the node's own
+/// credentials, a bug there) is that node being unusable.
 fn hop_error(addr: &str, status: Status) -> Error {
-    let message = format!("server {addr}: {}", status.message());
-    match Error::from_status(status) {
-        Error::InvalidInput(_) => Error::InvalidInput(message),
-        Error::Corrupt(_) => Error::Corrupt(message),
-        Error::Exhausted(_) => Error::Exhausted(message),
-        Error::NotFound(_) => Error::NotFound(message),
-        Error::Stale(_) => Error::Stale(message),
-        _ => Error::Unavailable(message),
-    }
+    let error = match Error::from_status(status) {
+        e @ (Error::InvalidInput(_)
+        | Error::Corrupt(_)
+        | Error::Exhausted(_)
+        | Error::NotFound(_)
+        | Error::Stale(_)
+        | Error::Aborted(_)
+        | Error::Io(_)
+        | Error::Unavailable(_)) => e,
+        other => Error::Unavailable(other.to_string()),
+    };
+    error.map_message(|m| format!("server {addr}: {m}"))
 }
 
 /// Await the next message of an inbound stream, giving up after `idle` of
@@ -442,5 +447,32 @@ impl ChunkSource for StoreSource {
                 "the upstream node stopped before the end of the stream".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hop_names_the_node_once_and_keeps_the_retry_class() {
+        let corrupt = Status::from(Error::Corrupt("chunk 3 differs".into()));
+        let err = hop_error("r:1", corrupt);
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(err.to_string(), "corrupt data: server r:1: chunk 3 differs");
+        // Forwarded upstream again: still one "corrupt data" prefix.
+        let twice = hop_error("p:1", Status::from(err));
+        assert_eq!(
+            twice.to_string(),
+            "corrupt data: server p:1: server r:1: chunk 3 differs"
+        );
+        let io = hop_error(
+            "r:1",
+            Status::from(Error::Io(std::io::Error::other("full disk"))),
+        );
+        assert!(matches!(io, Error::Io(_)), "{io:?}");
+        assert!(io.is_retryable());
+        let internal = hop_error("r:1", Status::from(Error::Internal("bug".into())));
+        assert!(matches!(internal, Error::Unavailable(_)), "{internal:?}");
     }
 }

@@ -40,6 +40,14 @@ pub async fn status(
 ) -> Result<UploadStatusReply> {
     name::validate(&request.name)?;
     let hashes = parse_hashes(&request.chunks, MAX_RESUME_CHUNKS)?;
+    if hashes.is_empty() {
+        // Only the placement is asked (a client choosing its entry).
+        let (placement, _) = preview(node, user, &request, &hashes).await?;
+        return Ok(UploadStatusReply {
+            placement,
+            ..Default::default()
+        });
+    }
     // Content-defined chunks come with their lengths; none: the fixed layout.
     let layout = if request.chunk_lengths.is_empty() {
         ChunkLayout::fixed(request.size)
@@ -73,6 +81,7 @@ pub async fn status(
         held_chunks: best,
         held_bytes: layout.prefix_bytes(best),
         holders,
+        placement: order,
     })
 }
 

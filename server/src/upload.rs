@@ -89,10 +89,11 @@ async fn store_and_commit(
     whole: blake3::Hasher,
     stream: Streaming<UploadRequest>,
 ) -> Result<UploadReceipt> {
-    let primary = place
+    let placed = place
         .primary
         .ok_or_else(|| Error::Internal("placement without a primary".into()))?;
-    let (store_locally, chain) = pipeline_route(&node.id, primary.clone(), place.replica);
+    let (primary, replica) = entry_as_primary(&node.id, placed, place.replica);
+    let (store_locally, chain) = pipeline_route(&node.id, primary.clone(), replica);
     let fallbacks = place
         .candidates
         .iter()
@@ -142,7 +143,7 @@ async fn store_and_commit(
             begin.name
         )));
     }
-    // Primary first, as placed.
+    // Primary first: the entry when it holds a copy, else as placed.
     holders.sort_by_key(|h| if h.id == primary.id { 0 } else { 1 });
     let copies = holders.len() as u32;
     let entry = FileEntry {
@@ -173,17 +174,31 @@ async fn store_and_commit(
     })
 }
 
-/// Where this entry's pipeline goes. If this server is one of the holders
-/// it stores first and passes the stream to the other: same holders, one hop
-/// less than going through the primary and back. Without a replica (a
-/// degraded write) the chain is just the primary.
-fn pipeline_route(me: &str, primary: WireNode, replica: Option<WireNode>) -> (bool, Vec<WireNode>) {
+/// The placement's two holders as this entry uses them: when the entry is
+/// the placed replica, it becomes the primary (and the placed primary its
+/// replica). The server that stores the stream first is the one that sends
+/// the replica, and the catalog names it primary: same two holders, one hop
+/// less than going through the placed primary and back.
+fn entry_as_primary(
+    me: &str,
+    primary: WireNode,
+    replica: Option<WireNode>,
+) -> (WireNode, Option<WireNode>) {
     match replica {
-        _ if me == primary.id => (true, replica.into_iter().collect()),
-        Some(replica) if me == replica.id => (true, vec![primary]),
-        Some(replica) => (false, vec![primary, replica]),
-        None => (false, vec![primary]),
+        Some(replica) if replica.id == me => (replica, Some(primary)),
+        replica => (primary, replica),
     }
+}
+
+/// Where this entry's pipeline goes: if this server is the primary it
+/// stores and passes the stream to the replica; otherwise it only forwards
+/// to the primary, which passes it on. Without a replica (a degraded write)
+/// the chain is just the primary.
+fn pipeline_route(me: &str, primary: WireNode, replica: Option<WireNode>) -> (bool, Vec<WireNode>) {
+    if me == primary.id {
+        return (true, replica.into_iter().collect());
+    }
+    (false, std::iter::once(primary).chain(replica).collect())
 }
 
 /// The client's side of an upload: chunks until `UploadEnd`, hashing the
@@ -304,12 +319,29 @@ mod tests {
         let (local, chain) = pipeline_route("p", node("p"), Some(node("r")));
         assert!(local);
         assert_eq!(ids(&chain), ["r"]);
-        let (local, chain) = pipeline_route("r", node("p"), Some(node("r")));
-        assert!(local);
-        assert_eq!(ids(&chain), ["p"]);
         let (local, chain) = pipeline_route("e", node("p"), Some(node("r")));
         assert!(!local);
         assert_eq!(ids(&chain), ["p", "r"]);
+    }
+
+    #[test]
+    fn an_entry_that_holds_a_copy_is_the_primary_and_sends_the_replica() {
+        // The entry is the placed replica: it becomes the primary.
+        let (primary, replica) = entry_as_primary("r", node("p"), Some(node("r")));
+        assert_eq!(primary.id, "r");
+        assert_eq!(replica.as_ref().map(|n| n.id.as_str()), Some("p"));
+        let (local, chain) = pipeline_route("r", primary, replica);
+        assert!(local);
+        assert_eq!(ids(&chain), ["p"]);
+        // The entry is the placed primary, or holds nothing: as placed.
+        for me in ["p", "e"] {
+            let (primary, replica) = entry_as_primary(me, node("p"), Some(node("r")));
+            assert_eq!(primary.id, "p");
+            assert_eq!(replica.map(|n| n.id), Some("r".to_string()));
+        }
+        let (primary, replica) = entry_as_primary("e", node("p"), None);
+        assert_eq!(primary.id, "p");
+        assert!(replica.is_none());
     }
 
     #[test]

@@ -85,6 +85,9 @@ impl TestCluster {
     /// (placement is known only once every server has its id), through
     /// [`TestCluster::faults`]. A plan belongs to one server.
     pub async fn start_with_faults(n: usize, faults: impl Fn(usize) -> FaultPlan) -> TestCluster {
+        if !dupla_server::faults::ENABLED {
+            panic!("fault injection needs dupla-server's `faults` feature (the testkit's tests enable it)");
+        }
         let mut cluster = Self::start_servers(n, faults).await;
         cluster.token = crate::chat::user(&cluster.manager_addr(), TEST_USER).await;
         cluster
