@@ -5,7 +5,46 @@
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+
+/// One write of a [`Batch`]: a value to set, or `None` to remove the key.
+pub type BatchOp = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Writes to several trees applied all together or not at all: a record
+/// and its index entries never disagree, even after a crash.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    /// The writes, in order (a later write of a key wins).
+    pub ops: Vec<BatchOp>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set `key` to `value` in `tree`.
+    pub fn put(&mut self, tree: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((tree.to_string(), key, Some(value)));
+    }
+
+    /// Remove `key` from `tree`.
+    pub fn delete(&mut self, tree: &str, key: Vec<u8>) {
+        self.ops.push((tree.to_string(), key, None));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
 
 /// Ordered key/value trees with durable flush.
 pub trait Kv: Send + Sync + 'static {
@@ -29,6 +68,8 @@ pub trait Kv: Send + Sync + 'static {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Make every write so far durable (fsync).
     fn flush(&self) -> Result<()>;
+    /// Apply every write of `batch` atomically, across trees (not flushed).
+    fn apply(&self, batch: &Batch) -> Result<()>;
 }
 
 /// Bytes of database pages sled keeps in memory. sled's default (1 GiB)
@@ -47,6 +88,48 @@ pub const DB_DIR_MODE: u32 = 0o700;
 /// [`Kv`] on a sled database directory.
 pub struct SledKv {
     db: sled::Db,
+    flushes: GroupCommit,
+}
+
+/// Group commit: callers that ask for a flush while one runs wait for the
+/// next one, which covers all of them, so many small commits share one
+/// fsync instead of queueing one each.
+#[derive(Default)]
+struct GroupCommit {
+    /// Tickets handed out, one per flush asked for.
+    asked: AtomicU64,
+    /// (highest ticket a finished flush covers, whether a flush runs now).
+    state: Mutex<(u64, bool)>,
+    done: Condvar,
+}
+
+impl GroupCommit {
+    /// Return once a flush that started after this call has finished.
+    fn flush(&self, fsync: impl Fn() -> Result<()>) -> Result<()> {
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut state = self.state.lock().expect("flush lock poisoned");
+        loop {
+            if state.0 >= ticket {
+                return Ok(());
+            }
+            if state.1 {
+                state = self.done.wait(state).expect("flush lock poisoned");
+                continue;
+            }
+            // Lead this flush: it covers every ticket handed out so far.
+            state.1 = true;
+            let covers = self.asked.load(Ordering::SeqCst);
+            drop(state);
+            let result = fsync();
+            state = self.state.lock().expect("flush lock poisoned");
+            state.1 = false;
+            if result.is_ok() {
+                state.0 = state.0.max(covers);
+            }
+            self.done.notify_all();
+            result?;
+        }
+    }
 }
 
 fn storage_err(e: sled::Error) -> Error {
@@ -75,7 +158,12 @@ impl SledKv {
                 .cache_capacity(SLED_CACHE_BYTES)
                 .open();
             match opened {
-                Ok(db) => return Ok(SledKv { db }),
+                Ok(db) => {
+                    return Ok(SledKv {
+                        db,
+                        flushes: GroupCommit::default(),
+                    })
+                }
                 // sled reports a held lock as an `Other` io error naming it.
                 Err(sled::Error::Io(e))
                     if attempt < LOCK_RETRIES
@@ -156,8 +244,40 @@ impl Kv for SledKv {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(storage_err)?;
-        Ok(())
+        self.flushes.flush(|| {
+            self.db.flush().map_err(storage_err)?;
+            Ok(())
+        })
+    }
+
+    fn apply(&self, batch: &Batch) -> Result<()> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = batch.ops.iter().map(|(t, _, _)| t.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let trees = names
+            .iter()
+            .map(|n| self.tree(n))
+            .collect::<Result<Vec<_>>>()?;
+        let applied = trees.as_slice().transaction(|txs| {
+            for (tree, key, value) in &batch.ops {
+                let i = names
+                    .binary_search(&tree.as_str())
+                    .expect("every tree of the batch was opened");
+                match value {
+                    Some(v) => txs[i].insert(key.as_slice(), v.as_slice())?,
+                    None => txs[i].remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        applied.map_err(|e| match e {
+            TransactionError::Storage(e) => storage_err(e),
+            TransactionError::Abort(()) => Error::Internal("database: batch aborted".into()),
+        })
     }
 }
 
@@ -236,6 +356,18 @@ impl Kv for MemoryKv {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    fn apply(&self, batch: &Batch) -> Result<()> {
+        let mut trees = self.trees.lock().expect("kv lock poisoned");
+        for (tree, key, value) in &batch.ops {
+            let t = trees.entry(tree.clone()).or_default();
+            match value {
+                Some(v) => t.insert(key.clone(), v.clone()),
+                None => t.remove(key),
+            };
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +401,18 @@ mod tests {
         assert_eq!(kv.delete("t", b"a").unwrap(), None);
         assert_eq!(kv.get("other", b"a").unwrap(), Some(b"x".to_vec()));
         kv.flush().unwrap();
+        // A batch writes several trees at once, later writes winning.
+        let mut batch = Batch::new();
+        batch.put("t", b"c".to_vec(), b"4".to_vec());
+        batch.put("index", b"4c".to_vec(), Vec::new());
+        batch.delete("other", b"a".to_vec());
+        batch.put("t", b"c".to_vec(), b"5".to_vec());
+        kv.apply(&batch).unwrap();
+        assert_eq!(kv.get("t", b"c").unwrap(), Some(b"5".to_vec()));
+        assert_eq!(kv.get("index", b"4c").unwrap(), Some(Vec::new()));
+        assert_eq!(kv.get("other", b"a").unwrap(), None);
+        kv.apply(&Batch::new()).unwrap();
+        kv.flush().unwrap();
     }
 
     #[test]
@@ -285,6 +429,28 @@ mod tests {
         }
         let kv = SledKv::open(dir.path()).unwrap();
         assert_eq!(kv.get("t", b"b").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(kv.get("index", b"4c").unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn concurrent_flushes_share_one_fsync() {
+        let commits = GroupCommit::default();
+        let fsyncs = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    commits
+                        .flush(|| {
+                            fsyncs.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap()
+                });
+            }
+        });
+        let n = fsyncs.load(Ordering::SeqCst);
+        assert!((1..=8).contains(&n), "{n} fsyncs");
+        assert_eq!(commits.state.lock().unwrap().0, 8);
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl Client {
             let fresh = status
                 .servers
                 .iter()
-                .filter(|s| s.state == "up")
+                .filter(|s| s.state() == dupla::v1::ServerState::Up)
                 .all(|s| s.last_seen_ms_ago < waited_ms);
             if fresh || Instant::now() >= deadline {
                 break status;

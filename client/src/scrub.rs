@@ -34,7 +34,7 @@ impl Client {
         let passes = status
             .servers
             .iter()
-            .filter(|s| s.state == "up")
+            .filter(|s| s.state() == dupla::v1::ServerState::Up)
             .filter_map(|s| s.node.as_ref().map(|n| n.addr.clone()))
             .map(|addr| async move {
                 let pass = async {

@@ -266,7 +266,7 @@ impl Client {
 pub fn rank_entries(servers: &[ServerStatus]) -> Vec<String> {
     let mut up: Vec<(u32, &str)> = servers
         .iter()
-        .filter(|s| s.state == "up")
+        .filter(|s| s.state() == dupla::v1::ServerState::Up)
         .filter_map(|s| {
             let node = s.node.as_ref()?;
             (!node.addr.is_empty()).then_some((s.active_transfers, node.addr.as_str()))
@@ -372,7 +372,12 @@ mod tests {
                 id: format!("id-{addr}"),
                 addr: addr.into(),
             }),
-            state: state.into(),
+            state: match state {
+                "up" => dupla::v1::ServerState::Up,
+                "suspect" => dupla::v1::ServerState::Suspect,
+                _ => dupla::v1::ServerState::Down,
+            }
+            .into(),
             active_transfers: active,
             ..Default::default()
         }

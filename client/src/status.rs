@@ -4,7 +4,7 @@
 use crate::output::{table, Output};
 use crate::session::Client;
 use dupla::size::format_size;
-use dupla::v1::{ClusterStatusReply, ClusterStatusRequest, ServerStatus};
+use dupla::v1::{ClusterStatusReply, ClusterStatusRequest, ServerState, ServerStatus};
 use dupla::Result;
 use serde::Serialize;
 
@@ -60,14 +60,25 @@ pub struct ServerJson {
     pub sessions: u32,
 }
 
+/// The spelling of a server's state in `status` (the JSON contract):
+/// "up", "suspect" or "down" ("unknown" from a manager that sent none).
+pub fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Up => "up",
+        ServerState::Suspect => "suspect",
+        ServerState::Down => "down",
+        ServerState::Unspecified => "unknown",
+    }
+}
+
 impl From<&ServerStatus> for ServerJson {
     fn from(s: &ServerStatus) -> Self {
         let node = s.node.clone().unwrap_or_default();
         ServerJson {
             addr: node.addr,
             id: node.id,
-            state: s.state.clone(),
-            up: s.state == "up",
+            state: state_name(s.state()).into(),
+            up: s.state() == ServerState::Up,
             capacity: s.capacity,
             used: s.used,
             files: s.files,
@@ -136,7 +147,11 @@ fn render(status: &ClusterStatusReply) -> String {
             ]
         })
         .collect();
-    let up = status.servers.iter().filter(|s| s.state == "up").count();
+    let up = status
+        .servers
+        .iter()
+        .filter(|s| s.state() == ServerState::Up)
+        .count();
     let totals = format!(
         "{up} of {} servers up; {} files, {} (one copy); {} under-replicated ({}); repaired since manager start: {} files, {}",
         status.servers.len(),
@@ -185,7 +200,7 @@ mod tests {
                     id: "s1".into(),
                     addr: "127.0.0.1:50051".into(),
                 }),
-                state: "up".into(),
+                state: ServerState::Up.into(),
                 capacity: 10,
                 used: 3,
                 files: 2,
@@ -213,6 +228,7 @@ mod tests {
             assert!(server.get(key).is_some(), "missing {key}");
         }
         assert_eq!(server["up"], true);
+        assert_eq!(server["state"], "up");
         assert_eq!(json["files"], 2);
         assert!(render(&reply).contains("1 of 1 servers up"));
         assert_eq!(json["over_capacity"], false);

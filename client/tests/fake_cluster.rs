@@ -265,6 +265,20 @@ impl manager_server::Manager for Fake {
         }
     }
 
+    async fn set_quota(
+        &self,
+        _: Request<dupla::v1::SetQuotaRequest>,
+    ) -> Result<Response<dupla::v1::QuotaReply>, Status> {
+        Err(Status::unimplemented("the fake has no quotas"))
+    }
+
+    async fn get_quota(
+        &self,
+        _: Request<dupla::v1::GetQuotaRequest>,
+    ) -> Result<Response<dupla::v1::QuotaReply>, Status> {
+        Err(Status::unimplemented("the fake has no quotas"))
+    }
+
     async fn cluster_status(
         &self,
         _: Request<ClusterStatusRequest>,
@@ -276,7 +290,7 @@ impl manager_server::Manager for Fake {
                     id: "fake".into(),
                     addr: self.addr.clone(),
                 }),
-                state: "up".into(),
+                state: dupla::v1::ServerState::Up.into(),
                 capacity: 1 << 30,
                 peak_rss: 1234,
                 ..Default::default()

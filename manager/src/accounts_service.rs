@@ -250,11 +250,7 @@ impl Inner {
             .expect("tokens lock poisoned")
             .revoke_user(login)?;
         self.hub.kick_login(login, reason);
-        let files = {
-            let _writes = self.state.lock_catalog_writes();
-            self.state.snapshots.remove_owner(login)?;
-            self.state.catalog.remove_owner(login)?
-        };
+        let files = self.state.forget_owner(login)?;
         tracing::info!(%login, files, "account deleted with its files");
         Ok(account)
     }

@@ -10,21 +10,75 @@
 //! snapshot uses it ([`crate::snapshots`]); chunks of the versions that leave
 //! are then garbage for the servers' collection.
 //!
+//! # Indexes
+//!
+//! Beside the records the catalog keeps, in the same atomic batch as the
+//! record they describe (so an index never disagrees with the records, even
+//! after a crash), the indexes its requests need; no request and no
+//! periodic pass decodes the whole catalog:
+//!
+//! - `chunk_refs`: `hash ‖ owner \0 name \0 version` → nothing: who uses a
+//!   chunk (claims by hash, corruption reports);
+//! - `server_files`: `server \0 ‖ owner \0 name \0 version` → size: the
+//!   files a server holds (repair planning for a lost server);
+//! - `server_chunks`: `server \0 ‖ hash ‖ owner \0 name \0 version` →
+//!   nothing: whether a server should keep a chunk (`ChunkRefs`, GC);
+//! - `degraded_files`: the records with fewer than two holders;
+//! - `released_chunks`: chunks whose last user went (a removed file or
+//!   version, a deleted account): nobody may claim them by hash;
+//! - `catalog_counters`: files and bytes in all, per server, per owner
+//!   (quotas) and per holder set (under-replicated files in
+//!   `ClusterStatus` from a handful of counters).
+//!
+//! Writes that maintain counters run under the catalog's own index lock;
+//! the flush after them is a group commit ([`dupla::kv::SledKv`]). A
+//! catalog from before the indexes gets them in one pass at start
+//! ([`Catalog::open`]), a page at a time.
+//!
 //! Two older layouts are moved into this one at start: records without an
 //! owner (the tree `files`, [`Catalog::adopt_legacy`]) and records with one
 //! version per name (the tree `owned_files`, [`Catalog::take_unversioned`]).
 
+use crate::config::Quota;
 use crate::membership::NodeRef;
-use dupla::kv::Kv;
+use dupla::kv::{Batch, Kv};
 use dupla::{Error, Hash, Result};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Catalogs from before ownership: records keyed by name alone.
 const LEGACY_FILES_TREE: &str = "files";
 /// Catalogs from before versions: one record per owner and name.
 const UNVERSIONED_FILES_TREE: &str = "owned_files";
 const FILES_TREE: &str = "file_versions";
+const CHUNK_REFS_TREE: &str = "chunk_refs";
+const SERVER_FILES_TREE: &str = "server_files";
+const SERVER_CHUNKS_TREE: &str = "server_chunks";
+const DEGRADED_TREE: &str = "degraded_files";
+const RELEASED_TREE: &str = "released_chunks";
+const COUNTERS_TREE: &str = "catalog_counters";
+/// Index trees, rebuilt together from the records.
+const INDEX_TREES: [&str; 6] = [
+    CHUNK_REFS_TREE,
+    SERVER_FILES_TREE,
+    SERVER_CHUNKS_TREE,
+    DEGRADED_TREE,
+    RELEASED_TREE,
+    COUNTERS_TREE,
+];
+const META_TREE: &str = "catalog_meta";
+/// Per-user quotas set by an admin: login → [`Quota`].
+const QUOTAS_TREE: &str = "quotas";
+/// Set once the indexes of the records exist (after the migration pass).
+const INDEXED_MARK: &[u8] = b"indexed-v1";
+/// Counter keys: everything, one server, one owner, one holder set.
+const TOTAL_COUNTER: &[u8] = b"t";
+const SERVER_COUNTER: u8 = b's';
+const OWNER_COUNTER: u8 = b'o';
+const HOLDERS_COUNTER: u8 = b'h';
+/// Copies a file should have (fewer: it is in `degraded_files`).
+const FULL_COPIES: usize = 2;
 
 /// Records decoded at a time by a pass over the whole catalog.
 pub const CATALOG_PAGE_RECORDS: usize = 1024;
@@ -94,10 +148,152 @@ pub struct PlacementLog {
     pub unix_ms: i64,
 }
 
-/// The manager's persistent state, over the [`Kv`] trait.
+/// Files and bytes under one counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// File versions.
+    pub files: u64,
+    /// Sum of their sizes (one copy).
+    pub bytes: u64,
+}
+
+impl Usage {
+    fn encode(self) -> Vec<u8> {
+        let mut v = self.files.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.bytes.to_be_bytes());
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Usage> {
+        let field = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| Error::Internal("a catalog counter is not 16 bytes".into()))
+        };
+        Ok(Usage {
+            files: field(0..8)?,
+            bytes: field(8..16)?,
+        })
+    }
+}
+
+/// The catalog's counters: what `ClusterStatus` shows, without a pass.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// Every file version.
+    pub total: Usage,
+    /// Per server id: the versions it holds.
+    pub servers: BTreeMap<String, Usage>,
+    /// Per set of holders (ids, sorted): the versions held by exactly them.
+    pub holder_sets: Vec<(Vec<String>, Usage)>,
+}
+
+/// A change of counters, applied under the index lock.
+#[derive(Default)]
+struct Deltas(HashMap<Vec<u8>, (i64, i64)>);
+
+impl Deltas {
+    fn add(&mut self, key: Vec<u8>, sign: i64, size: u64) {
+        let entry = self.0.entry(key).or_default();
+        entry.0 += sign;
+        entry.1 += sign * size as i64;
+    }
+}
+
+/// The manager's persistent state, over the [`Kv`] trait. It owns its
+/// locks and indexes: callers never scan it themselves.
 #[derive(Clone)]
 pub struct Catalog {
     kv: Arc<dyn Kv>,
+    /// Serialises read-modify-write sequences on records (commits,
+    /// removals, repairs, corruption reports), so a repair never overwrites
+    /// a newer version.
+    writes: Arc<Mutex<()>>,
+    /// Held while a batch reads and updates the counters.
+    index: Arc<Mutex<()>>,
+}
+
+fn counter_key(kind: u8, parts: &[&str]) -> Vec<u8> {
+    let mut key = vec![kind];
+    for part in parts {
+        key.push(0);
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+fn server_prefix(server: &str) -> Vec<u8> {
+    let mut key = server.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// The holder set of a record, as a counter key (ids sorted).
+fn holders_counter(holders: &[String]) -> Vec<u8> {
+    let mut ids: Vec<&str> = holders.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    counter_key(HOLDERS_COUNTER, &ids)
+}
+
+fn distinct_chunks(record: &FileRecord) -> Vec<Hash> {
+    let mut chunks = record.chunks.clone();
+    chunks.sort_unstable_by_key(|h| h.0);
+    chunks.dedup();
+    chunks
+}
+
+/// Add to `batch` (or, with `remove`, take out of it) the index entries and
+/// counter deltas of `record`.
+fn index_ops(record: &FileRecord, remove: bool, batch: &mut Batch, deltas: &mut Deltas) {
+    let vk = version_key(&record.owner, &record.name, record.version);
+    let with = |prefix: &[u8]| [prefix, vk.as_slice()].concat();
+    let mut write = |tree: &str, key: Vec<u8>, value: Vec<u8>| {
+        if remove {
+            batch.delete(tree, key)
+        } else {
+            batch.put(tree, key, value)
+        }
+    };
+    let chunks = distinct_chunks(record);
+    for chunk in &chunks {
+        write(CHUNK_REFS_TREE, with(&chunk.0), Vec::new());
+    }
+    for holder in &record.holders {
+        let prefix = server_prefix(holder);
+        write(
+            SERVER_FILES_TREE,
+            with(&prefix),
+            record.size.to_be_bytes().to_vec(),
+        );
+        for chunk in &chunks {
+            write(
+                SERVER_CHUNKS_TREE,
+                with(&[prefix.as_slice(), &chunk.0].concat()),
+                Vec::new(),
+            );
+        }
+    }
+    if record.holders.len() < FULL_COPIES {
+        write(DEGRADED_TREE, vk.clone(), Vec::new());
+    }
+    let sign = if remove { -1 } else { 1 };
+    deltas.add(TOTAL_COUNTER.to_vec(), sign, record.size);
+    deltas.add(
+        counter_key(OWNER_COUNTER, &[&record.owner]),
+        sign,
+        record.size,
+    );
+    deltas.add(holders_counter(&record.holders), sign, record.size);
+    for holder in &record.holders {
+        deltas.add(counter_key(SERVER_COUNTER, &[holder]), sign, record.size);
+    }
+}
+
+/// The version key at the end of an index key, after `prefix_len` bytes.
+fn tail_key(key: &[u8], prefix_len: usize) -> &[u8] {
+    key.get(prefix_len..).unwrap_or_default()
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -141,9 +337,155 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
 }
 
 impl Catalog {
-    /// A catalog over `kv`.
+    /// A catalog over `kv`, without checking its indexes (tests and tools
+    /// that just wrote it; the manager uses [`Catalog::open`]).
     pub fn new(kv: Arc<dyn Kv>) -> Self {
-        Catalog { kv }
+        Catalog {
+            kv,
+            writes: Arc::new(Mutex::new(())),
+            index: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// The catalog in `kv`, its indexes built first if it has records from
+    /// before them: a one-time pass at start, a page at a time.
+    pub fn open(kv: Arc<dyn Kv>) -> Result<Self> {
+        let catalog = Catalog::new(kv);
+        if catalog.kv.get(META_TREE, INDEXED_MARK)?.is_none() {
+            let files = catalog.rebuild_indexes()?;
+            tracing::info!(files, "catalog indexes built");
+        }
+        Ok(catalog)
+    }
+
+    /// The records' read-modify-write lock, held while a record is read,
+    /// changed and written back.
+    pub fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().expect("catalog lock poisoned")
+    }
+
+    /// Drop every index entry and write them again from the records.
+    /// `released_chunks` is history the records do not hold: a rebuild
+    /// starts it empty (chunks removed before it stay claimable as before
+    /// the indexes existed, until garbage collection removes them).
+    fn rebuild_indexes(&self) -> Result<u64> {
+        let _index = self.index.lock().expect("catalog index lock poisoned");
+        for tree in INDEX_TREES {
+            loop {
+                let page = self.kv.scan_page(tree, b"", None, CATALOG_PAGE_RECORDS)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut batch = Batch::new();
+                for (key, _) in page {
+                    batch.delete(tree, key);
+                }
+                self.kv.apply(&batch)?;
+            }
+        }
+        let mut counters: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        let mut files = 0;
+        self.for_each_page(|records| {
+            let (mut batch, mut deltas) = (Batch::new(), Deltas::default());
+            for record in records {
+                index_ops(record, false, &mut batch, &mut deltas);
+                files += 1;
+            }
+            self.kv.apply(&batch)?;
+            for (key, (f, b)) in deltas.0 {
+                let entry = counters.entry(key).or_default();
+                entry.0 += f;
+                entry.1 += b;
+            }
+            Ok(())
+        })?;
+        let mut batch = Batch::new();
+        for (key, (f, b)) in counters {
+            let usage = Usage {
+                files: f.max(0) as u64,
+                bytes: b.max(0) as u64,
+            };
+            batch.put(COUNTERS_TREE, key, usage.encode());
+        }
+        batch.put(META_TREE, INDEXED_MARK.to_vec(), Vec::new());
+        self.kv.apply(&batch)?;
+        self.kv.flush()?;
+        Ok(files)
+    }
+
+    /// Apply `removes` then `puts` (records, with their indexes and
+    /// counters) in one atomic batch, not flushed.
+    fn write(&self, removes: &[FileRecord], puts: &[FileRecord]) -> Result<()> {
+        let _index = self.index.lock().expect("catalog index lock poisoned");
+        let (mut batch, mut deltas) = (Batch::new(), Deltas::default());
+        let mut replaced = Vec::new();
+        for record in puts {
+            let key = version_key(&record.owner, &record.name, record.version);
+            if let Some(old) = self.kv.get(FILES_TREE, &key)? {
+                replaced.push(decode::<FileRecord>(&old)?);
+            }
+        }
+        // Chunks losing a reference: released if nothing uses them after.
+        let mut losing: HashMap<Hash, HashSet<Vec<u8>>> = HashMap::new();
+        for old in removes.iter().chain(&replaced) {
+            let vk = version_key(&old.owner, &old.name, old.version);
+            for chunk in distinct_chunks(old) {
+                losing.entry(chunk).or_default().insert(vk.clone());
+            }
+            index_ops(old, true, &mut batch, &mut deltas);
+        }
+        for record in removes {
+            batch.delete(
+                FILES_TREE,
+                version_key(&record.owner, &record.name, record.version),
+            );
+        }
+        let mut gaining = HashSet::new();
+        for record in puts {
+            index_ops(record, false, &mut batch, &mut deltas);
+            for chunk in distinct_chunks(record) {
+                batch.delete(RELEASED_TREE, chunk.0.to_vec());
+                gaining.insert(chunk);
+            }
+            batch.put(
+                FILES_TREE,
+                version_key(&record.owner, &record.name, record.version),
+                encode(record)?,
+            );
+        }
+        for (chunk, going) in losing {
+            if gaining.contains(&chunk) {
+                continue;
+            }
+            let refs = self.kv.scan_page(
+                CHUNK_REFS_TREE,
+                &chunk.0,
+                None,
+                going.len().saturating_add(1),
+            )?;
+            if refs.iter().all(|(k, _)| going.contains(tail_key(k, 32))) {
+                batch.put(RELEASED_TREE, chunk.0.to_vec(), Vec::new());
+            }
+        }
+        for (key, (files, bytes)) in deltas.0 {
+            if (files, bytes) == (0, 0) {
+                continue;
+            }
+            let now = match self.kv.get(COUNTERS_TREE, &key)? {
+                Some(v) => Usage::decode(&v)?,
+                None => Usage::default(),
+            };
+            let next = Usage {
+                files: (now.files as i64 + files).max(0) as u64,
+                bytes: (now.bytes as i64 + bytes).max(0) as u64,
+            };
+            if next == Usage::default() {
+                batch.delete(COUNTERS_TREE, key);
+            } else {
+                batch.put(COUNTERS_TREE, key, next.encode());
+            }
+        }
+        self.kv.apply(&batch)
     }
 
     /// The latest version of `owner`'s `name`, if any is committed.
@@ -170,32 +512,43 @@ impl Catalog {
     /// Commit `record` durably: a new version, or an update of the holders
     /// of an existing one (repair, corruption).
     pub fn put(&self, record: &FileRecord) -> Result<()> {
-        self.kv.put(
-            FILES_TREE,
-            &version_key(&record.owner, &record.name, record.version),
-            &encode(record)?,
-        )?;
+        self.write(&[], std::slice::from_ref(record))?;
+        self.kv.flush()
+    }
+
+    /// Commit `record`, the next version of its name, durably, with the
+    /// version it replaces (if any) removed in the same batch unless `keep`
+    /// says a snapshot uses it. Call under [`Catalog::lock_writes`].
+    pub fn commit(
+        &self,
+        record: &FileRecord,
+        previous: Option<&FileRecord>,
+        keep: bool,
+    ) -> Result<()> {
+        let removes: Vec<FileRecord> = previous.filter(|_| !keep).cloned().into_iter().collect();
+        self.write(&removes, std::slice::from_ref(record))?;
         self.kv.flush()
     }
 
     /// Remove every version of `owner`'s `name` durably, returning the
     /// latest.
     pub fn remove(&self, owner: &str, name: &str) -> Result<Option<FileRecord>> {
-        let versions = self.kv.scan_prefix(FILES_TREE, &name_prefix(owner, name))?;
-        for (key, _) in &versions {
-            self.kv.delete(FILES_TREE, key)?;
-        }
+        let versions = self.versions_of(owner, name)?;
+        self.write(&versions, &[])?;
         self.kv.flush()?;
-        versions.last().map(|(_, v)| decode(v)).transpose()
+        Ok(versions.last().cloned())
     }
 
     /// Remove one version (not flushed: the caller flushes once for a
     /// batch). Returns whether it was there.
     pub fn remove_version(&self, owner: &str, name: &str, version: u64) -> Result<bool> {
-        Ok(self
-            .kv
-            .delete(FILES_TREE, &version_key(owner, name, version))?
-            .is_some())
+        match self.get_version(owner, name, version)? {
+            Some(record) if version > 0 => {
+                self.write(&[record], &[])?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Make the removals so far durable.
@@ -204,15 +557,17 @@ impl Catalog {
     }
 
     /// Every kept version of every file of every owner, by owner, name and
-    /// version.
+    /// version (tests and small tools only: it holds the whole catalog).
+    #[cfg(test)]
     pub fn all(&self) -> Result<Vec<FileRecord>> {
         self.scan(b"")
     }
 
-    /// Call `f` on every kept version of every file, by owner, name and
-    /// version, reading [`CATALOG_PAGE_RECORDS`] at a time: a pass over a
-    /// catalog of any size in bounded memory.
-    pub fn for_each(&self, mut f: impl FnMut(FileRecord) -> Result<()>) -> Result<()> {
+    /// Call `f` on every kept version of every file, [`CATALOG_PAGE_RECORDS`]
+    /// at a time, by owner, name and version: only for the one-time
+    /// migration at start (no request or periodic pass reads the whole
+    /// catalog).
+    fn for_each_page(&self, mut f: impl FnMut(&[FileRecord]) -> Result<()>) -> Result<()> {
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page =
@@ -220,13 +575,167 @@ impl Catalog {
                     .scan_page(FILES_TREE, b"", after.as_deref(), CATALOG_PAGE_RECORDS)?;
             let full = page.len() == CATALOG_PAGE_RECORDS;
             after = page.last().map(|(k, _)| k.clone());
-            for (_, value) in page {
-                f(decode(&value)?)?;
-            }
+            let records = page
+                .iter()
+                .map(|(_, v)| decode(v))
+                .collect::<Result<Vec<FileRecord>>>()?;
+            f(&records)?;
             if !full {
                 return Ok(());
             }
         }
+    }
+
+    /// The counters: files and bytes in all, per server, per holder set.
+    pub fn counts(&self) -> Result<Counts> {
+        let mut counts = Counts {
+            total: self.counter(TOTAL_COUNTER)?,
+            ..Counts::default()
+        };
+        for (key, value) in self.kv.scan_prefix(COUNTERS_TREE, &[SERVER_COUNTER, 0])? {
+            let id = String::from_utf8_lossy(tail_key(&key, 2)).into_owned();
+            counts.servers.insert(id, Usage::decode(&value)?);
+        }
+        for (key, value) in self.kv.scan_prefix(COUNTERS_TREE, &[HOLDERS_COUNTER])? {
+            let ids = tail_key(&key, 2)
+                .split(|b| *b == 0)
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .collect();
+            counts.holder_sets.push((ids, Usage::decode(&value)?));
+        }
+        Ok(counts)
+    }
+
+    /// What `owner`'s kept versions take (quotas).
+    pub fn usage(&self, owner: &str) -> Result<Usage> {
+        self.counter(&counter_key(OWNER_COUNTER, &[owner]))
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<Usage> {
+        match self.kv.get(COUNTERS_TREE, key)? {
+            Some(v) => Usage::decode(&v),
+            None => Ok(Usage::default()),
+        }
+    }
+
+    /// Records by version key, read from the index entries of `page`
+    /// whose version key starts after `prefix_len` bytes (entries whose
+    /// record went meanwhile are skipped).
+    fn records_of(
+        &self,
+        page: &[(Vec<u8>, Vec<u8>)],
+        prefix_len: usize,
+    ) -> Result<Vec<FileRecord>> {
+        let mut records = Vec::with_capacity(page.len());
+        for (key, _) in page {
+            if let Some(value) = self.kv.get(FILES_TREE, tail_key(key, prefix_len))? {
+                records.push(decode(&value)?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// At most `limit` of the versions `server` holds, after the version key
+    /// `after`; returns them with the key to continue from. Reads only
+    /// that server's part of the index.
+    pub fn held_by(
+        &self,
+        server: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, Option<Vec<u8>>)> {
+        let prefix = server_prefix(server);
+        let after = after.map(|a| [prefix.as_slice(), a].concat());
+        let page = self
+            .kv
+            .scan_page(SERVER_FILES_TREE, &prefix, after.as_deref(), limit)?;
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|(k, _)| tail_key(k, prefix.len()).to_vec()))
+            .flatten();
+        Ok((self.records_of(&page, prefix.len())?, next))
+    }
+
+    /// At most `limit` of the versions with fewer than two holders.
+    pub fn degraded(&self, limit: usize) -> Result<Vec<FileRecord>> {
+        let page = self.kv.scan_page(DEGRADED_TREE, b"", None, limit)?;
+        self.records_of(&page, 0)
+    }
+
+    /// Whether a version `server` holds uses `chunk`: the server must keep it.
+    pub fn server_uses(&self, server: &str, chunk: &Hash) -> Result<bool> {
+        let prefix = [server_prefix(server).as_slice(), &chunk.0].concat();
+        Ok(!self
+            .kv
+            .scan_page(SERVER_CHUNKS_TREE, &prefix, None, 1)?
+            .is_empty())
+    }
+
+    /// How many leading `chunks` `owner` may claim by hash (a resumed
+    /// upload, chunks sent by reference). A hash is not proof of holding
+    /// the bytes, so a chunk is claimable only when one of `owner`'s own
+    /// versions uses it, or when the catalog knows nothing of it (the
+    /// caller's unfinished upload): never a chunk another user's version
+    /// uses, nor one whose last user went (a removed file or version, a
+    /// deleted account). Each lookup reads one index key.
+    pub fn claimable(&self, owner: &str, chunks: &[Hash]) -> Result<u64> {
+        let mut count = 0;
+        for chunk in chunks {
+            let own = [chunk.0.as_slice(), &owner_prefix(owner)].concat();
+            let claimable = !self
+                .kv
+                .scan_page(CHUNK_REFS_TREE, &own, None, 1)?
+                .is_empty()
+                || (self
+                    .kv
+                    .scan_page(CHUNK_REFS_TREE, &chunk.0, None, 1)?
+                    .is_empty()
+                    && self.kv.get(RELEASED_TREE, &chunk.0)?.is_none());
+            if !claimable {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Forget `server` as a holder of every version using one of `corrupt`,
+    /// unless it is the version's last holder (then the copy stays listed:
+    /// a partly damaged copy beats none, and a download still tries it).
+    /// Reads only the versions using those chunks. Returns how many
+    /// versions changed.
+    pub fn drop_corrupt_holder(&self, server: &str, corrupt: &HashSet<Hash>) -> Result<u64> {
+        let _writes = self.lock_writes();
+        let mut affected = 0;
+        for chunk in corrupt {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let prefix = [server_prefix(server).as_slice(), &chunk.0].concat();
+                let page = self.kv.scan_page(
+                    SERVER_CHUNKS_TREE,
+                    &prefix,
+                    after.as_deref(),
+                    CATALOG_PAGE_RECORDS,
+                )?;
+                let full = page.len() == CATALOG_PAGE_RECORDS;
+                after = page.last().map(|(k, _)| k.clone());
+                let changed: Vec<FileRecord> = self
+                    .records_of(&page, prefix.len())?
+                    .into_iter()
+                    .filter(|r| r.holders.len() > 1)
+                    .map(|mut r| {
+                        r.holders.retain(|h| h != server);
+                        r
+                    })
+                    .collect();
+                affected += changed.len() as u64;
+                self.write(&[], &changed)?;
+                if !full {
+                    break;
+                }
+            }
+        }
+        self.kv.flush()?;
+        Ok(affected)
     }
 
     /// The latest version of each of `owner`'s files, in name order.
@@ -242,15 +751,26 @@ impl Catalog {
         Ok(latest)
     }
 
-    /// Remove every file of `owner` durably (their account is gone);
-    /// returns how many versions there were.
+    /// Remove every file of `owner` durably (their account is gone), a
+    /// page at a time; returns how many versions there were.
     pub fn remove_owner(&self, owner: &str) -> Result<usize> {
-        let keys = self.kv.scan_prefix(FILES_TREE, &owner_prefix(owner))?;
-        for (key, _) in &keys {
-            self.kv.delete(FILES_TREE, key)?;
+        let mut removed = 0;
+        loop {
+            let page =
+                self.kv
+                    .scan_page(FILES_TREE, &owner_prefix(owner), None, CATALOG_PAGE_RECORDS)?;
+            if page.is_empty() {
+                break;
+            }
+            let records = page
+                .iter()
+                .map(|(_, v)| decode(v))
+                .collect::<Result<Vec<FileRecord>>>()?;
+            removed += records.len();
+            self.write(&records, &[])?;
         }
         self.kv.flush()?;
-        Ok(keys.len())
+        Ok(removed)
     }
 
     /// Move every record of a catalog from before ownership under `owner`
@@ -302,7 +822,7 @@ impl Catalog {
             record.version = record.version.max(1);
             let key = version_key(&record.owner, &record.name, record.version);
             if self.kv.get(FILES_TREE, &key)?.is_none() {
-                self.kv.put(FILES_TREE, &key, &encode(&record)?)?;
+                self.write(&[], std::slice::from_ref(&record))?;
             }
             match by_owner.last_mut() {
                 Some((owner, records)) if *owner == record.owner => records.push(record),
@@ -327,6 +847,25 @@ impl Catalog {
             .iter()
             .map(|(_, v)| decode(v))
             .collect()
+    }
+
+    /// `login`'s own quota, if an admin set one.
+    pub fn quota(&self, login: &str) -> Result<Option<Quota>> {
+        self.kv
+            .get(QUOTAS_TREE, login.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    /// Set `login`'s own quota durably (`None`: the default applies).
+    pub fn set_quota(&self, login: &str, quota: Option<Quota>) -> Result<()> {
+        match quota {
+            Some(q) => self.kv.put(QUOTAS_TREE, login.as_bytes(), &encode(&q)?)?,
+            None => {
+                self.kv.delete(QUOTAS_TREE, login.as_bytes())?;
+            }
+        }
+        self.kv.flush()
     }
 
     /// Record a placement decision (not flushed: it is a log, not a promise).
@@ -467,6 +1006,155 @@ mod tests {
         assert_eq!(catalog.all().unwrap().len(), 4);
         assert_eq!(catalog.remove("ada", "a").unwrap().unwrap().version, 10);
         assert_eq!(catalog.all().unwrap().len(), 1);
+    }
+
+    /// Every entry of every index tree derived from the records (and the
+    /// counters): not `released_chunks`, a history no rebuild recovers.
+    type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn index_dump(kv: &dyn Kv) -> Vec<(String, Entries)> {
+        INDEX_TREES
+            .iter()
+            .filter(|t| **t != RELEASED_TREE)
+            .map(|t| (t.to_string(), kv.scan_prefix(t, b"").unwrap()))
+            .collect()
+    }
+
+    fn with(
+        owner: &str,
+        name: &str,
+        version: u64,
+        chunks: &[&[u8]],
+        holders: &[&str],
+    ) -> FileRecord {
+        FileRecord {
+            version,
+            size: 10 * version,
+            chunks: chunks.iter().map(|c| Hash::of(c)).collect(),
+            holders: holders.iter().map(|h| h.to_string()).collect(),
+            ..owned(owner, name)
+        }
+    }
+
+    /// The indexes after a mix of writes are those a rebuild from the
+    /// records alone gives, and they answer the requests' questions.
+    fn index_suite(kv: Arc<dyn Kv>) {
+        let catalog = Catalog::open(kv.clone()).unwrap();
+        catalog
+            .commit(
+                &with("ada", "a", 1, &[b"x", b"y", b"x"], &["s1", "s2"]),
+                None,
+                false,
+            )
+            .unwrap();
+        let a1 = catalog.get("ada", "a").unwrap().unwrap();
+        catalog
+            .commit(
+                &with("ada", "a", 2, &[b"y", b"z"], &["s1", "s2"]),
+                Some(&a1),
+                false,
+            )
+            .unwrap();
+        catalog
+            .put(&with("bob", "b", 1, &[b"shared"], &["s2"]))
+            .unwrap();
+        catalog
+            .put(&with("ada", "c", 1, &[b"shared", b"gone"], &["s1", "s3"]))
+            .unwrap();
+        // A repair: new holders for the same version.
+        catalog
+            .put(&with("bob", "b", 1, &[b"shared"], &["s2", "s3"]))
+            .unwrap();
+        catalog.remove("ada", "c").unwrap();
+
+        let counts = catalog.counts().unwrap();
+        assert_eq!(
+            counts.total,
+            Usage {
+                files: 2,
+                bytes: 30
+            }
+        );
+        assert_eq!(
+            counts.servers["s1"],
+            Usage {
+                files: 1,
+                bytes: 20
+            }
+        );
+        assert_eq!(
+            counts.servers["s3"],
+            Usage {
+                files: 1,
+                bytes: 10
+            }
+        );
+        assert!(!counts.servers.contains_key("s4"));
+        assert_eq!(
+            catalog.usage("ada").unwrap(),
+            Usage {
+                files: 1,
+                bytes: 20
+            }
+        );
+        assert_eq!(counts.holder_sets.len(), 2);
+        assert!(catalog.server_uses("s1", &Hash::of(b"z")).unwrap());
+        assert!(!catalog.server_uses("s1", &Hash::of(b"x")).unwrap());
+        assert!(catalog.server_uses("s3", &Hash::of(b"shared")).unwrap());
+        assert!(!catalog.server_uses("s1", &Hash::of(b"shared")).unwrap());
+        let (held, next) = catalog.held_by("s2", None, 10).unwrap();
+        assert_eq!(held.len(), 2);
+        assert_eq!(next, None);
+        let (first, next) = catalog.held_by("s2", None, 1).unwrap();
+        let (second, _) = catalog.held_by("s2", next.as_deref(), 1).unwrap();
+        assert_ne!(first, second);
+        assert!(catalog.degraded(10).unwrap().is_empty());
+
+        // Claims: own chunks yes; another user's, or a removed file's, no;
+        // chunks the catalog never saw (an unfinished upload's) yes.
+        let claim = |owner: &str, chunks: &[&[u8]]| {
+            let hashes: Vec<Hash> = chunks.iter().map(|c| Hash::of(c)).collect();
+            catalog.claimable(owner, &hashes).unwrap()
+        };
+        assert_eq!(claim("ada", &[b"y", b"z", b"new"]), 3);
+        assert_eq!(claim("bob", &[b"new", b"y"]), 1, "ada's chunk");
+        assert_eq!(claim("ada", &[b"shared"]), 0, "bob's chunk");
+        assert_eq!(claim("bob", &[b"gone"]), 0, "a removed file's chunk");
+        assert_eq!(claim("ada", &[b"x"]), 0, "a replaced version's chunk");
+        // A chunk used again leaves the released set.
+        catalog
+            .put(&with("bob", "d", 1, &[b"gone"], &["s1", "s2"]))
+            .unwrap();
+        assert_eq!(claim("bob", &[b"gone"]), 1);
+        assert_eq!(claim("ada", &[b"gone"]), 0);
+
+        let corrupt: HashSet<Hash> = [Hash::of(b"shared")].into_iter().collect();
+        assert_eq!(catalog.drop_corrupt_holder("s2", &corrupt).unwrap(), 1);
+        assert_eq!(
+            catalog.get("bob", "b").unwrap().unwrap().holders,
+            vec!["s3"]
+        );
+        assert_eq!(catalog.degraded(10).unwrap().len(), 1);
+        assert_eq!(catalog.remove_owner("bob").unwrap(), 2);
+        assert_eq!(catalog.usage("bob").unwrap(), Usage::default());
+        assert_eq!(claim("ada", &[b"shared"]), 0, "a deleted account's chunk");
+
+        let incremental = index_dump(kv.as_ref());
+        kv.delete(META_TREE, INDEXED_MARK).unwrap();
+        let rebuilt = Catalog::open(kv.clone()).unwrap();
+        assert_eq!(index_dump(kv.as_ref()), incremental);
+        assert_eq!(rebuilt.counts().unwrap(), catalog.counts().unwrap());
+    }
+
+    #[test]
+    fn memory_indexes_match_a_rebuild() {
+        index_suite(Arc::new(MemoryKv::new()));
+    }
+
+    #[test]
+    fn sled_indexes_match_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        index_suite(Arc::new(SledKv::open(dir.path()).unwrap()));
     }
 
     #[test]

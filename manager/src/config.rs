@@ -54,6 +54,23 @@ pub struct Args {
     /// Login that is an admin in addition to the first account registered.
     #[arg(long, env = "DUPLA_ADMIN")]
     pub admin: Option<String>,
+    /// Default bytes each user's kept file versions may take; 0: unlimited
+    /// [default: 0]. An admin changes one user's with `dupla quota`.
+    #[arg(long, env = "DUPLA_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+    /// Default file versions each user may keep; 0: unlimited [default: 0].
+    #[arg(long, env = "DUPLA_QUOTA_FILES")]
+    pub quota_files: Option<u64>,
+}
+
+/// How much one user may keep: bytes (one copy) and file versions, each
+/// 0 for unlimited. Checked when an upload is placed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Quota {
+    /// Bytes of kept file versions; 0: unlimited.
+    pub bytes: u64,
+    /// Kept file versions; 0: unlimited.
+    pub files: u64,
 }
 
 /// The keys of the manager's `node.toml`.
@@ -78,6 +95,10 @@ pub struct FileConfig {
     pub session_idle_secs: Option<f64>,
     /// Login that is an admin besides the first account registered.
     pub admin: Option<String>,
+    /// Default bytes per user; 0: unlimited.
+    pub quota_bytes: Option<u64>,
+    /// Default file versions per user; 0: unlimited.
+    pub quota_files: Option<u64>,
 }
 
 /// Resolved manager settings.
@@ -108,6 +129,8 @@ pub struct Config {
     /// A login with the admin role besides the first account registered,
     /// so an operator can recover administration from node.toml.
     pub admin: Option<String>,
+    /// Default quota of each user (an admin may set one user's otherwise).
+    pub quota: Quota,
     /// Limits of the chat rooms: queue sizes, flood control, clients.
     pub chat: ChatLimits,
 }
@@ -187,6 +210,10 @@ impl Config {
                 "session_idle_secs",
             )?,
             admin: args.admin.or(file.admin),
+            quota: Quota {
+                bytes: args.quota_bytes.or(file.quota_bytes).unwrap_or(0),
+                files: args.quota_files.or(file.quota_files).unwrap_or(0),
+            },
             chat: ChatLimits::default(),
         };
         config.validate()?;
@@ -206,6 +233,7 @@ impl Config {
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle: DEFAULT_SESSION_IDLE,
             admin: None,
+            quota: Quota::default(),
             chat: ChatLimits::default(),
         }
     }

@@ -81,6 +81,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         tokens.clone(),
         hub.clone(),
     ));
+    let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(
             hub,
@@ -95,9 +96,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let listener = dupla::rpc::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
-    let service = ManagerServer::new(service::ManagerService::new(state, tokens))
-        .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
+    let service = ManagerServer::new(service::ManagerService::new(
+        state,
+        tokens,
+        catalog_accounts,
+    ))
+    .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     let mut server = dupla::rpc::server();
     let (router, health) = dupla::rpc::common_router(
         &mut server,

@@ -40,13 +40,13 @@ pub enum Liveness {
     Down,
 }
 
-impl Liveness {
-    /// The wire/status spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Liveness::Up => "up",
-            Liveness::Suspect => "suspect",
-            Liveness::Down => "down",
+impl From<Liveness> for dupla::v1::ServerState {
+    /// The wire enum of `ClusterStatus`.
+    fn from(liveness: Liveness) -> Self {
+        match liveness {
+            Liveness::Up => dupla::v1::ServerState::Up,
+            Liveness::Suspect => dupla::v1::ServerState::Suspect,
+            Liveness::Down => dupla::v1::ServerState::Down,
         }
     }
 }

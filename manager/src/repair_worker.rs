@@ -42,7 +42,11 @@ pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
         if !wanted && !any_server_not_up(&state) {
             continue;
         }
-        let plan = match plan_now(&state) {
+        let planning = state.clone();
+        let planned = tokio::task::spawn_blocking(move || plan_now(&planning))
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("repair planning task: {e}"))));
+        let plan = match planned {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::warn!(error = %e, "repair planning failed");
@@ -87,7 +91,7 @@ pub async fn run(state: Arc<State>, mut shutdown: Shutdown) {
 /// Repair `tasks` (in priority order): one queue per target server, the
 /// queues side by side. Returns each file's key with whether it worked.
 async fn repair_all(
-    state: &State,
+    state: &Arc<State>,
     tasks: Vec<RepairTask>,
     shutdown: &Shutdown,
 ) -> Vec<(String, std::result::Result<(), ()>)> {
@@ -134,10 +138,40 @@ fn any_server_not_up(state: &State) -> bool {
     degraded
 }
 
-/// Plan over the whole catalog with the current membership.
-fn plan_now(state: &State) -> Result<repair::RepairPlan> {
-    let records = state.catalog.all()?;
+/// Most file versions one pass plans for; the rest wait for the next pass
+/// (memory and pass time stay bounded whatever the catalog's size).
+pub const REPAIR_PLAN_FILES: usize = 16_384;
+
+/// Plan with the current membership, over the only files that can need a
+/// copy: those with fewer than two holders, and those a `down` server
+/// holds (read from the catalog's per-server index, nothing else).
+pub fn plan_now(state: &State) -> Result<repair::RepairPlan> {
     let now = Instant::now();
+    let down: Vec<String> = {
+        let membership = state.lock_membership();
+        let down = membership
+            .members()
+            .filter(|m| membership.liveness(m, now) == Liveness::Down)
+            .map(|m| m.node.id.clone())
+            .collect();
+        down
+    };
+    let mut records = state.catalog.degraded(REPAIR_PLAN_FILES)?;
+    let mut seen: HashSet<(String, String, u64)> = records
+        .iter()
+        .map(|r| (r.owner.clone(), r.name.clone(), r.version))
+        .collect();
+    for server in &down {
+        let room = REPAIR_PLAN_FILES.saturating_sub(records.len());
+        if room == 0 {
+            break;
+        }
+        let (held, _) = state.catalog.held_by(server, None, room)?;
+        records.extend(
+            held.into_iter()
+                .filter(|r| seen.insert((r.owner.clone(), r.name.clone(), r.version))),
+        );
+    }
     // Until a full grace period has passed since the manager started, a
     // server not heard from yet may simply not have sent its first
     // heartbeat: wait for it rather than copy its files elsewhere.
@@ -156,7 +190,7 @@ fn plan_now(state: &State) -> Result<repair::RepairPlan> {
 }
 
 /// Have the target copy the file, then record it as a holder.
-async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
+async fn repair_one(state: &Arc<State>, task: &RepairTask) -> Result<u64> {
     let record = state
         .catalog
         .get(&task.owner, &task.name)?
@@ -193,7 +227,15 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
             .into_inner();
         copied_bytes += reply.copied_bytes;
     }
-    // Record the new holder unless the file changed meanwhile.
+    let (state, task) = (state.clone(), task.clone());
+    tokio::task::spawn_blocking(move || record_holder(&state, &task, copied_bytes))
+        .await
+        .map_err(|e| Error::Internal(format!("repair record task: {e}")))??;
+    Ok(copied_bytes)
+}
+
+/// Record the repaired file's new holder, unless the file changed meanwhile.
+fn record_holder(state: &State, task: &RepairTask, copied_bytes: u64) -> Result<()> {
     let _writes = state.lock_catalog_writes();
     let mut current = state
         .catalog
@@ -205,5 +247,5 @@ async fn repair_one(state: &State, task: &RepairTask) -> Result<u64> {
     let mut stats = state.repair_stats.lock().expect("stats lock poisoned");
     stats.files += 1;
     stats.bytes += copied_bytes;
-    Ok(copied_bytes)
+    Ok(())
 }

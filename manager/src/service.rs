@@ -1,9 +1,13 @@
 //! `dupla.v1.Manager`: the gRPC face of membership, placement and the
 //! catalog. Handlers only translate between wire messages and [`State`];
-//! the decisions live in `placement`, `membership` and `uploads`.
+//! the decisions live in `placement`, `membership`, `uploads` and the
+//! catalog, which owns its lock and indexes. Catalog work runs on the
+//! blocking pool, never on the async workers.
 
+use crate::accounts::Accounts;
 use crate::auth::{Authenticator, Session};
 use crate::catalog::{FileRecord, PlacementLog};
+use crate::config::Quota;
 use crate::membership::{Liveness, NodeRef, Report};
 use crate::state::State;
 use crate::tokens::Tokens;
@@ -13,7 +17,7 @@ use dupla::placement::{self, DEFAULT_LOAD_EPSILON};
 use dupla::v1::manager_server::Manager;
 use dupla::v1::{self as pb};
 use dupla::{clock, name, Error, Hash, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -27,18 +31,33 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct ManagerService {
     state: Arc<State>,
+    accounts: Arc<Accounts>,
     tokens: Arc<Mutex<Tokens>>,
     auth: Authenticator,
 }
 
 impl ManagerService {
-    /// Serve `state`, checking users against `tokens`.
-    pub fn new(state: Arc<State>, tokens: Arc<Mutex<Tokens>>) -> Self {
+    /// Serve `state`, checking users against `tokens` (and admins against
+    /// `accounts`).
+    pub fn new(state: Arc<State>, tokens: Arc<Mutex<Tokens>>, accounts: Arc<Accounts>) -> Self {
         ManagerService {
             state,
+            accounts,
             auth: Authenticator::new(tokens.clone()),
             tokens,
         }
+    }
+
+    /// Run `f` on the blocking pool: catalog reads and writes (sled, its
+    /// flushes) never stall the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ManagerService) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || f(&service))
+            .await
+            .map_err(|e| Error::Internal(format!("catalog task: {e}")))?
     }
 
     /// The user behind a catalog call.
@@ -164,6 +183,7 @@ impl ManagerService {
                 resumable_chunks,
             });
         }
+        self.check_quota(owner, &req.name, req.size)?;
         if order.len() == 1 {
             tracing::warn!(name = %req.name, "one live server: degraded write, one copy until repaired");
         }
@@ -212,34 +232,78 @@ impl ManagerService {
         })
     }
 
-    /// How many leading `chunks` `owner` may claim in a resumed upload:
-    /// those no other user's file uses, or that one of `owner`'s files uses
-    /// too. A chunk hash is not proof of holding the bytes.
-    /// For chunks sent by reference the count is compared with the whole
-    /// list, so one unclaimable chunk anywhere refuses the upload.
-    fn claimable<B: AsRef<[u8]>>(&self, owner: &str, chunks: &[B]) -> Result<u64> {
-        if chunks.is_empty() {
-            return Ok(0);
+    /// The quota in force for `login`, and whether it is their own.
+    fn quota_of(&self, login: &str) -> Result<(Quota, bool)> {
+        Ok(match self.state.catalog.quota(login)? {
+            Some(q) => (q, true),
+            None => (self.state.config.quota, false),
+        })
+    }
+
+    /// Refuse an upload of `size` bytes as `owner`'s `name` that would take
+    /// them past their quota. The version it replaces counts as freed
+    /// unless a snapshot keeps it.
+    fn check_quota(&self, owner: &str, name: &str, size: u64) -> Result<()> {
+        let (quota, _) = self.quota_of(owner)?;
+        if quota == Quota::default() {
+            return Ok(());
         }
+        let used = self.state.catalog.usage(owner)?;
+        let (mut files, mut bytes) = (used.files + 1, used.bytes.saturating_add(size));
+        if let Some(previous) = self.state.catalog.get(owner, name)? {
+            let kept = self
+                .state
+                .snapshots
+                .is_referenced(owner, name, previous.version)?;
+            if !kept {
+                files -= 1;
+                bytes = bytes.saturating_sub(previous.size);
+            }
+        }
+        if quota.bytes > 0 && bytes > quota.bytes {
+            return Err(Error::Exhausted(format!(
+                "{name}: over your quota of {} bytes ({} used, this file adds {size}); remove files or forget snapshots, or ask an admin for more",
+                quota.bytes, used.bytes
+            )));
+        }
+        if quota.files > 0 && files > quota.files {
+            return Err(Error::Exhausted(format!(
+                "{name}: over your quota of {} file versions ({} kept); remove files or forget snapshots, or ask an admin for more",
+                quota.files, used.files
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `session`'s account has the admin role.
+    fn is_admin(&self, session: &Session) -> Result<bool> {
+        let account = self.accounts.get(&session.login)?;
+        Ok(account.is_some_and(|a| a.admin)
+            || self.state.config.admin.as_deref() == Some(session.login.as_str()))
+    }
+
+    /// `login`'s quota and usage.
+    fn quota_reply(&self, login: &str) -> Result<pb::QuotaReply> {
+        let (quota, custom) = self.quota_of(login)?;
+        let used = self.state.catalog.usage(login)?;
+        Ok(pb::QuotaReply {
+            login: login.to_string(),
+            quota_bytes: quota.bytes,
+            quota_files: quota.files,
+            used_bytes: used.bytes,
+            used_files: used.files,
+            custom,
+        })
+    }
+
+    /// How many leading `chunks` `owner` may claim by hash
+    /// ([`crate::catalog::Catalog::claimable`]).
+    fn claimable<B: AsRef<[u8]>>(&self, owner: &str, chunks: &[B]) -> Result<u64> {
         let asked = chunks
             .iter()
             .map(|c| Hash::from_slice(c.as_ref(), "chunk hash"))
             .collect::<Result<Vec<_>>>()?;
-        let wanted: HashSet<Hash> = asked.iter().copied().collect();
-        let (mut others, mut own) = (HashSet::<Hash>::new(), HashSet::<Hash>::new());
-        self.state.catalog.for_each(|record| {
-            let used = record.chunks.iter().filter(|c| wanted.contains(c));
-            if record.owner == owner {
-                own.extend(used);
-            } else {
-                others.extend(used);
-            }
-            Ok(())
-        })?;
-        Ok(asked
-            .iter()
-            .take_while(|c| !others.contains(c) || own.contains(c))
-            .count() as u64)
+        self.state.catalog.claimable(owner, &asked)
     }
 
     fn commit(&self, req: pb::CommitRequest) -> Result<pb::CommitReply> {
@@ -248,9 +312,7 @@ impl ManagerService {
             .ok_or_else(|| Error::InvalidInput("commit without a file entry".into()))?;
         let open = self
             .state
-            .uploads
-            .lock()
-            .expect("uploads lock poisoned")
+            .lock_uploads()
             .get(&req.upload_id)
             .cloned()
             .ok_or_else(|| {
@@ -267,25 +329,27 @@ impl ManagerService {
         }
         let record = {
             let _writes = self.state.lock_catalog_writes();
+            // Still open under the lock: a deleted account's upload
+            // (closed before its files go) never commits.
+            if self.state.lock_uploads().get(&req.upload_id).is_none() {
+                return Err(Error::Aborted(format!(
+                    "upload {} was aborted meanwhile; back the file up again",
+                    req.upload_id
+                )));
+            }
             let previous = self.state.catalog.get(&open.owner, &entry.name)?;
             let record = self.record_from_entry(&open.owner, entry, previous.as_ref())?;
-            self.state.catalog.put(&record)?;
             // The version this one replaces stays only if a snapshot uses it.
-            if let Some(previous) = previous {
-                let kept = self.state.snapshots.is_referenced(
-                    &open.owner,
-                    &previous.name,
-                    previous.version,
-                )?;
-                if !kept {
-                    self.state.catalog.remove_version(
-                        &open.owner,
-                        &previous.name,
-                        previous.version,
-                    )?;
-                    self.state.catalog.flush()?;
-                }
-            }
+            let keep = match &previous {
+                Some(p) => self
+                    .state
+                    .snapshots
+                    .is_referenced(&open.owner, &p.name, p.version)?,
+                None => false,
+            };
+            self.state
+                .catalog
+                .commit(&record, previous.as_ref(), keep)?;
             record
         };
         if record.holders.len() < crate::repair::TARGET_COPIES {
@@ -363,48 +427,6 @@ impl ManagerService {
         })
     }
 
-    /// Forget `server` as a holder of every file using one of `corrupt`,
-    /// unless it is the file's last holder (then the copy stays listed: a
-    /// partly damaged copy beats none, and a download still tries it).
-    fn drop_corrupt_holder(
-        &self,
-        server: &str,
-        corrupt: &std::collections::HashSet<Hash>,
-    ) -> Result<u64> {
-        let _writes = self.state.lock_catalog_writes();
-        let mut affected = 0;
-        // Rewriting a record keeps its key, so the pass goes on past it.
-        self.state.catalog.for_each(|mut record| {
-            let uses = record.chunks.iter().any(|c| corrupt.contains(c));
-            if uses && record.holders.len() > 1 && record.holders.iter().any(|h| h == server) {
-                record.holders.retain(|h| h != server);
-                self.state.catalog.put(&record)?;
-                affected += 1;
-            }
-            Ok(())
-        })?;
-        if affected > 0 {
-            self.state.want_repair();
-        }
-        Ok(affected)
-    }
-
-    /// Every chunk of every file that lists `server` as a holder, and the
-    /// number of files in the catalog. Read under the catalog write lock,
-    /// so no commit or repair is half-applied.
-    fn chunks_held_by(&self, server: &str) -> Result<(HashSet<Hash>, u64)> {
-        let _writes = self.state.lock_catalog_writes();
-        let (mut chunks, mut files) = (HashSet::new(), 0);
-        self.state.catalog.for_each(|record| {
-            files += 1;
-            if record.holders.iter().any(|h| h == server) {
-                chunks.extend(record.chunks);
-            }
-            Ok(())
-        })?;
-        Ok((chunks, files))
-    }
-
     fn status(&self) -> Result<pb::ClusterStatusReply> {
         let sessions = self
             .tokens
@@ -424,7 +446,7 @@ impl ManagerService {
                         id: m.node.id.clone(),
                         addr: m.node.addr.clone(),
                     }),
-                    state: membership.liveness(m, now).as_str().into(),
+                    state: pb::ServerState::from(membership.liveness(m, now)).into(),
                     capacity: m.report.capacity,
                     used: m.report.used,
                     files: 0,
@@ -443,38 +465,31 @@ impl ManagerService {
                 .collect();
             (servers, up)
         };
-        // One pass over the catalog, a page at a time: memory stays flat
-        // whatever the number of files.
-        let (mut files, mut bytes, mut under, mut under_bytes) = (0u64, 0u64, 0u64, 0u64);
-        let mut per_server: HashMap<String, u64> = HashMap::new();
-        self.state.catalog.for_each(|record| {
-            files += 1;
-            bytes += record.size;
-            if record.holders.iter().filter(|h| up.contains(*h)).count() < 2 {
-                under += 1;
-                under_bytes += record.size;
+        // Counters kept with the records: no pass over the catalog.
+        let counts = self.state.catalog.counts()?;
+        let (mut under, mut under_bytes) = (0u64, 0u64);
+        for (holders, usage) in &counts.holder_sets {
+            if holders.iter().filter(|h| up.contains(*h)).count() < crate::repair::TARGET_COPIES {
+                under += usage.files;
+                under_bytes += usage.bytes;
             }
-            for holder in record.holders {
-                *per_server.entry(holder).or_default() += 1;
-            }
-            Ok(())
-        })?;
+        }
         for server in &mut servers {
             let id = server.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
-            server.files = per_server.get(id).copied().unwrap_or(0);
+            server.files = counts.servers.get(id).map_or(0, |u| u.files);
         }
         // Over capacity: no live server can take a session without going
         // past max_sessions (new logins still succeed, on the least loaded).
         let max_sessions = self.state.config.max_sessions;
-        let up_servers = servers.iter().filter(|s| s.state == "up");
+        let up_servers = servers.iter().filter(|s| s.state() == pb::ServerState::Up);
         let over_capacity = up_servers
             .clone()
             .all(|s| s.sessions as usize >= max_sessions)
             && up_servers.count() > 0;
         Ok(pb::ClusterStatusReply {
             servers,
-            files,
-            bytes,
+            files: counts.total.files,
+            bytes: counts.total.bytes,
             under_replicated: under,
             under_replicated_bytes: under_bytes,
             repaired_files: repairs.files,
@@ -521,7 +536,8 @@ impl Manager for ManagerService {
             .heartbeat(node.clone(), report, Instant::now());
         if changed {
             tracing::info!(id = %node.id, addr = %node.addr, "server joined");
-            self.state.catalog.save_server(&node)?;
+            self.blocking(move |s| s.state.catalog.save_server(&node))
+                .await?;
         }
         Ok(Response::new(pb::HeartbeatReply {
             interval_ms: self.state.config.heartbeat_interval.as_millis() as u64,
@@ -531,14 +547,16 @@ impl Manager for ManagerService {
     async fn place(&self, request: Request<pb::PlaceRequest>) -> Reply<pb::PlaceReply> {
         self.state.secret.check(&request)?;
         let user = self.user(&request)?;
+        let req = request.into_inner();
         Ok(Response::new(
-            self.place(&user.login, request.into_inner())?,
+            self.blocking(move |s| s.place(&user.login, req)).await?,
         ))
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Reply<pb::CommitReply> {
         self.state.secret.check(&request)?;
-        Ok(Response::new(self.commit(request.into_inner())?))
+        let req = request.into_inner();
+        Ok(Response::new(self.blocking(move |s| s.commit(req)).await?))
     }
 
     async fn report_corrupt(
@@ -552,22 +570,29 @@ impl Manager for ManagerService {
             .iter()
             .map(|c| Hash::from_slice(c, "chunk hash"))
             .collect::<Result<std::collections::HashSet<_>>>()?;
-        let files_affected = self.drop_corrupt_holder(&req.server_id, &corrupt)?;
-        tracing::warn!(server = %req.server_id, chunks = corrupt.len(), files_affected,
-            "corrupt chunks reported; affected files will be re-replicated");
+        let files_affected = self
+            .blocking(move |s| {
+                let affected = s
+                    .state
+                    .catalog
+                    .drop_corrupt_holder(&req.server_id, &corrupt)?;
+                if affected > 0 {
+                    s.state.want_repair();
+                }
+                Ok(affected)
+            })
+            .await?;
+        tracing::warn!(
+            files_affected,
+            "corrupt chunks reported; affected files will be re-replicated"
+        );
         Ok(Response::new(pb::ReportCorruptReply { files_affected }))
     }
 
     async fn abort(&self, request: Request<pb::AbortRequest>) -> Reply<pb::AbortReply> {
         self.state.secret.check(&request)?;
         let req = request.into_inner();
-        if let Some(upload) = self
-            .state
-            .uploads
-            .lock()
-            .expect("uploads lock poisoned")
-            .close(&req.upload_id)
-        {
+        if let Some(upload) = self.state.lock_uploads().close(&req.upload_id) {
             tracing::warn!(upload = %upload.id, name = %upload.name, reason = %req.reason, "upload aborted");
         }
         Ok(Response::new(pb::AbortReply {}))
@@ -589,18 +614,35 @@ impl Manager for ManagerService {
             .iter()
             .map(|c| Hash::from_slice(c, "chunk hash"))
             .collect::<Result<Vec<_>>>()?;
-        let (held_here, catalog_files) = self.chunks_held_by(&req.server_id)?;
-        Ok(Response::new(pb::ChunkRefsReply {
-            referenced: asked.iter().map(|h| held_here.contains(h)).collect(),
-            catalog_files,
-        }))
+        let reply = self
+            .blocking(move |s| {
+                let catalog = &s.state.catalog;
+                // The count first: a file committed in between only adds
+                // references, never makes a chunk look unused.
+                let catalog_files = catalog.counts()?.total.files;
+                let referenced = asked
+                    .iter()
+                    .map(|h| catalog.server_uses(&req.server_id, h))
+                    .collect::<Result<Vec<bool>>>()?;
+                Ok(pb::ChunkRefsReply {
+                    referenced,
+                    catalog_files,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Reply<pb::FileEntry> {
         let user = self.user(&request)?;
         let req = request.into_inner();
-        let record = self.lookup_record(&user.login, &req.name, req.version)?;
-        Ok(Response::new(self.entry(&record)))
+        let entry = self
+            .blocking(move |s| {
+                let record = s.lookup_record(&user.login, &req.name, req.version)?;
+                Ok(s.entry(&record))
+            })
+            .await?;
+        Ok(Response::new(entry))
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Reply<pb::ListReply> {
@@ -625,11 +667,14 @@ impl Manager for ManagerService {
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::RemoveReply> {
         let user = self.user(&request)?;
         let name = request.into_inner().name;
-        let removed = {
-            let _writes = self.state.lock_catalog_writes();
-            self.state.snapshots.drop_path(&user.login, &name)?;
-            self.state.catalog.remove(&user.login, &name)?
-        };
+        let (login, path) = (user.login.clone(), name.clone());
+        let removed = self
+            .blocking(move |s| {
+                let _writes = s.state.lock_catalog_writes();
+                s.state.snapshots.drop_path(&login, &path)?;
+                s.state.catalog.remove(&login, &path)
+            })
+            .await?;
         let record =
             removed.ok_or_else(|| Error::NotFound(format!("{name}: not found in your backups")))?;
         tracing::info!(owner = %user.login, name = %name, "removed from the catalog");
@@ -642,6 +687,54 @@ impl Manager for ManagerService {
         &self,
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Reply<pb::ClusterStatusReply> {
-        Ok(Response::new(self.status()?))
+        Ok(Response::new(self.blocking(|s| s.status()).await?))
+    }
+
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> Reply<pb::QuotaReply> {
+        let user = self.user(&request)?;
+        let req = request.into_inner();
+        let reply = self
+            .blocking(move |s| {
+                if !s.is_admin(&user)? {
+                    return Err(Error::PermissionDenied(format!(
+                        "{} is not an admin; setting quotas needs the admin role",
+                        user.login
+                    )));
+                }
+                if !s.accounts.exists(&req.login)? {
+                    return Err(Error::NotFound(format!("no user named {:?}", req.login)));
+                }
+                let quota = (!req.reset).then_some(Quota {
+                    bytes: req.bytes,
+                    files: req.files,
+                });
+                s.state.catalog.set_quota(&req.login, quota)?;
+                tracing::info!(admin = %user.login, login = %req.login, ?quota, "quota set");
+                s.quota_reply(&req.login)
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn get_quota(&self, request: Request<pb::GetQuotaRequest>) -> Reply<pb::QuotaReply> {
+        let user = self.user(&request)?;
+        let login = request.into_inner().login;
+        let reply = self
+            .blocking(move |s| {
+                let login = if login.is_empty() {
+                    user.login.clone()
+                } else {
+                    login
+                };
+                if login != user.login && !s.is_admin(&user)? {
+                    return Err(Error::PermissionDenied(format!(
+                        "{} is not an admin; another user's quota needs the admin role",
+                        user.login
+                    )));
+                }
+                s.quota_reply(&login)
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 }

@@ -283,7 +283,15 @@ impl Snapshots for SnapshotService {
             while let Some(message) = stream.message().await? {
                 match message.part {
                     Some(pb::create_snapshot_request::Part::Entries(batch)) => {
-                        self.add_entries(&owner, &mut header, &mut last_path, batch.entries)?
+                        // Database work on the blocking pool, not the async workers.
+                        let (service, who) = (self.clone(), owner.clone());
+                        let (mut h, mut last) = (header.clone(), last_path.take());
+                        (header, last_path) = tokio::task::spawn_blocking(move || {
+                            service.add_entries(&who, &mut h, &mut last, batch.entries)?;
+                            Ok::<_, Error>((h, last))
+                        })
+                        .await
+                        .map_err(|e| Error::Internal(format!("snapshot task: {e}")))??;
                     }
                     _ => {
                         return Err(Error::InvalidInput(
@@ -292,7 +300,10 @@ impl Snapshots for SnapshotService {
                     }
                 }
             }
-            self.state.snapshots.publish(&header)
+            let (state, h) = (self.state.clone(), header.clone());
+            tokio::task::spawn_blocking(move || state.snapshots.publish(&h))
+                .await
+                .map_err(|e| Error::Internal(format!("snapshot task: {e}")))?
         }
         .await;
         if let Err(e) = written {

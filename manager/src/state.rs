@@ -26,10 +26,6 @@ pub struct State {
     pub membership: Mutex<Membership>,
     /// Uploads placed but not yet committed or aborted.
     pub uploads: Mutex<Uploads>,
-    /// Serialises read-modify-write sequences on catalog records (commits,
-    /// removals, repairs, corruption reports), so a repair never overwrites
-    /// a newer version.
-    pub catalog_writes: Mutex<()>,
     /// What the repair worker has done since start.
     pub repair_stats: Mutex<RepairStats>,
     /// When this manager started (repairs wait a grace period after it).
@@ -50,7 +46,25 @@ impl State {
     /// The catalog's read-modify-write lock, held while a record is read,
     /// changed and written back.
     pub fn lock_catalog_writes(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.catalog_writes.lock().expect("catalog lock poisoned")
+        self.catalog.lock_writes()
+    }
+
+    /// The open uploads, locked (never across an `.await`).
+    pub fn lock_uploads(&self) -> std::sync::MutexGuard<'_, Uploads> {
+        self.uploads.lock().expect("uploads lock poisoned")
+    }
+
+    /// Everything of a deleted account: its open uploads are aborted (their
+    /// commits fail), then its snapshots and files go. Returns how many
+    /// file versions went.
+    pub fn forget_owner(&self, login: &str) -> Result<usize> {
+        let aborted = self.lock_uploads().close_owner(login);
+        for upload in aborted {
+            tracing::info!(upload = %upload.id, name = %upload.name, "upload aborted: its account was deleted");
+        }
+        let _writes = self.lock_catalog_writes();
+        self.snapshots.remove_owner(login)?;
+        self.catalog.remove_owner(login)
     }
 
     /// Ask the repair worker to scan the catalog at its next pass.
@@ -71,7 +85,7 @@ pub struct RepairStats {
 impl State {
     /// Build the state over `kv`, restoring the servers known before a restart.
     pub fn open(config: Config, kv: Arc<dyn Kv>) -> Result<State> {
-        let catalog = Catalog::new(kv.clone());
+        let catalog = Catalog::open(kv.clone())?;
         let mut membership = Membership::new(config.suspect_after, config.down_after);
         for node in catalog.servers()? {
             membership.restore(node);
@@ -83,7 +97,6 @@ impl State {
             snapshots: Snapshots::new(kv),
             membership: Mutex::new(membership),
             uploads: Mutex::new(Uploads::default()),
-            catalog_writes: Mutex::new(()),
             repair_stats: Mutex::new(RepairStats::default()),
             started: std::time::Instant::now(),
             repair_wanted: AtomicBool::new(true),

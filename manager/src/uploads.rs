@@ -83,6 +83,17 @@ impl Uploads {
         Some(upload)
     }
 
+    /// Close every upload of `owner` (their account is gone); returns them.
+    pub fn close_owner(&mut self, owner: &str) -> Vec<OpenUpload> {
+        let ids: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|u| u.owner == owner)
+            .map(|u| u.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.close(id)).collect()
+    }
+
     /// Number of open uploads.
     pub fn len(&self) -> usize {
         self.by_id.len()
@@ -134,6 +145,20 @@ mod tests {
         bob.owner = "bob".into();
         u.open(bob, false, |_| true).unwrap();
         assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn closing_an_owner_closes_only_theirs() {
+        let mut u = Uploads::default();
+        let t = Instant::now();
+        u.open(upload("1", "a", "e", t), false, |_| true).unwrap();
+        let mut bob = upload("2", "a", "e", t);
+        bob.owner = "bob".into();
+        u.open(bob, false, |_| true).unwrap();
+        let closed = u.close_owner("ada");
+        assert_eq!(closed.len(), 1);
+        assert!(u.get("1").is_none());
+        assert!(u.get("2").is_some());
     }
 
     #[test]

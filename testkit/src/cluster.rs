@@ -191,7 +191,7 @@ impl TestCluster {
         let candidates: Vec<Candidate> = status
             .servers
             .iter()
-            .filter(|s| s.state == "up")
+            .filter(|s| s.state() == dupla::v1::ServerState::Up)
             .map(|s| Candidate {
                 id: s.node.as_ref().expect("a server has a node").id.clone(),
                 free: s.capacity.saturating_sub(s.used),
@@ -281,8 +281,14 @@ impl TestCluster {
 
     /// Wait (polling the manager's status) until `n` servers are up.
     pub async fn wait_for_up(&self, n: usize) {
-        self.wait_for_status(|s| s.servers.iter().filter(|s| s.state == "up").count() == n)
-            .await;
+        self.wait_for_status(|s| {
+            s.servers
+                .iter()
+                .filter(|s| s.state() == dupla::v1::ServerState::Up)
+                .count()
+                == n
+        })
+        .await;
     }
 
     /// Wait (polling status, 50 ms apart, 60 s at most) until `done` holds.

@@ -118,9 +118,9 @@ async fn wait_not_up(cluster: &TestCluster, i: usize) {
     let id = cluster.servers[i].id.clone();
     cluster
         .wait_for_status(|s| {
-            s.servers
-                .iter()
-                .any(|srv| srv.node.as_ref().unwrap().id == id && srv.state != "up")
+            s.servers.iter().any(|srv| {
+                srv.node.as_ref().unwrap().id == id && srv.state() != dupla::v1::ServerState::Up
+            })
         })
         .await;
 }

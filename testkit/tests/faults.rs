@@ -88,9 +88,10 @@ async fn a_stopped_holder_does_not_stop_downloads() {
         let primary_id = cluster.servers[holders[0]].id.clone();
         cluster
             .wait_for_status(|s| {
-                s.servers
-                    .iter()
-                    .any(|srv| srv.node.as_ref().unwrap().id == primary_id && srv.state != "up")
+                s.servers.iter().any(|srv| {
+                    srv.node.as_ref().unwrap().id == primary_id
+                        && srv.state() != dupla::v1::ServerState::Up
+                })
             })
             .await;
         raw::assert_restores(&cluster.at(serving), "report.pdf", &data).await;

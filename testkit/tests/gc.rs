@@ -152,7 +152,10 @@ async fn a_returning_server_drops_the_copies_repaired_elsewhere() {
         cluster.stop_server(1).await;
         cluster
             .wait_for_status(|s| {
-                s.servers.iter().any(|s| s.state == "down") && s.under_replicated == 0
+                s.servers
+                    .iter()
+                    .any(|s| s.state() == dupla::v1::ServerState::Down)
+                    && s.under_replicated == 0
             })
             .await;
         cluster.restart_server(1).await;

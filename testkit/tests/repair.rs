@@ -36,7 +36,8 @@ async fn assert_two_good_copies(cluster: &TestCluster, files: &[(String, Vec<u8>
                 .find(|s| s.node.as_ref().unwrap().id == holder.id)
                 .unwrap();
             assert_eq!(
-                server.state, "up",
+                server.state(),
+                dupla::v1::ServerState::Up,
                 "{name} is held by a server that is not up"
             );
             let i = cluster.server_index(&holder.id);
@@ -70,7 +71,10 @@ async fn a_server_lost_for_good_is_replaced_and_every_file_regains_two_copies() 
             .await;
         cluster
             .wait_for_status(|s| {
-                s.under_replicated == 0 && s.servers.iter().any(|srv| srv.state == "down")
+                s.under_replicated == 0
+                    && s.servers
+                        .iter()
+                        .any(|srv| srv.state() == dupla::v1::ServerState::Down)
             })
             .await;
         let status = cluster.status().await;

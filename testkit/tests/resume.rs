@@ -46,7 +46,13 @@ async fn a_resume_after_the_primary_died_copies_the_held_part_to_the_new_holder(
         // The primary dies; once it is suspect, placement is 1 then 2.
         cluster.stop_server(0).await;
         cluster
-            .wait_for_status(|s| s.servers.iter().filter(|s| s.state == "up").count() == 2)
+            .wait_for_status(|s| {
+                s.servers
+                    .iter()
+                    .filter(|s| s.state() == dupla::v1::ServerState::Up)
+                    .count()
+                    == 2
+            })
             .await;
         let held = raw::held_chunks(&cluster.at(1), &name, &data).await;
         assert!(held >= 32, "the replica's copy counts: held {held}");
