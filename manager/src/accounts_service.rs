@@ -15,7 +15,7 @@ use crate::auth::{Authenticator, Session};
 use crate::room_hub::Hub;
 use crate::sessions;
 use crate::state::State;
-use crate::throttle::LoginThrottle;
+use crate::throttle::{LoginThrottle, RateLimits};
 use crate::tokens::Tokens;
 use dupla::v1::accounts_server::Accounts as AccountsRpc;
 use dupla::v1::{self as pb};
@@ -30,6 +30,13 @@ use tonic::{Request, Response, Status};
 /// Password hashes computed at once: one per core of a small machine.
 pub const MAX_CONCURRENT_HASHES: usize = 2;
 
+/// Registrations one source address may make in a burst: room for a
+/// classroom behind one NAT, or `dupla bench chat` with its default 200
+/// clients.
+pub const REGISTER_BURST: f64 = 250.0;
+/// Registrations per second one source address may make, sustained.
+pub const REGISTERS_PER_SEC: f64 = 0.2;
+
 /// The Accounts service.
 #[derive(Clone)]
 pub struct AccountsService {
@@ -43,6 +50,8 @@ struct Inner {
     auth: Authenticator,
     hub: Arc<Hub>,
     throttle: Mutex<LoginThrottle>,
+    /// Registrations per source address.
+    registrations: Mutex<RateLimits>,
     hashing: Semaphore,
     /// Password hashes computed or verified so far (tests check that
     /// refused guesses cost no hashing).
@@ -69,6 +78,7 @@ impl AccountsService {
                 tokens,
                 hub,
                 throttle: Mutex::new(LoginThrottle::new()),
+                registrations: Mutex::new(RateLimits::new(REGISTERS_PER_SEC, REGISTER_BURST)),
                 hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
                 hashes: AtomicU64::new(0),
             }),
@@ -138,7 +148,19 @@ impl Inner {
         self.throttle.lock().expect("login throttle lock poisoned")
     }
 
-    async fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterReply> {
+    async fn register(&self, req: pb::RegisterRequest, source: &str) -> Result<pb::RegisterReply> {
+        // Counted first, valid or not, before any hashing.
+        let admitted = self
+            .registrations
+            .lock()
+            .expect("registrations lock poisoned")
+            .take(source, Instant::now());
+        if let Err(wait) = admitted {
+            return Err(Error::Exhausted(format!(
+                "too many registrations from your address; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
         let new = NewAccount {
             login: req.login,
             first_names: req.first_names,
@@ -320,8 +342,9 @@ fn node(n: crate::membership::NodeRef) -> pb::Node {
 #[tonic::async_trait]
 impl AccountsRpc for AccountsService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterReply> {
+        let source = source_of(&request);
         Ok(Response::new(
-            self.inner.register(request.into_inner()).await?,
+            self.inner.register(request.into_inner(), &source).await?,
         ))
     }
 
@@ -425,7 +448,10 @@ mod tests {
             gender: "f".into(),
             password: "correct horse".into(),
         };
-        inner.register(std::mem::take(&mut req)).await.unwrap();
+        inner
+            .register(std::mem::take(&mut req), "10.0.0.1")
+            .await
+            .unwrap();
         inner
     }
 
@@ -474,5 +500,23 @@ mod tests {
         assert!(hashed <= 6, "{hashed} of 50 parallel guesses were hashed");
         let err = unregistered.unwrap_err();
         assert!(matches!(err, Error::Exhausted(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn registrations_are_rate_limited_per_address() {
+        let inner = service().await;
+        let bad = || pb::RegisterRequest {
+            login: "x".into(),
+            ..Default::default()
+        };
+        // The service's own registration used one of 10.0.0.1's.
+        for _ in 1..REGISTER_BURST as usize {
+            let err = inner.register(bad(), "10.0.0.1").await.unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        }
+        let err = inner.register(bad(), "10.0.0.1").await.unwrap_err();
+        assert!(matches!(err, Error::Exhausted(_)), "{err:?}");
+        let err = inner.register(bad(), "10.0.0.2").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     }
 }
