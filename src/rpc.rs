@@ -82,9 +82,21 @@ pub fn connect_lazy(addr: &str) -> Result<Channel> {
     Ok(endpoint(addr)?.connect_lazy())
 }
 
-/// A server builder with Dupla's flow-control settings.
+/// HTTP/2 streams one connection may have open at once: beyond it the peer
+/// must wait, so one connection cannot pin unbounded buffers (each stream
+/// may hold up to [`STREAM_WINDOW_BYTES`] in flight, and the connection
+/// [`CONNECTION_WINDOW_BYTES`] in all).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Requests of one connection handled at once; more wait their turn.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 256;
+
+/// A server builder with Dupla's flow-control settings and per-connection
+/// limits on concurrent streams.
 pub fn server() -> Server {
     Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

@@ -46,7 +46,8 @@ pub struct Account {
     pub gender: String,
     /// argon2id PHC string of the password.
     pub password_hash: String,
-    /// Registered as the first account: may administer others.
+    /// May administer others: granted only by an operator
+    /// (`dupla-manager admin create|grant`), never by registering.
     pub admin: bool,
     /// Registration time, ms since the Unix epoch.
     pub registered_unix_ms: i64,
@@ -75,6 +76,23 @@ impl std::fmt::Debug for NewAccount {
             .field("login", &self.login)
             .field("password", &"..")
             .finish_non_exhaustive()
+    }
+}
+
+impl NewAccount {
+    /// The account to store, with the password's hash, the admin role as
+    /// given, registered now.
+    pub fn into_account(self, password_hash: String, admin: bool) -> Account {
+        Account {
+            login: self.login,
+            first_names: self.first_names,
+            last_names: self.last_names,
+            age: self.age,
+            gender: self.gender,
+            password_hash,
+            admin,
+            registered_unix_ms: dupla::clock::unix_ms(),
+        }
     }
 }
 
@@ -206,10 +224,10 @@ impl Accounts {
         }
     }
 
-    /// Store a new account whose password is already hashed. The first
-    /// account ever stored becomes an admin. `ALREADY_EXISTS` if the login
-    /// is taken.
-    pub fn create(&self, mut account: Account) -> Result<Account> {
+    /// Store a new account whose password is already hashed, with the
+    /// admin role as `account.admin` says (the caller decides: registration
+    /// never grants it). `ALREADY_EXISTS` if the login is taken.
+    pub fn create(&self, account: Account) -> Result<Account> {
         validate_login(&account.login)?;
         let _guard = self.write.lock().expect("accounts lock poisoned");
         if self
@@ -222,7 +240,6 @@ impl Accounts {
                 account.login
             )));
         }
-        account.admin = self.kv.scan_prefix(ACCOUNTS_TREE, b"")?.is_empty();
         self.kv
             .put(ACCOUNTS_TREE, account.login.as_bytes(), &encode(&account)?)?;
         self.kv.flush()?;
@@ -259,6 +276,20 @@ impl Accounts {
             .into_iter()
             .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
             .collect())
+    }
+
+    /// Grant or revoke `login`'s admin role durably; `NOT_FOUND` if there
+    /// is no such account.
+    pub fn set_admin(&self, login: &str, admin: bool) -> Result<Account> {
+        let _guard = self.write.lock().expect("accounts lock poisoned");
+        let mut account = self
+            .get(login)?
+            .ok_or_else(|| Error::NotFound(format!("no account {login:?}")))?;
+        account.admin = admin;
+        self.kv
+            .put(ACCOUNTS_TREE, login.as_bytes(), &encode(&account)?)?;
+        self.kv.flush()?;
+        Ok(account)
     }
 
     /// Delete `login`'s account durably, returning it.
@@ -338,7 +369,7 @@ mod tests {
     fn suite(accounts: &Accounts) {
         assert_eq!(accounts.get("ada").unwrap(), None);
         let first = accounts.create(stored("ada")).unwrap();
-        assert!(first.admin, "the first account is an admin");
+        assert!(!first.admin, "registering first grants nothing");
         let second = accounts.create(stored("bob")).unwrap();
         assert!(!second.admin);
         let err = accounts.create(stored("ada")).unwrap_err();
@@ -348,6 +379,11 @@ mod tests {
         assert_eq!(accounts.delete("bob").unwrap(), Some(second));
         assert_eq!(accounts.delete("bob").unwrap(), None);
         assert_eq!(accounts.all().unwrap(), vec![first]);
+        assert!(accounts.set_admin("ada", true).unwrap().admin);
+        assert!(matches!(
+            accounts.set_admin("bob", true),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]

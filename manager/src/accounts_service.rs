@@ -1,7 +1,8 @@
 //! `dupla.v1.Accounts`: register, login, logout, unregister, who-am-I and
 //! user administration. Handlers translate wire messages and call the
 //! pieces that decide: `accounts.rs` (records and password hashes),
-//! `tokens.rs` (bearer tokens), `throttle.rs` (failed-login lockout),
+//! `tokens.rs` (bearer tokens), `throttle.rs` (back-off of password
+//! guesses per source address and per login, counted before argon2 runs),
 //! `sessions.rs` (which storage server a login is sent to) and `auth.rs`
 //! (the token check).
 //!
@@ -14,11 +15,12 @@ use crate::auth::{Authenticator, Session};
 use crate::room_hub::Hub;
 use crate::sessions;
 use crate::state::State;
-use crate::throttle::LoginFailures;
+use crate::throttle::{LoginThrottle, RateLimits};
 use crate::tokens::Tokens;
 use dupla::v1::accounts_server::Accounts as AccountsRpc;
 use dupla::v1::{self as pb};
 use dupla::{clock, Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -27,6 +29,13 @@ use tonic::{Request, Response, Status};
 
 /// Password hashes computed at once: one per core of a small machine.
 pub const MAX_CONCURRENT_HASHES: usize = 2;
+
+/// Registrations one source address may make in a burst: room for a
+/// classroom behind one NAT, or `dupla bench chat` with its default 200
+/// clients.
+pub const REGISTER_BURST: f64 = 250.0;
+/// Registrations per second one source address may make, sustained.
+pub const REGISTERS_PER_SEC: f64 = 0.2;
 
 /// The Accounts service.
 #[derive(Clone)]
@@ -40,8 +49,13 @@ struct Inner {
     tokens: Arc<Mutex<Tokens>>,
     auth: Authenticator,
     hub: Arc<Hub>,
-    failures: Mutex<LoginFailures>,
+    throttle: Mutex<LoginThrottle>,
+    /// Registrations per source address.
+    registrations: Mutex<RateLimits>,
     hashing: Semaphore,
+    /// Password hashes computed or verified so far (tests check that
+    /// refused guesses cost no hashing).
+    hashes: AtomicU64,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -63,8 +77,10 @@ impl AccountsService {
                 accounts,
                 tokens,
                 hub,
-                failures: Mutex::new(LoginFailures::new()),
+                throttle: Mutex::new(LoginThrottle::new()),
+                registrations: Mutex::new(RateLimits::new(REGISTERS_PER_SEC, REGISTER_BURST)),
                 hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
+                hashes: AtomicU64::new(0),
             }),
         }
     }
@@ -81,6 +97,7 @@ impl Inner {
             .acquire()
             .await
             .map_err(|_| Error::Unavailable("the manager is shutting down".into()))?;
+        self.hashes.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| Error::Internal(format!("password hashing task: {e}")))
@@ -101,31 +118,49 @@ impl Inner {
         Ok(account.filter(|_| ok))
     }
 
-    /// Refuse while `login` is locked out after failures.
-    fn check_lockout(&self, login: &str) -> Result<()> {
-        let failures = self.failures.lock().expect("login failures lock poisoned");
-        failures.check(login, Instant::now()).map_err(|wait| {
-            Error::Exhausted(format!(
-                "too many failed logins for {login:?}; try again in {} s",
+    /// Check `password` against `login`'s, after the throttle admitted
+    /// (and counted) the attempt from `source`: a refused guess costs no
+    /// hashing, and parallel guesses are counted as surely as sequential
+    /// ones. `Unauthenticated` when it is wrong.
+    async fn throttled_password_check(
+        &self,
+        login: &str,
+        password: &str,
+        source: &str,
+    ) -> Result<Account> {
+        let admitted = self.lock_throttle().admit(login, source, Instant::now());
+        if let Err(wait) = admitted {
+            tracing::warn!(%login, %source, "password attempt refused: too many failures");
+            return Err(Error::Exhausted(format!(
+                "too many failed logins for {login:?} or from your address; try again in {} s",
                 wait.as_secs().max(1)
-            ))
-        })
-    }
-
-    /// Count a failure for `login`, and say what is wrong.
-    fn fail(&self, login: &str) -> Error {
-        let locked = self
-            .failures
-            .lock()
-            .expect("login failures lock poisoned")
-            .fail(login, Instant::now());
-        if locked {
-            tracing::warn!(%login, "login locked out after repeated failures");
+            )));
         }
-        Error::Unauthenticated("wrong login or password".into())
+        let account = self
+            .password_matches(login, password)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("wrong login or password".into()))?;
+        self.lock_throttle().succeeded(login, source);
+        Ok(account)
     }
 
-    async fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterReply> {
+    fn lock_throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
+        self.throttle.lock().expect("login throttle lock poisoned")
+    }
+
+    async fn register(&self, req: pb::RegisterRequest, source: &str) -> Result<pb::RegisterReply> {
+        // Counted first, valid or not, before any hashing.
+        let admitted = self
+            .registrations
+            .lock()
+            .expect("registrations lock poisoned")
+            .take(source, Instant::now());
+        if let Err(wait) = admitted {
+            return Err(Error::Exhausted(format!(
+                "too many registrations from your address; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
         let new = NewAccount {
             login: req.login,
             first_names: req.first_names,
@@ -135,6 +170,12 @@ impl Inner {
             password: req.password,
         };
         accounts::validate(&new)?;
+        if self.state.config.admin.as_deref() == Some(new.login.as_str()) {
+            return Err(Error::PermissionDenied(format!(
+                "login {:?} is reserved for the administrator, whom the operator creates with `dupla-manager admin create`; choose another",
+                new.login
+            )));
+        }
         if self.accounts.exists(&new.login)? {
             return Err(Error::AlreadyExists(format!(
                 "login {:?} is taken; choose another",
@@ -145,39 +186,24 @@ impl Inner {
         let password_hash = self
             .blocking(move || accounts::hash_password(&password))
             .await??;
-        let account = self.accounts.create(Account {
-            login: new.login,
-            first_names: new.first_names,
-            last_names: new.last_names,
-            age: new.age,
-            gender: new.gender,
-            password_hash,
-            admin: false,
-            registered_unix_ms: clock::unix_ms(),
-        })?;
-        tracing::info!(login = %account.login, admin = account.admin, "registered");
-        if account.admin {
-            crate::adopt_legacy_files(&self.state, &account.login)?;
-        }
+        let account = self
+            .accounts
+            .create(new.into_account(password_hash, false))?;
+        tracing::info!(login = %account.login, "registered");
         Ok(pb::RegisterReply {
             user: Some(self.user(&account)),
         })
     }
 
-    async fn login(&self, req: pb::LoginRequest) -> Result<pb::LoginReply> {
+    async fn login(&self, req: pb::LoginRequest, source: &str) -> Result<pb::LoginReply> {
         if req.login.len() > accounts::MAX_LOGIN_LEN
             || req.password.len() > accounts::MAX_PASSWORD_BYTES
         {
             return Err(Error::Unauthenticated("wrong login or password".into()));
         }
-        self.check_lockout(&req.login)?;
-        let Some(account) = self.password_matches(&req.login, &req.password).await? else {
-            return Err(self.fail(&req.login));
-        };
-        self.failures
-            .lock()
-            .expect("login failures lock poisoned")
-            .clear(&account.login);
+        let account = self
+            .throttled_password_check(&req.login, &req.password, source)
+            .await?;
         let config = &self.state.config;
         let now_ms = clock::unix_ms();
         let (token, record, over_capacity) = {
@@ -225,15 +251,13 @@ impl Inner {
         &self,
         session: Session,
         req: pb::UnregisterRequest,
+        source: &str,
     ) -> Result<pb::UnregisterReply> {
-        self.check_lockout(&session.login)?;
-        if self
-            .password_matches(&session.login, &req.password)
-            .await?
-            .is_none()
-        {
-            return Err(self.fail(&session.login));
+        if req.password.len() > accounts::MAX_PASSWORD_BYTES {
+            return Err(Error::Unauthenticated("wrong login or password".into()));
         }
+        self.throttled_password_check(&session.login, &req.password, source)
+            .await?;
         self.delete(&session.login, "your account was deleted")?;
         Ok(pb::UnregisterReply {})
     }
@@ -262,9 +286,10 @@ impl Inner {
         })
     }
 
-    /// Whether `account` has the admin role.
+    /// Whether `account` has the admin role: only an operator's grant,
+    /// stored with the account, gives it.
     fn is_admin(&self, account: &Account) -> bool {
-        account.admin || self.state.config.admin.as_deref() == Some(account.login.as_str())
+        account.admin
     }
 
     /// The caller, who must be an admin.
@@ -294,6 +319,14 @@ impl Inner {
     }
 }
 
+/// The address a call came from, as throttles key it: the IP without the
+/// port (a guesser opens as many connections as it likes).
+pub fn source_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}
+
 /// A membership node as a wire node.
 fn node(n: crate::membership::NodeRef) -> pb::Node {
     pb::Node {
@@ -305,13 +338,17 @@ fn node(n: crate::membership::NodeRef) -> pb::Node {
 #[tonic::async_trait]
 impl AccountsRpc for AccountsService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterReply> {
+        let source = source_of(&request);
         Ok(Response::new(
-            self.inner.register(request.into_inner()).await?,
+            self.inner.register(request.into_inner(), &source).await?,
         ))
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginReply> {
-        Ok(Response::new(self.inner.login(request.into_inner()).await?))
+        let source = source_of(&request);
+        Ok(Response::new(
+            self.inner.login(request.into_inner(), &source).await?,
+        ))
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutReply> {
@@ -324,7 +361,11 @@ impl AccountsRpc for AccountsService {
         request: Request<pb::UnregisterRequest>,
     ) -> Reply<pb::UnregisterReply> {
         let session = self.inner.auth.check(request.metadata())?;
-        let reply = self.inner.unregister(session, request.into_inner()).await?;
+        let source = source_of(&request);
+        let reply = self
+            .inner
+            .unregister(session, request.into_inner(), &source)
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -377,5 +418,101 @@ impl AccountsRpc for AccountsService {
         Ok(Response::new(pb::DeleteUserReply {
             deleted: Some(self.inner.user(&account)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use dupla::kv::MemoryKv;
+
+    /// A service over memory, with `alice` registered.
+    async fn service() -> Arc<Inner> {
+        let kv: Arc<dyn dupla::kv::Kv> = Arc::new(MemoryKv::new());
+        let config = Config::for_test("/nonexistent".into(), "s3cret");
+        let state = Arc::new(State::open(config.clone(), kv.clone()).unwrap());
+        let tokens = Arc::new(Mutex::new(Tokens::load(kv.clone(), 0).unwrap()));
+        let hub = Arc::new(Hub::new(config.chat.clone()));
+        let service = AccountsService::new(state, Arc::new(Accounts::new(kv)), tokens, hub);
+        let inner = service.inner;
+        let mut req = pb::RegisterRequest {
+            login: "alice".into(),
+            first_names: "Alice".into(),
+            last_names: "A".into(),
+            age: 30,
+            gender: "f".into(),
+            password: "correct horse".into(),
+        };
+        inner
+            .register(std::mem::take(&mut req), "10.0.0.1")
+            .await
+            .unwrap();
+        inner
+    }
+
+    fn guess(password: &str) -> pb::LoginRequest {
+        pb::LoginRequest {
+            login: "alice".into(),
+            password: password.into(),
+        }
+    }
+
+    /// Fifty guesses polled at once (one thread: each is admitted or
+    /// refused when first polled, before any hash finishes).
+    #[tokio::test]
+    async fn parallel_guesses_are_refused_before_hashing() {
+        let inner = service().await;
+        let before = inner.hashes.load(Ordering::Relaxed);
+        let guesses = (0..50).map(|i| {
+            let inner = inner.clone();
+            async move {
+                inner
+                    .login(guess(&format!("guess {i:04}")), "10.0.0.66")
+                    .await
+            }
+        });
+        // Unregister's password check shares the throttle: polled right
+        // after the guesses, it is refused too.
+        let session = Session {
+            login: "alice".into(),
+            token_key: String::new(),
+            expires_unix_ms: i64::MAX,
+            server: None,
+        };
+        let req = pb::UnregisterRequest {
+            password: "correct horse".into(),
+        };
+        let (outcomes, unregistered) = futures::join!(
+            futures::future::join_all(guesses),
+            inner.unregister(session, req, "10.0.0.66")
+        );
+        let refused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(Error::Exhausted(_))))
+            .count();
+        let hashed = inner.hashes.load(Ordering::Relaxed) - before;
+        assert_eq!(refused + hashed as usize, 50, "{outcomes:?}");
+        assert!(hashed <= 6, "{hashed} of 50 parallel guesses were hashed");
+        let err = unregistered.unwrap_err();
+        assert!(matches!(err, Error::Exhausted(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn registrations_are_rate_limited_per_address() {
+        let inner = service().await;
+        let bad = || pb::RegisterRequest {
+            login: "x".into(),
+            ..Default::default()
+        };
+        // The service's own registration used one of 10.0.0.1's.
+        for _ in 1..REGISTER_BURST as usize {
+            let err = inner.register(bad(), "10.0.0.1").await.unwrap_err();
+            assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        }
+        let err = inner.register(bad(), "10.0.0.1").await.unwrap_err();
+        assert!(matches!(err, Error::Exhausted(_)), "{err:?}");
+        let err = inner.register(bad(), "10.0.0.2").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     }
 }

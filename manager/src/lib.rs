@@ -8,9 +8,11 @@
 
 pub mod accounts;
 pub mod accounts_service;
+pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod gate;
 pub mod membership;
 pub mod repair;
 pub mod repair_worker;
@@ -60,8 +62,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         kv,
         dupla::clock::unix_ms(),
     )?));
-    if let Some(owner) = legacy_owner(&config, &accounts)? {
-        adopt_legacy_files(&state, &owner)?;
+    if state.catalog.has_legacy()? {
+        tracing::warn!(
+            "the catalog holds files from before accounts: stop the manager and give them to an account with `dupla-manager adopt-legacy LOGIN`"
+        );
     }
     {
         let _writes = state.lock_catalog_writes();
@@ -69,18 +73,26 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
     let authenticator = auth::Authenticator::new(tokens.clone());
-    let snapshot_service = SnapshotsServer::new(snapshot_service::SnapshotService::new(
-        state.clone(),
+    // Gates check the secret or token on the headers, before the large
+    // catalog limit lets a body in (see gate.rs).
+    let snapshot_service = gate::Gate::new(
+        SnapshotsServer::new(snapshot_service::SnapshotService::new(
+            state.clone(),
+            authenticator.clone(),
+        ))
+        .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
+        state.secret.clone(),
         authenticator.clone(),
-    ))
-    .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
+        gate::user_rule,
+    );
     let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
         state.clone(),
         accounts.clone(),
         tokens.clone(),
         hub.clone(),
-    ));
+    ))
+    .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(
@@ -91,18 +103,23 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             shutdown.clone(),
         ))
         .max_decoding_message_size(room_service::MAX_CHAT_MESSAGE_BYTES),
-        authenticator,
+        authenticator.clone(),
     );
     let listener = dupla::rpc::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
     let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
-    let service = ManagerServer::new(service::ManagerService::new(
-        state,
-        tokens,
-        catalog_accounts,
-    ))
-    .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
+    let service = gate::Gate::new(
+        ManagerServer::new(service::ManagerService::new(
+            state.clone(),
+            tokens,
+            catalog_accounts,
+        ))
+        .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
+        state.secret.clone(),
+        authenticator,
+        gate::manager_rule,
+    );
     let mut server = dupla::rpc::server();
     let (router, health) = dupla::rpc::common_router(
         &mut server,
@@ -140,36 +157,21 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     Ok(Running { addr, task })
 }
 
-/// Who inherits a catalog from before files had owners: the `admin` of
-/// node.toml if that account exists, else the first account registered.
-/// `None` while there is no account: the first one to register gets them.
-fn legacy_owner(config: &Config, accounts: &accounts::Accounts) -> Result<Option<String>> {
-    if let Some(admin) = &config.admin {
-        if accounts.exists(admin)? {
-            return Ok(Some(admin.clone()));
-        }
-    }
-    Ok(accounts
-        .all()?
-        .into_iter()
-        .filter(|a| a.admin)
-        .min_by_key(|a| a.registered_unix_ms)
-        .map(|a| a.login))
-}
-
-/// Give the files of a catalog from before ownership to `owner`.
-pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<()> {
+/// Give the files of a catalog from before ownership to `owner` (an
+/// explicit operator step: [`admin::adopt_legacy`]); how many moved.
+pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<usize> {
     let _writes = state.lock_catalog_writes();
-    if state.catalog.has_legacy()? {
-        let moved = state.catalog.adopt_legacy(owner)?;
-        tracing::warn!(
-            owner,
-            moved,
-            "files backed up before accounts existed now belong to {owner}"
-        );
-        snapshot_service::snapshot_adopted(state)?;
+    if !state.catalog.has_legacy()? {
+        return Ok(0);
     }
-    Ok(())
+    let moved = state.catalog.adopt_legacy(owner)?;
+    tracing::warn!(
+        owner,
+        moved,
+        "files backed up before accounts existed now belong to {owner}"
+    );
+    snapshot_service::snapshot_adopted(state)?;
+    Ok(moved)
 }
 
 /// Run the manager until `shutdown` fires.

@@ -11,12 +11,12 @@ use crate::auth::{self, Authenticator, Session};
 use crate::config::ChatLimits;
 use crate::room_hub::{Connection, Direct, Hub, RoomEvent};
 use crate::rooms::{self, ClientId, Command, Directory};
-use crate::throttle::TokenBucket;
+use crate::throttle::RateLimits;
 use dupla::shutdown::Shutdown;
 use dupla::v1::rooms_server::Rooms as RoomsRpc;
 use dupla::v1::{chat_event, ChatEvent, ChatInput};
 use dupla::{clock, Error};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, Semaphore};
@@ -35,6 +35,23 @@ pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 /// failing the whole stream.
 pub const MAX_CHAT_MESSAGE_BYTES: usize = 64 << 10;
 
+/// Chat connections one user may open in a burst; each one joins the lobby
+/// (a notice to everyone there), so reconnecting in a loop is throttled.
+pub const CONNECT_BURST: f64 = 10.0;
+/// Chat connections one user may open per second, sustained.
+pub const CONNECTS_PER_SEC: f64 = 0.5;
+
+/// Per-user token buckets shared by all of a user's connections.
+type SharedLimits = Arc<Mutex<RateLimits>>;
+
+/// Take one of `login`'s tokens in `limits` now, or how long to wait.
+fn take(limits: &SharedLimits, login: &str) -> Result<(), Duration> {
+    limits
+        .lock()
+        .expect("chat rate limits lock poisoned")
+        .take(login, Instant::now())
+}
+
 /// Events on their way to one client.
 type Outbox = mpsc::Sender<Result<ChatEvent, Status>>;
 
@@ -47,6 +64,10 @@ pub struct RoomsService {
     limits: ChatLimits,
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
+    /// Lines per user, across all of the user's connections.
+    lines: SharedLimits,
+    /// Connections (each a join notice) per user.
+    connects: SharedLimits,
 }
 
 impl RoomsService {
@@ -64,6 +85,11 @@ impl RoomsService {
             accounts,
             auth,
             permits: Arc::new(Semaphore::new(limits.max_clients.max(1))),
+            lines: Arc::new(Mutex::new(RateLimits::new(
+                limits.lines_per_sec,
+                limits.burst,
+            ))),
+            connects: Arc::new(Mutex::new(RateLimits::new(CONNECTS_PER_SEC, CONNECT_BURST))),
             limits,
             shutdown,
         }
@@ -79,6 +105,14 @@ impl RoomsRpc for RoomsService {
         request: Request<Streaming<ChatInput>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
         let session = auth::session(&request)?;
+        if let Err(wait) = take(&self.connects, &session.login) {
+            return Err(Error::Exhausted(format!(
+                "{} joined the chat too often; try again in {} s",
+                session.login,
+                wait.as_secs().max(1)
+            ))
+            .into());
+        }
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             Error::Exhausted(format!(
                 "the chat is full ({} connections); try again later",
@@ -96,7 +130,7 @@ impl RoomsRpc for RoomsService {
             },
             accounts: self.accounts.clone(),
             auth: self.auth.clone(),
-            bucket: TokenBucket::new(self.limits.lines_per_sec, self.limits.burst, Instant::now()),
+            lines: self.lines.clone(),
             limits: self.limits.clone(),
             session,
             out,
@@ -128,7 +162,7 @@ struct Worker {
     guard: Guard,
     accounts: Arc<Accounts>,
     auth: Authenticator,
-    bucket: TokenBucket,
+    lines: SharedLimits,
     limits: ChatLimits,
     session: Session,
     out: Outbox,
@@ -228,9 +262,9 @@ impl Worker {
                 return Some(end);
             }
         }
-        if !self.bucket.take(Instant::now()) {
+        if take(&self.lines, &self.session.login).is_err() {
             let text = format!(
-                "slow down: at most {} lines per second; this line was not sent",
+                "slow down: at most {} lines per second from you (all your connections together); this line was not sent",
                 self.limits.lines_per_sec
             );
             return self.send(answer(&text)).await;

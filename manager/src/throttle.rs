@@ -1,107 +1,186 @@
-//! Throttles, as plain state with the time passed in: the lockout that
-//! follows repeated failed logins for one login name, and the token bucket
-//! that keeps one chat client from flooding a room. No clock is read here,
-//! so the rules are tested by moving time by hand.
+//! Throttles, as plain state with the time passed in: exponential back-off
+//! of password guesses per source address and per login ([`LoginThrottle`]),
+//! and token buckets per key ([`RateLimits`]) that keep one user or one
+//! address from flooding a room, registering accounts or starting scrubs.
+//! No clock is read here, so the rules are tested by moving time by hand.
+//!
+//! Every table is capped: a flood of invented keys evicts entries that no
+//! longer matter first, then the oldest.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-/// Failed logins for one name tolerated within [`FAILURE_WINDOW`].
-pub const MAX_LOGIN_FAILURES: u32 = 5;
-/// Failures older than this no longer count: a user who mistypes now and
-/// then is never locked out.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// How long a login stays refused after too many failures: long enough to
-/// make guessing slow (5 tries a minute), short enough for the real user.
-pub const LOCKOUT: Duration = Duration::from_secs(60);
-/// Login names tracked at once, so a flood of invented names cannot grow
-/// the table without bound (the oldest entries go first).
-pub const MAX_TRACKED_LOGINS: usize = 10_000;
+/// Password attempts a key may make before it has to wait: a user who
+/// mistypes a few times is never slowed down.
+pub const FREE_ATTEMPTS: u32 = 5;
+/// Wait after the first attempt beyond [`FREE_ATTEMPTS`]; it doubles with
+/// every further one.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest wait one source address can earn: guessing from one address
+/// gets slower and slower, up to a few guesses an hour.
+pub const SOURCE_MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// Longest wait one login can earn from guesses spread over many addresses.
+/// Short, so guesses against a login never lock its owner out for long
+/// (their own address has its own, clean, record).
+pub const LOGIN_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A record untouched this long is forgotten: attempts spread over time
+/// never add up.
+pub const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
+/// Keys tracked at once by one table, so invented logins or addresses
+/// cannot grow it without bound.
+pub const MAX_TRACKED_KEYS: usize = 10_000;
 
-/// Failures of one login name.
+/// Attempts of one key.
 #[derive(Debug, Clone, Copy)]
-struct Failures {
-    /// Failures since `since`.
+struct Attempts {
+    /// Attempts counted and not yet forgiven.
     count: u32,
-    /// Start of the current window.
-    since: Instant,
-    /// Refused until then.
-    locked_until: Option<Instant>,
+    /// No attempt is admitted before then.
+    not_before: Instant,
+    /// Last attempt admitted.
+    last: Instant,
 }
 
-/// Failed logins per login name, and the lockouts they cause.
-#[derive(Debug, Default)]
-pub struct LoginFailures {
-    by_login: HashMap<String, Failures>,
+/// Exponential back-off per key: [`FREE_ATTEMPTS`] attempts at once, then
+/// each one waits twice as long as the previous, up to a cap. An attempt is
+/// counted when it is admitted, before the password is checked, so parallel
+/// guesses are refused as surely as sequential ones; [`Backoff::forgive`]
+/// takes back the attempt of a right password.
+#[derive(Debug)]
+pub struct Backoff {
+    max_wait: Duration,
+    by_key: HashMap<String, Attempts>,
 }
 
-impl LoginFailures {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
+impl Backoff {
+    /// An empty table whose waits stop growing at `max_wait`.
+    pub fn new(max_wait: Duration) -> Self {
+        Backoff {
+            max_wait,
+            by_key: HashMap::new(),
+        }
     }
 
-    /// `Err(wait)` while `login` is locked out at `now`: how long is left.
-    pub fn check(&self, login: &str, now: Instant) -> Result<(), Duration> {
-        match self.by_login.get(login).and_then(|f| f.locked_until) {
-            Some(until) if until > now => Err(until - now),
+    /// `Err(wait)` while `key` must wait at `now`.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        match self.by_key.get(key) {
+            Some(a) if a.not_before > now && !self.forgotten(a, now) => Err(a.not_before - now),
             _ => Ok(()),
         }
     }
 
-    /// Count a failed login; returns true when it starts a lockout.
-    pub fn fail(&mut self, login: &str, now: Instant) -> bool {
-        if self.by_login.len() >= MAX_TRACKED_LOGINS && !self.by_login.contains_key(login) {
+    /// Count an attempt of `key` at `now` (call [`Backoff::check`] first).
+    pub fn count(&mut self, key: &str, now: Instant) {
+        if self.by_key.len() >= MAX_TRACKED_KEYS && !self.by_key.contains_key(key) {
             self.evict(now);
         }
-        let entry = self.by_login.entry(login.to_string()).or_insert(Failures {
+        let max_wait = self.max_wait;
+        let fresh = Attempts {
             count: 0,
-            since: now,
-            locked_until: None,
-        });
-        if now.saturating_duration_since(entry.since) >= FAILURE_WINDOW {
-            *entry = Failures {
-                count: 0,
-                since: now,
-                locked_until: None,
-            };
+            not_before: now,
+            last: now,
+        };
+        let forgotten = self.by_key.get(key).is_some_and(|a| self.forgotten(a, now));
+        let entry = self.by_key.entry(key.to_string()).or_insert(fresh);
+        if forgotten {
+            *entry = fresh;
         }
-        entry.count += 1;
-        if entry.count >= MAX_LOGIN_FAILURES {
-            entry.locked_until = Some(now + LOCKOUT);
-            // The next window starts when the lockout ends.
-            entry.count = 0;
-            entry.since = now + LOCKOUT;
-            return true;
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        if entry.count > FREE_ATTEMPTS {
+            let doublings = (entry.count - FREE_ATTEMPTS - 1).min(20);
+            let wait = BACKOFF_BASE.saturating_mul(1 << doublings).min(max_wait);
+            entry.not_before = now + wait;
         }
-        false
     }
 
-    /// Forget `login`'s failures (after a successful login).
-    pub fn clear(&mut self, login: &str) {
-        self.by_login.remove(login);
+    /// Take back one attempt of `key` (it was the right password).
+    pub fn forgive(&mut self, key: &str) {
+        if let Some(entry) = self.by_key.get_mut(key) {
+            entry.count = entry.count.saturating_sub(1);
+            if entry.count == 0 {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
+    /// Forget every attempt of `key`.
+    pub fn clear(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+
+    fn forgotten(&self, a: &Attempts, now: Instant) -> bool {
+        now >= a.not_before && now.saturating_duration_since(a.last) >= FORGET_AFTER
     }
 
     /// Make room: drop entries that no longer matter, then the oldest.
     fn evict(&mut self, now: Instant) {
-        self.by_login.retain(|_, f| {
-            f.locked_until.is_some_and(|u| u > now)
-                || now.saturating_duration_since(f.since) < FAILURE_WINDOW
+        let max_wait = self.max_wait;
+        self.by_key.retain(|_, a| {
+            a.not_before > now || now.saturating_duration_since(a.last) < max_wait.min(FORGET_AFTER)
         });
-        if self.by_login.len() >= MAX_TRACKED_LOGINS {
-            if let Some(oldest) = self
-                .by_login
-                .iter()
-                .min_by_key(|(_, f)| f.since)
-                .map(|(k, _)| k.clone())
-            {
-                self.by_login.remove(&oldest);
-            }
+        evict_oldest(&mut self.by_key, |a| a.last);
+    }
+}
+
+/// Drop the entry with the smallest `age` key if `map` is still full.
+fn evict_oldest<K: Clone + Eq + Hash, V>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> Instant) {
+    if map.len() >= MAX_TRACKED_KEYS {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| age(v))
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
         }
     }
 }
 
-/// A token bucket: `burst` lines at once, then `rate` per second.
+/// Back-off of password checks (Login, Unregister) per source address and
+/// per login. An attempt must pass both; it is counted against both before
+/// argon2 runs.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    by_source: Backoff,
+    by_login: Backoff,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoginThrottle {
+    /// Empty tables.
+    pub fn new() -> Self {
+        LoginThrottle {
+            by_source: Backoff::new(SOURCE_MAX_BACKOFF),
+            by_login: Backoff::new(LOGIN_MAX_BACKOFF),
+        }
+    }
+
+    /// Admit and count an attempt at `login`'s password from `source`, or
+    /// `Err(wait)`: how long that source or login must wait. A refused
+    /// attempt is not counted.
+    pub fn admit(&mut self, login: &str, source: &str, now: Instant) -> Result<(), Duration> {
+        self.by_source.check(source, now)?;
+        self.by_login.check(login, now)?;
+        self.by_source.count(source, now);
+        self.by_login.count(login, now);
+        Ok(())
+    }
+
+    /// The password was right: the login's record is cleared, and the
+    /// source's attempt is taken back (its earlier failures still count).
+    pub fn succeeded(&mut self, login: &str, source: &str) {
+        self.by_login.clear(login);
+        self.by_source.forgive(source);
+    }
+}
+
+/// A token bucket: `burst` events at once, then `rate` per second.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     rate: f64,
@@ -124,14 +203,72 @@ impl TokenBucket {
 
     /// Take one token if there is one at `now`.
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
+        }
+    }
+
+    /// How long until a token is there, from `now`.
+    pub fn wait(&self, now: Instant) -> Duration {
+        let mut b = *self;
+        b.refill(now);
+        if b.tokens >= 1.0 || b.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(((1.0 - b.tokens) / b.rate).min(1e9))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Whether the bucket is full again at `now` (its key can be forgotten).
+    fn full_at(&self, now: Instant) -> bool {
+        let mut b = *self;
+        b.refill(now);
+        b.tokens >= b.burst
+    }
+}
+
+/// A [`TokenBucket`] per key (a user, an address), all with the same rate.
+#[derive(Debug)]
+pub struct RateLimits {
+    rate: f64,
+    burst: f64,
+    by_key: HashMap<String, TokenBucket>,
+}
+
+impl RateLimits {
+    /// `burst` events at once per key, then `rate` per second.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RateLimits {
+            rate,
+            burst,
+            by_key: HashMap::new(),
+        }
+    }
+
+    /// Take one token of `key` at `now`, or `Err(wait)` until there is one.
+    pub fn take(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
+        if self.by_key.len() >= MAX_TRACKED_KEYS && !self.by_key.contains_key(key) {
+            self.by_key.retain(|_, b| !b.full_at(now));
+            evict_oldest(&mut self.by_key, |b| b.last);
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let bucket = self
+            .by_key
+            .entry(key.to_string())
+            .or_insert_with(|| TokenBucket::new(rate, burst, now));
+        if bucket.take(now) {
+            Ok(())
+        } else {
+            Err(bucket.wait(now))
         }
     }
 }
@@ -140,53 +277,107 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
-    #[test]
-    fn five_failures_in_a_minute_lock_the_login_for_a_while() {
-        let mut f = LoginFailures::new();
-        let t0 = Instant::now();
-        for i in 0..MAX_LOGIN_FAILURES - 1 {
-            assert!(!f.fail("alice", t0 + Duration::from_secs(u64::from(i))));
-            assert!(f.check("alice", t0).is_ok());
-        }
-        assert!(f.fail("alice", t0 + Duration::from_secs(10)));
-        let wait = f.check("alice", t0 + Duration::from_secs(20)).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(50));
-        // Other logins are not affected.
-        assert!(f.check("bob", t0 + Duration::from_secs(20)).is_ok());
-        // The lockout passes.
-        assert!(f.check("alice", t0 + Duration::from_secs(70)).is_ok());
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
-    fn failures_spread_over_time_never_lock() {
-        let mut f = LoginFailures::new();
+    fn a_few_attempts_are_free_then_waits_double() {
+        let mut b = Backoff::new(SOURCE_MAX_BACKOFF);
         let t0 = Instant::now();
-        for i in 0..20u64 {
-            assert!(!f.fail("alice", t0 + FAILURE_WINDOW * 2 * i as u32 / 3));
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(b.check("k", t0).is_ok());
+            b.count("k", t0);
         }
-        assert!(f.check("alice", t0 + FAILURE_WINDOW * 14).is_ok());
+        assert!(b.check("k", t0).is_ok());
+        b.count("k", t0);
+        assert_eq!(b.check("k", t0), Err(secs(1)));
+        b.count("k", t0 + secs(1));
+        assert_eq!(b.check("k", t0 + secs(1)), Err(secs(2)));
+        b.count("k", t0 + secs(3));
+        assert_eq!(b.check("k", t0 + secs(3)), Err(secs(4)));
+        // Other keys are not affected.
+        assert!(b.check("other", t0).is_ok());
     }
 
     #[test]
-    fn success_clears_failures() {
-        let mut f = LoginFailures::new();
-        let t0 = Instant::now();
-        for _ in 0..MAX_LOGIN_FAILURES - 1 {
-            f.fail("alice", t0);
+    fn waits_stop_growing_at_the_cap_and_old_records_are_forgotten() {
+        let mut b = Backoff::new(LOGIN_MAX_BACKOFF);
+        let mut now = Instant::now();
+        for _ in 0..100 {
+            if let Err(wait) = b.check("k", now) {
+                assert!(wait <= LOGIN_MAX_BACKOFF);
+                now += wait;
+            }
+            b.count("k", now);
         }
-        f.clear("alice");
-        assert!(!f.fail("alice", t0));
-        assert!(f.check("alice", t0).is_ok());
+        assert_eq!(b.check("k", now), Err(LOGIN_MAX_BACKOFF));
+        assert!(b.check("k", now + FORGET_AFTER).is_ok());
+        b.count("k", now + FORGET_AFTER);
+        assert!(b.check("k", now + FORGET_AFTER).is_ok(), "forgotten");
     }
 
     #[test]
-    fn the_table_stays_bounded() {
-        let mut f = LoginFailures::new();
+    fn parallel_guesses_are_counted_before_the_password_is_checked() {
+        // Fifty guesses at the same instant, none answered yet: only the
+        // free ones and one more get through.
+        let mut t = LoginThrottle::new();
         let t0 = Instant::now();
-        for i in 0..MAX_TRACKED_LOGINS + 10 {
-            f.fail(&format!("user{i}"), t0);
+        let admitted = (0..50)
+            .filter(|_| t.admit("alice", "10.0.0.66", t0).is_ok())
+            .count();
+        assert_eq!(admitted, FREE_ATTEMPTS as usize + 1);
+    }
+
+    #[test]
+    fn guesses_from_one_address_never_lock_the_owner_out_for_long() {
+        let mut t = LoginThrottle::new();
+        let mut now = Instant::now();
+        // Thirty guesses from one address, each as soon as it is let.
+        for _ in 0..30 {
+            while let Err(wait) = t.admit("alice", "10.0.0.66", now) {
+                now += wait;
+            }
         }
-        assert!(f.by_login.len() <= MAX_TRACKED_LOGINS);
+        let wait = t.admit("alice", "10.0.0.66", now).unwrap_err();
+        assert!(wait > LOGIN_MAX_BACKOFF, "the guesser waits long: {wait:?}");
+        // Alice, from her own address, waits at most the login's cap.
+        let alice_at = match t.admit("alice", "10.0.0.7", now) {
+            Ok(()) => now,
+            Err(wait) => {
+                assert!(wait <= LOGIN_MAX_BACKOFF);
+                t.admit("alice", "10.0.0.7", now + wait).unwrap();
+                now + wait
+            }
+        };
+        t.succeeded("alice", "10.0.0.7");
+        assert!(t.admit("alice", "10.0.0.7", alice_at).is_ok());
+        // The guesser still waits.
+        assert!(t.admit("alice", "10.0.0.66", alice_at).is_err());
+    }
+
+    #[test]
+    fn a_right_password_takes_its_attempt_back() {
+        let mut t = LoginThrottle::new();
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            t.admit("bob", "10.0.0.1", t0).unwrap();
+            t.succeeded("bob", "10.0.0.1");
+        }
+        assert!(t.admit("bob", "10.0.0.1", t0).is_ok());
+    }
+
+    #[test]
+    fn the_tables_stay_bounded() {
+        let mut b = Backoff::new(LOGIN_MAX_BACKOFF);
+        let mut r = RateLimits::new(1.0, 1.0);
+        let t0 = Instant::now();
+        for i in 0..MAX_TRACKED_KEYS + 10 {
+            b.count(&format!("user{i}"), t0);
+            let _ = r.take(&format!("user{i}"), t0);
+        }
+        assert!(b.by_key.len() <= MAX_TRACKED_KEYS);
+        assert!(r.by_key.len() <= MAX_TRACKED_KEYS);
     }
 
     #[test]
@@ -195,11 +386,22 @@ mod tests {
         let mut b = TokenBucket::new(2.0, 3.0, t0);
         assert!(b.take(t0) && b.take(t0) && b.take(t0));
         assert!(!b.take(t0));
+        assert_eq!(b.wait(t0), Duration::from_millis(500));
         assert!(!b.take(t0 + Duration::from_millis(400)));
         assert!(b.take(t0 + Duration::from_millis(500)));
         // A long pause refills only up to the burst.
-        let later = t0 + Duration::from_secs(100);
+        let later = t0 + secs(100);
         assert!((0..3).all(|_| b.take(later)));
         assert!(!b.take(later));
+    }
+
+    #[test]
+    fn rate_limits_are_per_key() {
+        let t0 = Instant::now();
+        let mut r = RateLimits::new(1.0, 2.0);
+        assert!(r.take("a", t0).is_ok() && r.take("a", t0).is_ok());
+        assert_eq!(r.take("a", t0), Err(secs(1)));
+        assert!(r.take("b", t0).is_ok());
+        assert!(r.take("a", t0 + secs(1)).is_ok());
     }
 }

@@ -31,6 +31,8 @@ pub struct StorageNode {
     pub repair_rate: u64,
     /// Held by the running scrub pass, so passes never overlap.
     pub scrub_lock: tokio::sync::Mutex<()>,
+    /// When each user last started an on-demand scrub here.
+    pub user_scrubs: std::sync::Mutex<crate::scrub::UserScrubs>,
     /// How long a chunk no file uses is kept before collection.
     pub gc_grace: std::time::Duration,
     /// A sender silent this long is presumed gone (uploads, Store hops).
@@ -42,7 +44,7 @@ pub struct StorageNode {
     unreported: std::sync::Mutex<Vec<Hash>>,
     manager: ManagerClient<Channel>,
     /// The manager's channel, for its other services (Accounts).
-    manager_channel: Channel,
+    pub(crate) manager_channel: Channel,
     peers: Mutex<HashMap<String, Channel>>,
 }
 
@@ -68,6 +70,7 @@ impl StorageNode {
             active: ActiveTransfers::default(),
             repair_rate,
             scrub_lock: tokio::sync::Mutex::new(()),
+            user_scrubs: std::sync::Mutex::default(),
             gc_grace: std::time::Duration::from_secs(crate::config::DEFAULT_GC_GRACE_SECS),
             idle_timeout: crate::pipeline::IDLE_TIMEOUT,
             faults: crate::faults::FaultPlan::none(),

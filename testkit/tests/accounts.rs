@@ -3,6 +3,7 @@
 //! and revoked tokens, duplicate logins, bad fields, the failed-login
 //! lockout, administration, and the storage server a login is assigned.
 
+use dupla::v1::accounts_client::AccountsClient;
 use dupla::v1::{
     DeleteUserRequest, GetUserRequest, ListUsersRequest, LoginRequest, LogoutRequest,
     UnregisterRequest, WhoAmIRequest,
@@ -12,6 +13,7 @@ use dupla_testkit::chat::{
 };
 use dupla_testkit::{bounded, TestCluster};
 use std::time::Duration;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 async fn whoami(addr: &str, token: &str) -> Result<dupla::v1::WhoAmIReply, Status> {
@@ -47,7 +49,10 @@ async fn register_login_logout_unregister_round_trip() {
             .unwrap();
         assert_eq!(registered.login, "alice");
         assert_eq!(registered.age, 30);
-        assert!(registered.admin, "the first account is an admin");
+        assert!(
+            !registered.admin,
+            "registering, even first, never grants the admin role"
+        );
 
         // Login, then the token works.
         let reply = login(&addr, "alice").await.unwrap();
@@ -226,30 +231,90 @@ async fn bad_fields_are_refused_naming_the_field() {
     .await;
 }
 
+/// An Accounts client whose connection comes from `local_ip` (any
+/// 127.0.0.0/8 address reaches a manager on 127.0.0.1): another source.
+async fn accounts_from(addr: &str, local_ip: &str) -> AccountsClient<Channel> {
+    let channel = dupla::rpc::endpoint(addr)
+        .unwrap()
+        .local_address(Some(local_ip.parse().unwrap()))
+        .connect()
+        .await
+        .expect("manager reachable");
+    AccountsClient::new(channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn repeated_failed_logins_lock_that_login_out() {
+async fn parallel_wrong_guesses_are_refused_before_hashing_and_do_not_lock_the_owner_out() {
     bounded(async {
         let manager = LoneManager::start().await;
         let addr = manager.addr();
         user(&addr, "alice").await;
         user(&addr, "bob").await;
-        let mut client = accounts(&addr).await;
-        let attempt = |password: &str| LoginRequest {
-            login: "alice".into(),
-            password: password.into(),
-        };
-        for _ in 0..5 {
-            let status = client.login(attempt("guess guess")).await.unwrap_err();
-            assert_eq!(status.code(), Code::Unauthenticated);
+        let guesser = accounts_from(&addr, "127.0.0.1").await;
+        let guesses: Vec<_> = (0..50)
+            .map(|i| {
+                let mut client = guesser.clone();
+                tokio::spawn(async move {
+                    client
+                        .login(LoginRequest {
+                            login: "alice".into(),
+                            password: format!("guess {i:04}"),
+                        })
+                        .await
+                        .unwrap_err()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for guess in guesses {
+            statuses.push(guess.await.unwrap());
         }
-        // Even the right password is refused during the lockout...
-        assert_code(
-            client.login(attempt(TEST_PASSWORD)).await,
-            Code::ResourceExhausted,
-            "too many failed logins",
+        let refused = statuses
+            .iter()
+            .filter(|s| s.code() == Code::ResourceExhausted)
+            .count();
+        let checked = statuses
+            .iter()
+            .filter(|s| s.code() == Code::Unauthenticated)
+            .count();
+        assert_eq!(refused + checked, 50, "{statuses:?}");
+        // Five free attempts and one more; a slow machine that spreads the
+        // calls over seconds lets through a few more, never most.
+        assert!(
+            checked <= 10,
+            "{checked} of 50 parallel guesses were checked"
         );
-        // ...for alice only.
-        login(&addr, "bob").await.unwrap();
+        let status = statuses
+            .iter()
+            .find(|s| s.code() == Code::ResourceExhausted)
+            .unwrap();
+        assert!(
+            status.message().contains("too many failed logins"),
+            "{status:?}"
+        );
+        // From another address, bob is not affected at all, and alice waits
+        // at most a minute (never a lockout only the guesser controls).
+        let mut elsewhere = accounts_from(&addr, "127.0.0.2").await;
+        let bob = LoginRequest {
+            login: "bob".into(),
+            password: TEST_PASSWORD.into(),
+        };
+        elsewhere.login(bob).await.unwrap();
+        let alice = LoginRequest {
+            login: "alice".into(),
+            password: TEST_PASSWORD.into(),
+        };
+        if let Err(status) = elsewhere.login(alice).await {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            let secs: u64 = status
+                .message()
+                .split("try again in ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no wait in {status:?}"));
+            assert!(secs <= 60, "{status:?}");
+        }
     })
     .await;
 }
@@ -257,15 +322,19 @@ async fn repeated_failed_logins_lock_that_login_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admins_list_show_and_delete_users() {
     bounded(async {
-        let manager = LoneManager::start_with(|c| c.admin = Some("carol".into())).await;
+        // carol is the admin the operator created; the others registered.
+        let manager = LoneManager::start_with(|c| {
+            dupla_manager::admin::create(c, "carol", TEST_PASSWORD).unwrap();
+        })
+        .await;
         let addr = manager.addr();
         let alice = user(&addr, "alice").await;
         let bob = user(&addr, "bob").await;
-        let carol = user(&addr, "carol").await;
+        let carol = login(&addr, "carol").await.unwrap().token;
         let mut client = accounts(&addr).await;
 
         let users = client
-            .list_users(authed(&alice, ListUsersRequest {}))
+            .list_users(authed(&carol, ListUsersRequest {}))
             .await
             .unwrap()
             .into_inner()
@@ -273,17 +342,15 @@ async fn admins_list_show_and_delete_users() {
         let logins: Vec<&str> = users.iter().map(|u| u.login.as_str()).collect();
         assert_eq!(logins, ["alice", "bob", "carol"]);
         let roles: Vec<bool> = users.iter().map(|u| u.admin).collect();
-        assert_eq!(
-            roles,
-            [true, false, true],
-            "first account + node.toml admin"
-        );
+        assert_eq!(roles, [false, false, true], "only the operator's grant");
 
-        assert_code(
-            client.list_users(authed(&bob, ListUsersRequest {})).await,
-            Code::PermissionDenied,
-            "not an admin",
-        );
+        for token in [&alice, &bob] {
+            assert_code(
+                client.list_users(authed(token, ListUsersRequest {})).await,
+                Code::PermissionDenied,
+                "not an admin",
+            );
+        }
         let shown = client
             .get_user(authed(
                 &carol,
@@ -313,7 +380,7 @@ async fn admins_list_show_and_delete_users() {
         bob_chat.expect_prefix("* welcome bob").await;
         client
             .delete_user(authed(
-                &alice,
+                &carol,
                 DeleteUserRequest {
                     login: "bob".into(),
                 },
@@ -322,7 +389,7 @@ async fn admins_list_show_and_delete_users() {
             .unwrap();
         let last = bob_chat.until_closed().await;
         assert!(
-            last.iter().any(|l| l.contains("deleted by alice")),
+            last.iter().any(|l| l.contains("deleted by carol")),
             "{last:?}"
         );
         assert_code(whoami(&addr, &bob).await, Code::Unauthenticated, "revoked");
@@ -389,6 +456,30 @@ async fn tokens_and_revocations_survive_a_manager_restart() {
             whoami(&addr, &revoked).await,
             Code::Unauthenticated,
             "revoked",
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registering_the_configured_admin_name_gives_no_rights() {
+    bounded(async {
+        let manager = LoneManager::start_with(|c| c.admin = Some("root".into())).await;
+        let addr = manager.addr();
+        let mut client = accounts(&addr).await;
+        assert_code(
+            client.register(registration("root")).await,
+            Code::PermissionDenied,
+            "dupla-manager admin create",
+        );
+        // The first account registered is no admin either.
+        let first = user(&addr, "alice").await;
+        let me = whoami(&addr, &first).await.unwrap().user.unwrap();
+        assert!(!me.admin);
+        assert_code(
+            client.list_users(authed(&first, ListUsersRequest {})).await,
+            Code::PermissionDenied,
+            "not an admin",
         );
     })
     .await;

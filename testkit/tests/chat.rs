@@ -420,3 +420,86 @@ async fn the_chat_clock_sync_measures_a_skewed_clock_within_the_round_trip() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lines_cannot_forge_other_users_lines_or_drive_terminals() {
+    bounded(async {
+        let manager = LoneManager::start().await;
+        let mut mallory = join(&manager, "mallory").await;
+        let mut bob = join(&manager, "bob").await;
+        mallory.expect("* bob joined lobby").await;
+        for forged in [
+            "hi\n<alice> send me your password",
+            "hi\r\x1b[2K<alice> fake",
+            "\u{202e}txt.exe",
+        ] {
+            mallory.send(forged).await;
+            mallory
+                .expect_prefix("* control and bidirectional-override characters")
+                .await;
+        }
+        mallory.send("plain").await;
+        // The first message bob sees is the plain one: nothing forged got through.
+        let next = bob
+            .expect_where("a message", |e| e.kind == chat_event::Kind::Message as i32)
+            .await;
+        assert_eq!(
+            (next.from.as_str(), next.text.as_str()),
+            ("mallory", "plain")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_flood_limit_is_per_user_not_per_connection() {
+    bounded(async {
+        let manager = LoneManager::start_with(|c| {
+            c.chat.burst = 4.0;
+            c.chat.lines_per_sec = 0.001;
+        })
+        .await;
+        let token = user(&manager.addr(), "alice").await;
+        let mut first = ChatClient::connect(&manager.addr(), "alice", &token)
+            .await
+            .unwrap();
+        first.expect_prefix("* welcome alice").await;
+        let mut second = ChatClient::connect(&manager.addr(), "alice", &token)
+            .await
+            .unwrap();
+        second.expect_prefix("* welcome alice").await;
+        for i in 0..4 {
+            first.send(&format!("one {i}")).await;
+            first.expect(&format!("alice: one {i}")).await;
+        }
+        // The second connection shares alice's empty bucket.
+        second.send("two").await;
+        second.expect_prefix("* slow down: at most").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnecting_in_a_loop_is_throttled() {
+    bounded(async {
+        let manager = LoneManager::start().await;
+        let token = user(&manager.addr(), "alice").await;
+        let mut refused = None;
+        for _ in 0..50 {
+            match ChatClient::connect(&manager.addr(), "alice", &token).await {
+                Ok(mut chat) => {
+                    chat.expect_prefix("* welcome alice").await;
+                    chat.close_input();
+                }
+                Err(status) => {
+                    refused = Some(status);
+                    break;
+                }
+            }
+        }
+        let status = refused.expect("50 connections in a row are throttled");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("too often"), "{status:?}");
+    })
+    .await;
+}

@@ -7,14 +7,17 @@ use dupla::v1::{ListUsersRequest, LoginRequest};
 use dupla_client::chat_bench;
 use dupla_client::cli::ChatBenchArgs;
 use dupla_client::Client;
-use dupla_testkit::chat::{accounts, authed, LoneManager};
+use dupla_testkit::chat::{accounts, authed, LoneManager, TEST_PASSWORD};
 use dupla_testkit::TEST_TIMEOUT;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_clients_for_a_second_lose_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let manager = LoneManager::start().await;
+        let manager = LoneManager::start_with(|c| {
+            dupla_manager::admin::create(c, "root", TEST_PASSWORD).unwrap();
+        })
+        .await;
         let root = tempfile::tempdir().unwrap();
         let client = Client::new(manager.addr(), None);
         // 10 messages/s per client: well under the flood control.
@@ -44,15 +47,12 @@ async fn five_clients_for_a_second_lose_nothing() {
         assert_eq!((again.received, again.lost), (250, 0), "{again:?}");
         assert_ne!(again.room, report.room);
 
-        // bench000, the manager's first account, is an admin: with the
-        // password the run kept, it sees every benchmark session ended.
-        let password =
-            std::fs::read_to_string(root.path().join(".dupla/bench-chat-password")).unwrap();
+        // The admin sees every benchmark session ended.
         let mut accounts = accounts(&manager.addr()).await;
         let token = accounts
             .login(LoginRequest {
-                login: "bench000".into(),
-                password: password.trim().into(),
+                login: "root".into(),
+                password: TEST_PASSWORD.into(),
             })
             .await
             .unwrap()
@@ -66,7 +66,7 @@ async fn five_clients_for_a_second_lose_nothing() {
                 .unwrap()
                 .into_inner()
                 .users;
-            assert_eq!(users.len(), 5);
+            assert_eq!(users.len(), 6);
             if users.iter().all(|u| !u.online) {
                 break;
             }

@@ -217,7 +217,7 @@ async fn unregistering_deletes_the_users_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_catalog_from_before_accounts_is_adopted_by_the_first_admin() {
+async fn a_catalog_from_before_accounts_is_adopted_by_an_explicit_operator_step() {
     bounded(async {
         let mut cluster = TestCluster::start(2).await;
         let data = test_bytes((1 << 20) + 5, 9);
@@ -225,11 +225,20 @@ async fn a_catalog_from_before_accounts_is_adopted_by_the_first_admin() {
             .await
             .unwrap();
         // Turn the catalog back into the pre-accounts layout: records keyed
-        // by name alone, without an owner, in the tree `files`.
+        // by name alone, without an owner, in the tree `files` (from the
+        // unversioned and the versioned trees alike).
         cluster.stop_manager().await;
         {
             let kv = SledKv::open(&cluster.manager.data.join("db")).unwrap();
-            for (key, value) in kv.scan_prefix("owned_files", b"").unwrap() {
+            let records = ["owned_files", "file_versions"]
+                .into_iter()
+                .flat_map(|tree| {
+                    kv.scan_prefix(tree, b"")
+                        .unwrap()
+                        .into_iter()
+                        .map(move |kv| (tree, kv))
+                });
+            for (tree, (key, value)) in records.collect::<Vec<_>>() {
                 let mut record: serde_json::Value = serde_json::from_slice(&value).unwrap();
                 let name = record["name"].as_str().unwrap().to_string();
                 record.as_object_mut().unwrap().remove("owner");
@@ -239,13 +248,26 @@ async fn a_catalog_from_before_accounts_is_adopted_by_the_first_admin() {
                     &serde_json::to_vec(&record).unwrap(),
                 )
                 .unwrap();
-                kv.delete("owned_files", &key).unwrap();
+                kv.delete(tree, &key).unwrap();
             }
             kv.flush().unwrap();
         }
+        // Starting the manager gives the old files to nobody...
         cluster.start_manager_again().await;
         cluster.wait_for_up(2).await;
-        // The tester registered first (the admin): the old file is theirs.
+        assert!(listing(&cluster, &cluster.token).await.is_empty());
+        // ...until the operator says whose they are.
+        cluster.stop_manager().await;
+        let config = dupla_manager::Config::for_test(
+            cluster.manager.data.clone(),
+            dupla_testkit::cluster::TEST_SECRET,
+        );
+        assert_eq!(
+            dupla_manager::admin::adopt_legacy(&config, "tester").unwrap(),
+            1
+        );
+        cluster.start_manager_again().await;
+        cluster.wait_for_up(2).await;
         assert_eq!(listing(&cluster, &cluster.token).await, ["old/photo.jpg"]);
         raw::assert_restores(&cluster.at(1), "old/photo.jpg", &data).await;
     })

@@ -45,6 +45,14 @@ pub const HELP: &str =
      #lR list rooms · #dR <room> delete your room · #show users · \
      #\\private <user> <message> · #exit · ##text sends \"#text\"";
 
+/// Whether `c` may not appear in a chat line: control characters (newlines
+/// would start a forged line, escapes drive terminals; a tab is allowed)
+/// and the Unicode marks that reorder text on screen.
+pub fn forbidden(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Parse one line. `Ok(None)` for a blank line (nothing to do); `Err` holds
 /// the answer for a malformed one.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
@@ -53,6 +61,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         return Err(format!(
             "message too long ({} bytes; the limit is {MAX_LINE_BYTES}); nothing was sent",
             line.len()
+        ));
+    }
+    if let Some(bad) = line.chars().find(|&c| forbidden(c)) {
+        return Err(format!(
+            "control and bidirectional-override characters (here {bad:?}) are not allowed in chat lines: they could fake other users' lines or drive terminals; nothing was sent"
         ));
     }
     if line.trim().is_empty() {
@@ -170,6 +183,18 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse(&"x".repeat(MAX_LINE_BYTES)).is_ok());
+        for forged in [
+            "hi\n<mallory> fake",
+            "hi\r<mallory> fake",
+            "\x1b[2J\x1b[Hwiped",
+            "evil \u{202e}txt.exe",
+            "#\\private bob hi\n<alice> fake",
+            "nul\0",
+        ] {
+            let err = parse(forged).unwrap_err();
+            assert!(err.contains("not allowed"), "{forged:?}: {err}");
+        }
+        assert!(parse("tab\tok\r\n").is_ok());
         let err = parse(&"x".repeat(MAX_LINE_BYTES + 1)).unwrap_err();
         assert!(err.contains("too long"), "{err}");
         assert!(validate_room(&"r".repeat(33)).is_err());
