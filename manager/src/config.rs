@@ -54,6 +54,10 @@ pub struct Args {
     /// Login that is an admin in addition to the first account registered.
     #[arg(long, env = "DUPLA_ADMIN")]
     pub admin: Option<String>,
+    /// Host names or addresses others reach the manager at, for its TLS
+    /// certificate (besides the listen host and loopback), comma-separated.
+    #[arg(long = "tls-names", env = "DUPLA_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Option<Vec<String>>,
 }
 
 /// The keys of the manager's `node.toml`.
@@ -66,6 +70,8 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// Cluster secret.
     pub secret: Option<String>,
+    /// TLS off: plain text on every link.
+    pub insecure: Option<bool>,
     /// Seconds of silence before suspect.
     pub suspect_after_secs: Option<f64>,
     /// Seconds of silence before down.
@@ -78,6 +84,9 @@ pub struct FileConfig {
     pub session_idle_secs: Option<f64>,
     /// Login that is an admin besides the first account registered.
     pub admin: Option<String>,
+    /// Names the manager's certificate carries besides the listen host and
+    /// loopback: the addresses servers and clients dial it at.
+    pub tls_names: Option<Vec<String>>,
 }
 
 /// Resolved manager settings.
@@ -87,8 +96,11 @@ pub struct Config {
     pub listen: String,
     /// Directory holding the sled database.
     pub data: PathBuf,
-    /// Cluster secret every internal call must carry.
-    pub secret: String,
+    /// Cluster secret every internal call must carry (Debug hides it).
+    pub secret: dupla::config::SecretString,
+    /// TLS off (`--insecure`): plain text on every link, said in the logs
+    /// and in `dupla status`.
+    pub insecure: bool,
     /// Heartbeat period asked of the servers.
     pub heartbeat_interval: Duration,
     /// Silence after which a server is suspect.
@@ -110,6 +122,9 @@ pub struct Config {
     pub admin: Option<String>,
     /// Limits of the chat rooms: queue sizes, flood control, clients.
     pub chat: ChatLimits,
+    /// Names the manager's TLS certificate carries besides its listen host
+    /// and loopback (needed when it listens on 0.0.0.0).
+    pub tls_names: Vec<String>,
 }
 
 /// Limits of the chat rooms. Not in node.toml: the defaults suit any
@@ -150,13 +165,18 @@ impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
         let file: FileConfig = args.node.load_file()?;
-        let node = args
-            .node
-            .resolve(file.listen, file.data, file.secret, DEFAULT_LISTEN)?;
+        let node = args.node.resolve(
+            file.listen,
+            file.data,
+            file.secret,
+            file.insecure,
+            DEFAULT_LISTEN,
+        )?;
         let config = Config {
             listen: node.listen,
             data: node.data,
             secret: node.secret,
+            insecure: node.insecure,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: pick_secs(
                 args.suspect_after_secs,
@@ -188,17 +208,20 @@ impl Config {
             )?,
             admin: args.admin.or(file.admin),
             chat: ChatLimits::default(),
+            tls_names: args.tls_names.or(file.tls_names).unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// A config for tests: free port, given data dir and secret, quick timings.
+    /// A config for tests: free port, given data dir and secret, quick
+    /// timings, plain text (tests of TLS turn `insecure` off).
     pub fn for_test(data: PathBuf, secret: &str) -> Config {
         Config {
             listen: "127.0.0.1:0".into(),
             data,
             secret: secret.into(),
+            insecure: true,
             heartbeat_interval: Duration::from_millis(200),
             suspect_after: Duration::from_millis(1500),
             down_after: Duration::from_secs(5),
@@ -207,6 +230,7 @@ impl Config {
             session_idle: DEFAULT_SESSION_IDLE,
             admin: None,
             chat: ChatLimits::default(),
+            tls_names: Vec::new(),
         }
     }
 
