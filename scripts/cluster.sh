@@ -12,7 +12,11 @@
 #   scripts/cluster.sh status     which nodes run
 #   scripts/cluster.sh logs       follow every log, prefixed by node
 #
-# PROFILE=debug uses debug builds (default: release).
+# PROFILE=debug uses debug builds (default: release). Every link speaks TLS:
+# the manager makes the cluster CA (nodes/manager/data/ca.pem) on its first
+# start, servers enrol for certificates (nodes/server-N/data/tls/), and the
+# client pins the CA (nodes/client/.dupla/ca.pem). DUPLA_INSECURE=1 runs the
+# nodes and the client in plain text instead (their logs say so).
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 profile="${PROFILE:-release}"
@@ -32,6 +36,16 @@ port_of() { # node -> port from its node.toml
 running() { # node -> 0 if its pid is alive
   local pidfile="$top/nodes/$1/node.pid"
   [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+wait_enrolled() { # server: until it holds a certificate (30 s; not with DUPLA_INSECURE)
+  case "${DUPLA_INSECURE:-}" in 1|true|yes|on) return 0 ;; esac
+  for _ in $(seq 300); do
+    [ -f "$top/nodes/$1/data/tls/node.addr" ] && return 0
+    sleep 0.1
+  done
+  echo "$1 has no certificate after 30 s; see nodes/$1/node.log" >&2
+  return 1
 }
 
 wait_port() { # port: until it accepts connections (10 s)
@@ -67,6 +81,7 @@ up() {
   build
   start_node manager dupla-manager
   for s in "${servers[@]}"; do start_node "$s" dupla-server; done
+  for s in "${servers[@]}"; do wait_enrolled "$s"; done
   mkdir -p "$top/nodes/client/samples"
   find "$top/sample-files" -maxdepth 1 -type f ! -name '*.sh' -exec cp -f {} "$top/nodes/client/samples/" \;
 }
@@ -98,5 +113,5 @@ case "${1:-demo}" in
     done
     wait
     ;;
-  *) sed -n '2,17p' "$0"; exit 2 ;;
+  *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

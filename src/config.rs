@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The flags every node takes, flattened into each binary's `Args`; every
 /// one has a `node.toml` key of the same name.
-#[derive(clap::Args, Debug, Default, Clone)]
+#[derive(clap::Args, Default, Clone)]
 pub struct NodeArgs {
     /// Config file (default: ./node.toml if present).
     #[arg(long, env = "DUPLA_CONFIG")]
@@ -23,6 +23,21 @@ pub struct NodeArgs {
     /// Cluster secret, the same on the manager and every server.
     #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Turn TLS off: every link in plain text (logged as a warning).
+    #[arg(long, env = "DUPLA_INSECURE")]
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for NodeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeArgs")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("data", &self.data)
+            .field("secret", &self.secret.as_ref().map(|_| ".."))
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 /// What every node resolves from [`NodeArgs`] and its `node.toml`.
@@ -33,7 +48,45 @@ pub struct NodeSettings {
     /// Data directory, made absolute.
     pub data: PathBuf,
     /// Cluster secret (empty if none was given; the node refuses to start).
-    pub secret: String,
+    pub secret: SecretString,
+    /// TLS off (`--insecure`, `DUPLA_INSECURE` or `insecure = true`).
+    pub insecure: bool,
+}
+
+/// A secret setting (the cluster secret): its `Debug` never shows it, so
+/// logging a config cannot leak it. Reads as a `&str` where needed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"..\"" })
+    }
+}
+
+impl std::ops::Deref for SecretString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(secret: String) -> Self {
+        SecretString(secret)
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(secret: &str) -> Self {
+        SecretString(secret.to_string())
+    }
+}
+
+impl PartialEq<&str> for SecretString {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 impl NodeArgs {
@@ -42,12 +95,14 @@ impl NodeArgs {
         load_toml(self.config.as_deref())
     }
 
-    /// Flags over the file's `listen`, `data` and `secret` over defaults.
+    /// Flags over the file's `listen`, `data`, `secret` and `insecure` over
+    /// defaults.
     pub fn resolve(
         &self,
         listen: Option<String>,
         data: Option<PathBuf>,
         secret: Option<String>,
+        insecure: Option<bool>,
         default_listen: &str,
     ) -> Result<NodeSettings> {
         let cwd = std::env::current_dir()?;
@@ -60,7 +115,8 @@ impl NodeArgs {
                 &cwd,
                 &config_dir(&cwd, self.config.as_deref()),
             ),
-            secret: pick(self.secret.clone(), secret, String::new),
+            secret: pick(self.secret.clone(), secret, String::new).into(),
+            insecure: self.insecure || insecure.unwrap_or(false),
         })
     }
 }
@@ -204,6 +260,18 @@ mod tests {
             pick_path(None, None, "data", cwd, &dir),
             Path::new("/work/nodes/server-1/data")
         );
+    }
+
+    #[test]
+    fn debug_of_settings_hides_the_secret() {
+        let args = NodeArgs {
+            secret: Some("hunter2-cluster".into()),
+            ..NodeArgs::default()
+        };
+        let settings = args.resolve(None, None, None, None, "127.0.0.1:1").unwrap();
+        assert_eq!(settings.secret, "hunter2-cluster");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        assert!(!format!("{args:?}").contains("hunter2"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod rpc;
 pub mod shutdown;
 pub mod size;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use hash::Hash;

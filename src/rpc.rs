@@ -14,6 +14,29 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Status};
 
+pub use crate::tls::Transport;
+
+/// The secret the demo cluster in `nodes/` ships with: public, so a node
+/// reachable from other machines refuses it (see [`check_demo_secret`]).
+pub const DEMO_SECRET: &str = "dupla-demo-secret-change-me";
+
+/// Refuse the demo secret on a node listening beyond loopback (anyone who
+/// read the repository could join the cluster); on loopback only warn.
+pub fn check_demo_secret(secret: &Secret, listen: &str) -> Result<()> {
+    if !secret.is_demo() {
+        return Ok(());
+    }
+    if crate::tls::is_loopback(listen) {
+        tracing::warn!(
+            "this node uses the demo cluster secret from nodes/: fine on loopback, but set your own (`secret` in node.toml, --secret or DUPLA_SECRET, the same on every node) before listening on a network"
+        );
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "refusing to listen on {listen} with the demo cluster secret shipped in nodes/: anyone could join this cluster. Set your own secret, the same on the manager and every server: `secret = \"...\"` in node.toml, --secret or DUPLA_SECRET (e.g. `openssl rand -hex 32`)"
+    )))
+}
+
 /// Metadata key carrying the cluster secret on server-to-server calls.
 pub const SECRET_METADATA: &str = "x-dupla-secret";
 
@@ -69,7 +92,9 @@ pub fn endpoint(addr: &str) -> Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
-/// Connect to `addr` now, failing with `Unavailable` if it does not answer.
+/// Connect to `addr` now in plain text, failing with `Unavailable` if it
+/// does not answer. Nodes and the client dial through their
+/// [`Transport`] instead; this is for `--insecure` clusters and tests.
 pub async fn connect(addr: &str) -> Result<Channel> {
     endpoint(addr)?
         .connect()
@@ -77,7 +102,8 @@ pub async fn connect(addr: &str) -> Result<Channel> {
         .map_err(|e| Error::Unavailable(format!("cannot reach {addr}: {e}")))
 }
 
-/// A channel to `addr` that connects on first use and reconnects by itself.
+/// A plain-text channel to `addr` that connects on first use and reconnects
+/// by itself (see [`connect`]: nodes use [`Transport::connect_lazy`]).
 pub fn connect_lazy(addr: &str) -> Result<Channel> {
     Ok(endpoint(addr)?.connect_lazy())
 }
@@ -260,6 +286,30 @@ impl Secret {
                 "this call is internal to the cluster and needs the cluster secret",
             ))
         }
+    }
+
+    /// A keyed hash of `parts` under a key derived from the secret: proves
+    /// knowledge of the secret without sending it (enrolment, before the
+    /// caller trusts the CA). Each part is length-prefixed, so parts cannot
+    /// be shifted into one another.
+    pub fn proof(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let key = blake3::derive_key("dupla 2026-12 enrolment proof v1", self.0.as_bytes());
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Whether `given` is the [`Secret::proof`] of `parts` (constant time).
+    pub fn check_proof(&self, given: &[u8], parts: &[&[u8]]) -> bool {
+        constant_time_eq(given, &self.proof(parts))
+    }
+
+    /// Whether this is the demo secret shipped in `nodes/`.
+    pub fn is_demo(&self) -> bool {
+        &*self.0 == DEMO_SECRET
     }
 
     /// Whether the secret can travel as gRPC metadata (visible ASCII).

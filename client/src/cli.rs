@@ -57,6 +57,11 @@ pub struct GlobalArgs {
     /// Client config file [default: ./node.toml]
     #[arg(long, value_name = "PATH", env = "DUPLA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+
+    /// Talk to a cluster that runs without TLS (plain text: anyone on the
+    /// path can read your token and files)
+    #[arg(long, env = "DUPLA_INSECURE", global = true)]
+    pub insecure: bool,
 }
 
 /// One user action.

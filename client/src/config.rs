@@ -8,6 +8,7 @@
 //! manager = "127.0.0.1:50050"   # manager address
 //! server = "127.0.0.1:50051"    # optional: always enter through this server
 //! root = "files"                # client root, relative to this file's folder
+//! insecure = false              # true: plain text, for clusters run with --insecure
 //! ```
 
 use crate::cli::GlobalArgs;
@@ -30,6 +31,8 @@ pub struct FileConfig {
     /// Client root; a relative path is taken from the config file's folder,
     /// so a node directory works wherever it is started from.
     pub root: Option<PathBuf>,
+    /// Plain text instead of TLS (the cluster runs with `--insecure`).
+    pub insecure: Option<bool>,
 }
 
 /// The settings a command runs with, after merging every source.
@@ -44,6 +47,9 @@ pub struct Config {
     pub root: PathBuf,
     /// Print JSON instead of text.
     pub json: bool,
+    /// Plain text instead of TLS; otherwise the cluster CA is pinned on
+    /// first use in `ROOT/.dupla/ca.pem` and any other CA is refused.
+    pub insecure: bool,
 }
 
 impl Config {
@@ -64,6 +70,7 @@ impl Config {
                 (None, None) => cwd,
             },
             json: args.json,
+            insecure: args.insecure || file.insecure.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
@@ -140,6 +147,7 @@ mod tests {
             server: None,
             root: PathBuf::from("/"),
             json: false,
+            insecure: false,
         };
         assert!(config.validate().is_err());
     }

@@ -78,6 +78,9 @@ impl App {
             None
         });
         let mut client = Client::new(config.manager.clone(), config.server.clone());
+        if !config.insecure {
+            client = client.with_pinned_ca(session_store::ca_path(&config.root));
+        }
         if let Some(saved) = session.as_ref().filter(|s| s.manager == config.manager) {
             client = client
                 .with_token(saved.token.clone())

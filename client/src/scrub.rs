@@ -38,7 +38,7 @@ impl Client {
             .filter_map(|s| s.node.as_ref().map(|n| n.addr.clone()))
             .map(|addr| async move {
                 let pass = async {
-                    let channel = dupla::rpc::connect(&addr).await?;
+                    let channel = self.open(crate::session::Role::Server, &addr).await?;
                     let report = StorageClient::new(channel)
                         .scrub(self.request(ScrubRequest {}))
                         .await?

@@ -10,6 +10,7 @@
 //! choose, a restore at a server that holds the file, so neither pays a hop
 //! through a server that only forwards.
 
+use dupla::rpc::Transport;
 use dupla::rpc::MAX_MESSAGE_BYTES;
 use dupla::v1::snapshots_client::SnapshotsClient;
 use dupla::v1::{
@@ -18,6 +19,7 @@ use dupla::v1::{
     ServerStatus,
 };
 use dupla::{Error, Result};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -51,6 +53,11 @@ pub struct Client {
     /// An async lock, held across the refresh: while one transfer asks the
     /// manager, the others wait for its answer instead of asking too.
     entries: Arc<tokio::sync::Mutex<Option<Ranking>>>,
+    /// Where the cluster CA is pinned; `None` talks plain text (`--insecure`).
+    ca_pin: Option<PathBuf>,
+    /// The transport, settled at the first connection (the pinned CA, or
+    /// the one the first node presented, pinned from then on).
+    transport: Arc<OnceCell<Transport>>,
 }
 
 /// Entry servers, best first, and when the manager's status said so.
@@ -67,6 +74,7 @@ impl std::fmt::Debug for Client {
             .field("manager", &self.manager)
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("ca_pin", &self.ca_pin)
             .finish()
     }
 }
@@ -90,6 +98,8 @@ impl std::fmt::Display for Role {
 impl Client {
     /// A client of the cluster whose manager listens on `manager`; `server`
     /// forces the entry server for transfers. Nothing connects until used.
+    /// It talks plain text until [`Client::with_pinned_ca`] (what `dupla`
+    /// does unless `--insecure`) or [`Client::with_transport`].
     pub fn new(manager: String, server: Option<String>) -> Client {
         Client {
             manager,
@@ -98,7 +108,97 @@ impl Client {
             token: None,
             manager_channel: Arc::new(OnceCell::new()),
             entries: Arc::default(),
+            ca_pin: None,
+            transport: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// The same client, speaking TLS to nodes signed by the CA pinned in
+    /// `pin`: the one there, or (first use) the one the first node it
+    /// reaches presents, saved there (mode 0600). A node presenting another
+    /// CA is refused.
+    pub fn with_pinned_ca(mut self, pin: PathBuf) -> Client {
+        self.ca_pin = Some(pin);
+        self.transport = Arc::new(OnceCell::new());
+        self
+    }
+
+    /// The same client, dialing with `transport` (tests and tools that hold
+    /// the CA already).
+    pub fn with_transport(mut self, transport: Transport) -> Client {
+        self.ca_pin = None;
+        self.transport = Arc::new(OnceCell::new_with(Some(transport)));
+        self
+    }
+
+    /// Whether this client speaks TLS (false: `--insecure`).
+    pub fn is_tls(&self) -> bool {
+        self.ca_pin.is_some() || self.transport.get().is_some_and(Transport::is_tls)
+    }
+
+    /// The transport to dial `addr` with, pinning the CA on first use.
+    async fn transport(&self, addr: &str) -> Result<Transport> {
+        self.transport
+            .get_or_try_init(|| async {
+                match &self.ca_pin {
+                    None => Ok(Transport::Insecure),
+                    Some(pin) => pinned_transport(pin, addr).await,
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Open a channel to `addr`, with a message that says what to check
+    /// (including a CA other than the pinned one).
+    pub(crate) async fn open(&self, role: Role, addr: &str) -> Result<Channel> {
+        let transport = self.transport(addr).await?;
+        match transport.connect(addr).await {
+            Ok(channel) => Ok(channel),
+            Err(Error::Unavailable(detail)) if dupla::tls::is_certificate_error(&detail) => {
+                Err(self
+                    .certificate_refused(role, addr, &transport, &detail)
+                    .await)
+            }
+            Err(Error::Unavailable(detail)) => {
+                tracing::debug!(%addr, %detail, "connect failed");
+                let hint = match transport.is_tls() {
+                    true => " (is it running? a cluster started with --insecure needs --insecure here too)",
+                    false => " (is it running? with --insecure the cluster must run with --insecure too)",
+                };
+                Err(Error::Unavailable(format!(
+                    "cannot reach {role} {addr}{hint}"
+                )))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The error for a node whose certificate the pinned CA did not sign.
+    async fn certificate_refused(
+        &self,
+        role: Role,
+        addr: &str,
+        transport: &Transport,
+        detail: &str,
+    ) -> Error {
+        let pin = self
+            .ca_pin
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the CA file".into());
+        let pinned = transport
+            .ca_pem()
+            .map(dupla::tls::fingerprint)
+            .unwrap_or_default();
+        let presented = dupla::tls::fetch_ca(addr)
+            .await
+            .map(|ca| dupla::tls::fingerprint(&ca))
+            .unwrap_or_else(|_| "unknown".into());
+        tracing::debug!(%addr, %detail, "certificate refused");
+        Error::PermissionDenied(format!(
+            "refusing {role} {addr}: it presents cluster CA {presented}, not CA {pinned} pinned in {pin} on first use. Someone may be intercepting; if you know the cluster was re-created, delete {pin} and retry"
+        ))
     }
 
     /// The same client, sending `token` as a bearer token on every request.
@@ -141,7 +241,7 @@ impl Client {
     /// The manager's channel, connecting on first use.
     async fn manager_channel(&self) -> Result<Channel> {
         self.manager_channel
-            .get_or_try_init(|| open(Role::Manager, &self.manager))
+            .get_or_try_init(|| self.open(Role::Manager, &self.manager))
             .await
             .cloned()
     }
@@ -247,7 +347,7 @@ impl Client {
                 .max_decoding_message_size(MANAGER_REPLY_MAX_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         };
-        let (addr, ch) = connect_first(Role::Server, candidates).await?;
+        let (addr, ch) = self.connect_first(Role::Server, candidates).await?;
         Ok((addr, channel(ch)))
     }
 
@@ -256,8 +356,30 @@ impl Client {
         &self,
         candidates: &[String],
     ) -> Result<(String, GreeterClient<Channel>)> {
-        let (addr, ch) = connect_first(Role::Server, candidates).await?;
+        let (addr, ch) = self.connect_first(Role::Server, candidates).await?;
         Ok((addr, GreeterClient::new(ch)))
+    }
+
+    /// Connect to the first of `candidates` that answers.
+    pub(crate) async fn connect_first(
+        &self,
+        role: Role,
+        candidates: &[String],
+    ) -> Result<(String, Channel)> {
+        let mut last = None;
+        for (i, addr) in candidates.iter().enumerate() {
+            match self.open(role, addr).await {
+                Ok(channel) => return Ok((addr.clone(), channel)),
+                Err(err @ Error::Unavailable(_)) => {
+                    if let Some(next) = candidates.get(i + 1) {
+                        eprintln!("note: cannot reach {role} {addr}; trying {next}");
+                    }
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable(format!("no {role} to connect to"))))
     }
 }
 
@@ -314,36 +436,23 @@ pub fn holders_first(candidates: &[String], preferred: &[String]) -> Vec<String>
     ordered
 }
 
-/// Connect to the first of `candidates` that answers.
-async fn connect_first(role: Role, candidates: &[String]) -> Result<(String, Channel)> {
-    let mut last = None;
-    for (i, addr) in candidates.iter().enumerate() {
-        match open(role, addr).await {
-            Ok(channel) => return Ok((addr.clone(), channel)),
-            Err(err @ Error::Unavailable(_)) => {
-                if let Some(next) = candidates.get(i + 1) {
-                    eprintln!("note: cannot reach {role} {addr}; trying {next}");
-                }
-                last = Some(err);
-            }
-            Err(err) => return Err(err),
-        }
+/// TLS with the CA pinned in `pin`, or with the CA `addr` presents, which
+/// is pinned there from now on (trust on first use).
+async fn pinned_transport(pin: &Path, addr: &str) -> Result<Transport> {
+    if let Some(ca) = dupla::tls::read_optional(pin)? {
+        return Ok(Transport::tls(ca, None));
     }
-    Err(last.unwrap_or_else(|| Error::Unavailable(format!("no {role} to connect to"))))
-}
-
-/// Open a channel to `addr`, with a message that says what to check.
-async fn open(role: Role, addr: &str) -> Result<Channel> {
-    match dupla::rpc::connect(addr).await {
-        Ok(channel) => Ok(channel),
-        Err(Error::Unavailable(detail)) => {
-            tracing::debug!(%addr, %detail, "connect failed");
-            Err(Error::Unavailable(format!(
-                "cannot reach {role} {addr} (is it running?)"
-            )))
-        }
-        Err(other) => Err(other),
+    let ca = dupla::tls::fetch_ca(addr).await?;
+    if let Some(dir) = pin.parent() {
+        crate::session_store::create_private_dir(dir)?;
     }
+    dupla::tls::write_durably(pin, ca.as_bytes(), true)?;
+    eprintln!(
+        "note: trusting cluster CA {} presented by {addr} from now on (pinned in {})",
+        dupla::tls::fingerprint(&ca),
+        pin.display()
+    );
+    Ok(Transport::tls(ca, None))
 }
 
 /// Map a failed call to `addr` into an [`Error`]. A status that tonic made
@@ -354,7 +463,7 @@ pub(crate) fn rpc_error(role: Role, addr: &str, status: Status) -> Error {
     if std::error::Error::source(&status).is_some() {
         tracing::debug!(%addr, ?status, "transport failure");
         return Error::Unavailable(format!(
-            "lost the connection to {role} {addr} ({}); is it running?",
+            "lost the connection to {role} {addr} ({}); is it running? (TLS and --insecure do not mix: the client and the cluster must both use it or neither)",
             status.message()
         ));
     }
@@ -458,7 +567,8 @@ mod tests {
     #[tokio::test]
     async fn unreachable_server_says_so() {
         // Port 1 on loopback is closed on any sane test machine.
-        let err = connect_first(Role::Server, &["127.0.0.1:1".into()])
+        let err = Client::new("m:1".into(), None)
+            .connect_first(Role::Server, &["127.0.0.1:1".into()])
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)));

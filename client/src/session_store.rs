@@ -41,6 +41,14 @@ impl std::fmt::Debug for SavedSession {
     }
 }
 
+/// The cluster CA pinned on first use, inside [`STATE_DIR`].
+pub const CA_FILE: &str = "ca.pem";
+
+/// Where the client rooted at `root` pins the cluster's CA.
+pub fn ca_path(root: &Path) -> PathBuf {
+    root.join(STATE_DIR).join(CA_FILE)
+}
+
 /// Where the session of the client rooted at `root` lives.
 pub fn path(root: &Path) -> PathBuf {
     root.join(STATE_DIR).join(SESSION_FILE)

@@ -31,6 +31,9 @@ pub struct StatusJson {
     pub max_sessions: u32,
     /// Every up server is at `max_sessions`: the cluster needs more servers.
     pub over_capacity: bool,
+    /// Whether this client talks to the cluster over TLS (false: the
+    /// cluster runs with `--insecure`, in plain text).
+    pub tls: bool,
 }
 
 /// One server in `status --json`.
@@ -103,6 +106,7 @@ impl From<&ClusterStatusReply> for StatusJson {
             sessions: r.sessions,
             max_sessions: r.max_sessions,
             over_capacity: r.over_capacity,
+            tls: true,
         }
     }
 }
@@ -124,7 +128,19 @@ impl Client {
 /// `dupla status`: a table of servers and a line of totals.
 pub async fn command(client: &Client, out: Output) -> anyhow::Result<()> {
     let status = client.status().await?;
-    out.emit(render(&status), &StatusJson::from(&status))
+    let tls = client.is_tls();
+    let json = StatusJson {
+        tls,
+        ..StatusJson::from(&status)
+    };
+    let text = match tls {
+        true => format!("{}\nTLS: on", render(&status)),
+        false => format!(
+            "{}\nTLS: OFF (--insecure): tokens, the cluster secret and file contents travel in plain text",
+            render(&status)
+        ),
+    };
+    out.emit(text, &json)
 }
 
 /// The text form.

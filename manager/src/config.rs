@@ -71,6 +71,10 @@ pub struct Quota {
     pub bytes: u64,
     /// Kept file versions; 0: unlimited.
     pub files: u64,
+    /// Host names or addresses others reach the manager at, for its TLS
+    /// certificate (besides the listen host and loopback), comma-separated.
+    #[arg(long = "tls-names", env = "DUPLA_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Option<Vec<String>>,
 }
 
 /// The keys of the manager's `node.toml`.
@@ -83,6 +87,8 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// Cluster secret.
     pub secret: Option<String>,
+    /// TLS off: plain text on every link.
+    pub insecure: Option<bool>,
     /// Seconds of silence before suspect.
     pub suspect_after_secs: Option<f64>,
     /// Seconds of silence before down.
@@ -99,6 +105,9 @@ pub struct FileConfig {
     pub quota_bytes: Option<u64>,
     /// Default file versions per user; 0: unlimited.
     pub quota_files: Option<u64>,
+    /// Names the manager's certificate carries besides the listen host and
+    /// loopback: the addresses servers and clients dial it at.
+    pub tls_names: Option<Vec<String>>,
 }
 
 /// Resolved manager settings.
@@ -108,8 +117,11 @@ pub struct Config {
     pub listen: String,
     /// Directory holding the sled database.
     pub data: PathBuf,
-    /// Cluster secret every internal call must carry.
-    pub secret: String,
+    /// Cluster secret every internal call must carry (Debug hides it).
+    pub secret: dupla::config::SecretString,
+    /// TLS off (`--insecure`): plain text on every link, said in the logs
+    /// and in `dupla status`.
+    pub insecure: bool,
     /// Heartbeat period asked of the servers.
     pub heartbeat_interval: Duration,
     /// Silence after which a server is suspect.
@@ -133,6 +145,9 @@ pub struct Config {
     pub quota: Quota,
     /// Limits of the chat rooms: queue sizes, flood control, clients.
     pub chat: ChatLimits,
+    /// Names the manager's TLS certificate carries besides its listen host
+    /// and loopback (needed when it listens on 0.0.0.0).
+    pub tls_names: Vec<String>,
 }
 
 /// Limits of the chat rooms. Not in node.toml: the defaults suit any
@@ -173,13 +188,18 @@ impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
         let file: FileConfig = args.node.load_file()?;
-        let node = args
-            .node
-            .resolve(file.listen, file.data, file.secret, DEFAULT_LISTEN)?;
+        let node = args.node.resolve(
+            file.listen,
+            file.data,
+            file.secret,
+            file.insecure,
+            DEFAULT_LISTEN,
+        )?;
         let config = Config {
             listen: node.listen,
             data: node.data,
             secret: node.secret,
+            insecure: node.insecure,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             suspect_after: pick_secs(
                 args.suspect_after_secs,
@@ -215,17 +235,20 @@ impl Config {
                 files: args.quota_files.or(file.quota_files).unwrap_or(0),
             },
             chat: ChatLimits::default(),
+            tls_names: args.tls_names.or(file.tls_names).unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// A config for tests: free port, given data dir and secret, quick timings.
+    /// A config for tests: free port, given data dir and secret, quick
+    /// timings, plain text (tests of TLS turn `insecure` off).
     pub fn for_test(data: PathBuf, secret: &str) -> Config {
         Config {
             listen: "127.0.0.1:0".into(),
             data,
             secret: secret.into(),
+            insecure: true,
             heartbeat_interval: Duration::from_millis(200),
             suspect_after: Duration::from_millis(1500),
             down_after: Duration::from_secs(5),
@@ -235,6 +258,7 @@ impl Config {
             admin: None,
             quota: Quota::default(),
             chat: ChatLimits::default(),
+            tls_names: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod gate;
+pub mod enrolment;
 pub mod membership;
 pub mod repair;
 pub mod repair_worker;
@@ -34,6 +35,7 @@ use dupla::kv::{Kv, SledKv};
 use dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;
 use dupla::shutdown::Shutdown;
 use dupla::v1::accounts_server::AccountsServer;
+use dupla::v1::enrolment_server::EnrolmentServer;
 use dupla::v1::manager_server::ManagerServer;
 use dupla::v1::rooms_server::RoomsServer;
 use dupla::v1::snapshots_server::SnapshotsServer;
@@ -54,8 +56,16 @@ pub struct Running {
 /// Open the database, bind, and serve in the background.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     std::fs::create_dir_all(&config.data)?;
+    dupla::rpc::check_demo_secret(&dupla::rpc::Secret::new(&config.secret)?, &config.listen)?;
+    let listener = dupla::rpc::bind(&config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (transport, ca) = transport(&config)?;
     let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&config.data.join("db"))?);
-    let state = Arc::new(state::State::open(config.clone(), kv.clone())?);
+    let state = Arc::new(state::State::open(
+        config.clone(),
+        kv.clone(),
+        transport.clone(),
+    )?);
     // Accounts and tokens share the catalog's database; rooms live in memory.
     let accounts = Arc::new(accounts::Accounts::new(kv.clone()));
     let tokens = Arc::new(Mutex::new(tokens::Tokens::load(
@@ -105,9 +115,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .max_decoding_message_size(room_service::MAX_CHAT_MESSAGE_BYTES),
         authenticator.clone(),
     );
-    let listener = dupla::rpc::bind(&config.listen).await?;
-    let addr = listener.local_addr()?;
     let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
+    let enrolment =
+        ca.map(|ca| EnrolmentServer::new(enrolment::EnrolmentService::new(state.clone(), ca)));
     let service = gate::Gate::new(
         ManagerServer::new(service::ManagerService::new(
             state.clone(),
@@ -120,7 +130,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         authenticator,
         gate::manager_rule,
     );
-    let mut server = dupla::rpc::server();
+    let mut server = transport.secure(dupla::rpc::server())?;
     let (router, health) = dupla::rpc::common_router(
         &mut server,
         &[
@@ -128,6 +138,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             "dupla.v1.Accounts",
             "dupla.v1.Rooms",
             "dupla.v1.Snapshots",
+            "dupla.v1.Enrolment",
         ],
     )?;
     health
@@ -146,8 +157,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .add_service(service)
         .add_service(snapshot_service)
         .add_service(accounts_service)
-        .add_service(rooms_service);
-    tracing::info!(%addr, data = %config.data.display(), "manager listening");
+        .add_service(rooms_service)
+        .add_optional_service(enrolment);
+    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), "manager listening");
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;
@@ -155,6 +167,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         result
     });
     Ok(Running { addr, task })
+}
+
+/// TLS with the cluster CA (created in the data directory on first start)
+/// and a fresh certificate for this manager, or plain text under
+/// `--insecure`, which says so in the log.
+fn transport(config: &Config) -> Result<(dupla::rpc::Transport, Option<Arc<dupla::tls::Ca>>)> {
+    use dupla::tls::{cert_hosts, host_of, Ca, Transport, MANAGER_NAME};
+    if config.insecure {
+        let transport = Transport::Insecure;
+        transport.warn_if_insecure("the manager");
+        return Ok((transport, None));
+    }
+    let ca = Ca::load_or_create(&config.data)?;
+    let mut hosts = vec![host_of(&config.listen)];
+    hosts.extend(config.tls_names.iter().map(|name| host_of(name)));
+    let identity = ca.issue(MANAGER_NAME, &cert_hosts(&hosts))?;
+    let transport = Transport::tls(ca.pem().to_string(), Some(identity));
+    Ok((transport, Some(Arc::new(ca))))
 }
 
 /// Give the files of a catalog from before ownership to `owner` (an

@@ -29,6 +29,17 @@ pub struct Report {
     pub peak_rss: u64,
 }
 
+/// What proves a heartbeat comes from the server it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proof<'a> {
+    /// The cluster runs with `--insecure`: nothing can be proven, the
+    /// cluster secret is all there is.
+    Unavailable,
+    /// TLS: the common name of the caller's certificate, `None` if it
+    /// presented none.
+    Certificate(Option<&'a str>),
+}
+
 /// Liveness as judged from heartbeat silence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
@@ -90,15 +101,39 @@ impl Membership {
     }
 
     /// Record a heartbeat. Returns true when the server is new or changed
-    /// address (so the caller persists it).
-    pub fn heartbeat(&mut self, node: NodeRef, report: Report, now: Instant) -> bool {
+    /// address (so the caller persists it). Refused, with the reason, when
+    /// `proof` shows the caller is not that server: a certificate naming
+    /// another server, or an address change without the server's own
+    /// certificate (otherwise anyone holding the cluster secret could
+    /// redirect a known server's traffic to themselves).
+    pub fn heartbeat(
+        &mut self,
+        node: NodeRef,
+        report: Report,
+        now: Instant,
+        proof: Proof<'_>,
+    ) -> Result<bool, String> {
+        if let Proof::Certificate(Some(name)) = proof {
+            if name != node.id {
+                return Err(format!(
+                    "this connection's certificate is server {name}'s, not {}'s",
+                    node.id
+                ));
+            }
+        }
         match self.members.get_mut(&node.id) {
             Some(member) => {
                 let changed = member.node.addr != node.addr;
+                if changed && proof == Proof::Certificate(None) {
+                    return Err(format!(
+                        "server {} is known at {}: moving it to {} needs its own certificate (mTLS), and this call presented none",
+                        node.id, member.node.addr, node.addr
+                    ));
+                }
                 member.node = node;
                 member.report = report;
                 member.last_seen = Some(now);
-                changed
+                Ok(changed)
             }
             None => {
                 self.members.insert(
@@ -109,7 +144,7 @@ impl Membership {
                         last_seen: Some(now),
                     },
                 );
-                true
+                Ok(true)
             }
         }
     }
@@ -170,7 +205,9 @@ mod tests {
     fn silence_turns_up_into_suspect_then_down() {
         let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
         let t0 = Instant::now();
-        assert!(m.heartbeat(node("a"), Report::default(), t0));
+        assert!(m
+            .heartbeat(node("a"), Report::default(), t0, Proof::Unavailable)
+            .unwrap());
         let a = m.get("a").unwrap().clone();
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(2)), Liveness::Up);
         assert_eq!(
@@ -178,7 +215,14 @@ mod tests {
             Liveness::Suspect
         );
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(30)), Liveness::Down);
-        assert!(!m.heartbeat(node("a"), Report::default(), t0 + Duration::from_secs(31)));
+        assert!(!m
+            .heartbeat(
+                node("a"),
+                Report::default(),
+                t0 + Duration::from_secs(31),
+                Proof::Unavailable
+            )
+            .unwrap());
         let a = m.get("a").unwrap().clone();
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(31)), Liveness::Up);
     }
@@ -198,7 +242,9 @@ mod tests {
                 ..Default::default()
             },
             now,
-        );
+            Proof::Unavailable,
+        )
+        .unwrap();
         assert_eq!(m.candidates(now)[0].free, 6);
     }
 
@@ -206,12 +252,55 @@ mod tests {
     fn address_change_is_reported() {
         let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
         let now = Instant::now();
-        m.heartbeat(node("a"), Report::default(), now);
+        m.heartbeat(node("a"), Report::default(), now, Proof::Unavailable)
+            .unwrap();
         let moved = NodeRef {
             id: "a".into(),
             addr: "elsewhere:2".into(),
         };
-        assert!(m.heartbeat(moved, Report::default(), now));
+        assert!(m
+            .heartbeat(moved, Report::default(), now, Proof::Certificate(Some("a")))
+            .unwrap());
         assert_eq!(m.get("a").unwrap().node.addr, "elsewhere:2");
+    }
+
+    #[test]
+    fn an_address_change_needs_the_servers_own_certificate() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let now = Instant::now();
+        m.heartbeat(
+            node("a"),
+            Report::default(),
+            now,
+            Proof::Certificate(Some("a")),
+        )
+        .unwrap();
+        let hijack = NodeRef {
+            id: "a".into(),
+            addr: "attacker:1".into(),
+        };
+        let err = m
+            .heartbeat(
+                hijack.clone(),
+                Report::default(),
+                now,
+                Proof::Certificate(None),
+            )
+            .unwrap_err();
+        assert!(err.contains("needs its own certificate"), "{err}");
+        let err = m
+            .heartbeat(
+                hijack,
+                Report::default(),
+                now,
+                Proof::Certificate(Some("b")),
+            )
+            .unwrap_err();
+        assert!(err.contains("server b's"), "{err}");
+        assert_eq!(m.get("a").unwrap().node.addr, "a:1");
+        // Same address without a certificate: a plain beat, accepted.
+        assert!(!m
+            .heartbeat(node("a"), Report::default(), now, Proof::Certificate(None))
+            .unwrap());
     }
 }

@@ -209,7 +209,7 @@ async fn repair_one(state: &Arc<State>, task: &RepairTask) -> Result<u64> {
             addr: n.addr,
         })
         .collect();
-    let mut client = StorageClient::new(dupla::rpc::connect_lazy(&target)?)
+    let mut client = StorageClient::new(state.transport.connect_lazy(&target)?)
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
     // Window by window, so a request stays small whatever the file's size.

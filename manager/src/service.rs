@@ -515,6 +515,7 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 impl Manager for ManagerService {
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         self.state.secret.check(&request)?;
+        let peer = dupla::tls::peer_name(&request);
         let req = request.into_inner();
         let node = req
             .node
@@ -530,10 +531,18 @@ impl Manager for ManagerService {
             active: req.active_transfers,
             peak_rss: req.peak_rss,
         };
+        let proof = match self.state.transport.is_tls() {
+            true => crate::membership::Proof::Certificate(peer.as_deref()),
+            false => crate::membership::Proof::Unavailable,
+        };
         let changed = self
             .state
             .lock_membership()
-            .heartbeat(node.clone(), report, Instant::now());
+            .heartbeat(node.clone(), report, Instant::now(), proof)
+            .map_err(|refused| {
+                tracing::warn!(id = %node.id, addr = %node.addr, %refused, "heartbeat refused");
+                Status::permission_denied(refused)
+            })?;
         if changed {
             tracing::info!(id = %node.id, addr = %node.addr, "server joined");
             self.blocking(move |s| s.state.catalog.save_server(&node))

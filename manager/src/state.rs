@@ -18,6 +18,10 @@ pub struct State {
     pub config: Config,
     /// Secret internal calls must carry.
     pub secret: Secret,
+    /// How the manager dials storage servers (TLS with its certificate,
+    /// or plain text under `--insecure`); also tells whether heartbeats
+    /// can be proven by certificates.
+    pub transport: dupla::rpc::Transport,
     /// Committed files, placement log, known servers (on disk).
     pub catalog: Catalog,
     /// Snapshots of every user, in the same database as the catalog.
@@ -84,7 +88,11 @@ pub struct RepairStats {
 
 impl State {
     /// Build the state over `kv`, restoring the servers known before a restart.
-    pub fn open(config: Config, kv: Arc<dyn Kv>) -> Result<State> {
+    pub fn open(
+        config: Config,
+        kv: Arc<dyn Kv>,
+        transport: dupla::rpc::Transport,
+    ) -> Result<State> {
         let catalog = Catalog::open(kv.clone())?;
         let mut membership = Membership::new(config.suspect_after, config.down_after);
         for node in catalog.servers()? {
@@ -92,6 +100,7 @@ impl State {
         }
         Ok(State {
             secret: Secret::new(&config.secret)?,
+            transport,
             config,
             catalog,
             snapshots: Snapshots::new(kv),

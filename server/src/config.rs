@@ -85,6 +85,8 @@ pub struct FileConfig {
     pub capacity: Option<String>,
     /// Cluster secret.
     pub secret: Option<String>,
+    /// TLS off: plain text on every link.
+    pub insecure: Option<bool>,
     /// Repair copy budget, e.g. "200MiB" (per second).
     pub repair_rate: Option<String>,
     /// Background scrub budget, e.g. "50MiB" (per second).
@@ -112,8 +114,10 @@ pub struct Config {
     pub data: PathBuf,
     /// Bytes of chunks this server accepts.
     pub capacity: u64,
-    /// Cluster secret.
-    pub secret: String,
+    /// Cluster secret (Debug hides it).
+    pub secret: dupla::config::SecretString,
+    /// TLS off (`--insecure`): no enrolment, plain text on every link.
+    pub insecure: bool,
     /// Heartbeat period (until the manager's reply sets it).
     pub heartbeat_interval: Duration,
     /// Bytes per second a repair copy into this server may take.
@@ -138,9 +142,13 @@ impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
         let file: FileConfig = args.node.load_file()?;
-        let node = args
-            .node
-            .resolve(file.listen, file.data, file.secret, DEFAULT_LISTEN)?;
+        let node = args.node.resolve(
+            file.listen,
+            file.data,
+            file.secret,
+            file.insecure,
+            DEFAULT_LISTEN,
+        )?;
         let config = Config {
             listen: node.listen,
             advertise: args.advertise.or(file.advertise),
@@ -150,6 +158,7 @@ impl Config {
                 DEFAULT_CAPACITY.into()
             }))?,
             secret: node.secret,
+            insecure: node.insecure,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             repair_rate: parse_size(&pick(args.repair_rate, file.repair_rate, || {
                 DEFAULT_REPAIR_RATE.into()
@@ -184,7 +193,8 @@ impl Config {
         Ok(config)
     }
 
-    /// A config for tests: free port, given dirs and secret, fast heartbeats.
+    /// A config for tests: free port, given dirs and secret, fast
+    /// heartbeats, plain text (tests of TLS turn `insecure` off).
     pub fn for_test(data: PathBuf, manager: String, secret: &str) -> Config {
         Config {
             listen: "127.0.0.1:0".into(),
@@ -193,6 +203,7 @@ impl Config {
             data,
             capacity: 1 << 40,
             secret: secret.into(),
+            insecure: true,
             heartbeat_interval: Duration::from_millis(100),
             repair_rate: 1 << 30,
             scrub_rate: 1 << 30,
@@ -250,6 +261,7 @@ mod tests {
         assert_eq!(config.capacity, 2 << 30);
         assert_eq!(config.manager, DEFAULT_MANAGER);
         assert_eq!(config.secret, "s");
+        assert!(!format!("{config:?}").contains("\"s\""), "{config:?}");
     }
 
     #[test]

@@ -64,6 +64,22 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         None => addr.to_string(),
     };
     let secret = dupla::rpc::Secret::new(&config.secret)?;
+    dupla::rpc::check_demo_secret(&secret, &config.listen)?;
+    let transport = if config.insecure {
+        let transport = dupla::rpc::Transport::Insecure;
+        transport.warn_if_insecure("this storage server");
+        transport
+    } else {
+        identity::tls_transport(
+            &config.data,
+            &id,
+            &advertise,
+            &config.manager,
+            &secret,
+            shutdown.clone(),
+        )
+        .await?
+    };
     let mut node = node::StorageNode::new(
         id.clone(),
         advertise.clone(),
@@ -71,6 +87,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         secret,
         &config.manager,
         config.repair_rate,
+        transport.clone(),
     )?;
     node.gc_grace = config.gc_grace;
     node.idle_timeout = config.idle_timeout;
@@ -81,14 +98,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         // may carry a large file's chunk list.
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
-    let mut server = dupla::rpc::server();
+    let mut server = transport.secure(dupla::rpc::server())?;
     let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Storage"])?;
     health
         .set_serving::<StorageServer<service::StorageService>>()
         .await;
     let router = router.add_service(service);
     tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
-        capacity = config.capacity, manager = %config.manager, "storage server listening");
+        capacity = config.capacity, manager = %config.manager, tls = transport.is_tls(),
+        "storage server listening");
     let scrubs = config.scrub_interval.map(|interval| {
         tokio::spawn(scrub::run(
             node.clone(),

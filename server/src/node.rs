@@ -43,6 +43,8 @@ pub struct StorageNode {
     /// retried after each successful heartbeat, so none is forgotten.
     unreported: std::sync::Mutex<Vec<Hash>>,
     manager: ManagerClient<Channel>,
+    /// How this server dials the manager and its peers.
+    transport: dupla::rpc::Transport,
     /// The manager's channel, for its other services (Accounts).
     pub(crate) manager_channel: Channel,
     peers: Mutex<HashMap<String, Channel>>,
@@ -57,8 +59,9 @@ impl StorageNode {
         secret: Secret,
         manager: &str,
         repair_rate: u64,
+        transport: dupla::rpc::Transport,
     ) -> Result<Self> {
-        let manager_channel = dupla::rpc::connect_lazy(manager)?;
+        let manager_channel = transport.connect_lazy(manager)?;
         let manager = ManagerClient::new(manager_channel.clone())
             .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
@@ -76,6 +79,7 @@ impl StorageNode {
             faults: crate::faults::FaultPlan::none(),
             unreported: std::sync::Mutex::new(Vec::new()),
             manager,
+            transport,
             manager_channel,
             peers: Mutex::new(HashMap::new()),
         })
@@ -167,7 +171,7 @@ impl StorageNode {
             match peers.get(addr) {
                 Some(channel) => channel.clone(),
                 None => {
-                    let channel = dupla::rpc::connect_lazy(addr)?;
+                    let channel = self.transport.connect_lazy(addr)?;
                     peers.insert(addr.to_string(), channel.clone());
                     channel
                 }

@@ -63,6 +63,9 @@ pub struct TestCluster {
     /// Idle timeout of the servers started from now on (the servers'
     /// default when `None`).
     pub idle_timeout: Option<Duration>,
+    /// How test clients dial the cluster: plain text, or (after
+    /// [`TestCluster::start_tls`]) TLS trusting the cluster's CA.
+    pub transport: dupla::rpc::Transport,
     root: TempDir,
 }
 
@@ -77,7 +80,15 @@ impl TestCluster {
 
     /// Start a manager and `n` servers with no account registered.
     pub async fn start_without_user(n: usize) -> TestCluster {
-        Self::start_servers(n, |_| FaultPlan::none()).await
+        Self::start_servers(n, false, |_| FaultPlan::none()).await
+    }
+
+    /// As [`TestCluster::start`], with TLS on every link as a real
+    /// cluster runs: the manager's CA, servers enrolled with it.
+    pub async fn start_tls(n: usize) -> TestCluster {
+        let mut cluster = Self::start_servers(n, true, |_| FaultPlan::none()).await;
+        cluster.token = cluster.new_user(TEST_USER).await;
+        cluster
     }
 
     /// As [`TestCluster::start`], server `i` injecting the faults of
@@ -88,19 +99,32 @@ impl TestCluster {
         if !dupla_server::faults::ENABLED {
             panic!("fault injection needs dupla-server's `faults` feature (the testkit's tests enable it)");
         }
-        let mut cluster = Self::start_servers(n, faults).await;
+        let mut cluster = Self::start_servers(n, false, faults).await;
         cluster.token = crate::chat::user(&cluster.manager_addr(), TEST_USER).await;
         cluster
     }
 
-    async fn start_servers(n: usize, faults: impl Fn(usize) -> FaultPlan) -> TestCluster {
+    async fn start_servers(
+        n: usize,
+        tls: bool,
+        faults: impl Fn(usize) -> FaultPlan,
+    ) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
-        let manager = start_manager(root.path().join("manager"), "127.0.0.1:0").await;
+        let manager = start_manager(root.path().join("manager"), "127.0.0.1:0", tls).await;
+        let transport = match tls {
+            true => dupla::rpc::Transport::tls(
+                std::fs::read_to_string(manager.data.join(dupla::tls::CA_CERT_FILE))
+                    .expect("the manager wrote its CA"),
+                None,
+            ),
+            false => dupla::rpc::Transport::Insecure,
+        };
         let mut cluster = TestCluster {
             manager,
             servers: Vec::new(),
             token: String::new(),
             idle_timeout: None,
+            transport,
             root,
         };
         for i in 0..n {
@@ -125,6 +149,7 @@ impl TestCluster {
         );
         config.listen = listen.into();
         config.faults = faults.clone();
+        config.insecure = !self.transport.is_tls();
         if let Some(idle) = self.idle_timeout {
             config.idle_timeout = idle;
         }
@@ -213,7 +238,32 @@ impl TestCluster {
 
     /// Register and log in another user; returns their token.
     pub async fn new_user(&self, login: &str) -> String {
-        crate::chat::user(&self.manager_addr(), login).await
+        if !self.transport.is_tls() {
+            return crate::chat::user(&self.manager_addr(), login).await;
+        }
+        let channel = self.channel(&self.manager_addr()).await;
+        let mut accounts = dupla::v1::accounts_client::AccountsClient::new(channel);
+        accounts
+            .register(crate::chat::registration(login))
+            .await
+            .unwrap_or_else(|s| panic!("register {login}: {s:?}"));
+        accounts
+            .login(dupla::v1::LoginRequest {
+                login: login.into(),
+                password: crate::chat::TEST_PASSWORD.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("login {login}: {s:?}"))
+            .into_inner()
+            .token
+    }
+
+    /// A channel to `addr` the way test clients dial this cluster.
+    pub async fn channel(&self, addr: &str) -> tonic::transport::Channel {
+        self.transport
+            .connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{addr} reachable: {e}"))
     }
 
     /// [`TEST_USER`]'s catalog entry of `name`, with its chunk list.
@@ -261,12 +311,8 @@ impl TestCluster {
 
     /// A manager client.
     pub async fn manager_client(&self) -> ManagerClient<tonic::transport::Channel> {
-        ManagerClient::new(
-            dupla::rpc::connect(&self.manager_addr())
-                .await
-                .expect("manager reachable"),
-        )
-        .max_decoding_message_size(dupla::rpc::MAX_CATALOG_MESSAGE_BYTES)
+        ManagerClient::new(self.channel(&self.manager_addr()).await)
+            .max_decoding_message_size(dupla::rpc::MAX_CATALOG_MESSAGE_BYTES)
     }
 
     /// The manager's cluster status.
@@ -327,6 +373,16 @@ impl TestCluster {
         self.servers[i] = self.start_server_in(data, &listen, faults).await;
     }
 
+    /// Restart stopped server `i` with its data directory on a new port
+    /// (as a server moved to another address would come back).
+    pub async fn restart_server_elsewhere(&mut self, i: usize) {
+        assert!(!self.servers[i].is_running(), "server {i} is running");
+        let data = self.servers[i].data.clone();
+        self.servers[i] = self
+            .start_server_in(data, "127.0.0.1:0", FaultPlan::none())
+            .await;
+    }
+
     /// Stop the manager and start it again on the same address and data.
     pub async fn restart_manager(&mut self) {
         self.stop_manager().await;
@@ -343,7 +399,7 @@ impl TestCluster {
         assert!(!self.manager.is_running(), "the manager is running");
         let data = self.manager.data.clone();
         let listen = self.manager.addr.to_string();
-        self.manager = start_manager(data, &listen).await;
+        self.manager = start_manager(data, &listen, self.transport.is_tls()).await;
     }
 
     /// Path of the chunk with `hash` in server `i`'s store.
@@ -362,9 +418,10 @@ impl TestCluster {
     }
 }
 
-async fn start_manager(data: PathBuf, listen: &str) -> NodeHandle {
+async fn start_manager(data: PathBuf, listen: &str, tls: bool) -> NodeHandle {
     let mut config = dupla_manager::Config::for_test(data.clone(), TEST_SECRET);
     config.listen = listen.into();
+    config.insecure = !tls;
     let (handle, shutdown) = shutdown::channel();
     // After a restart in the same process, connection tasks of the stopped
     // manager may still hold its database (and its lock) for a moment.

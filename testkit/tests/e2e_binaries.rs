@@ -173,9 +173,12 @@ fn grpcurl_lists_each_nodes_services_through_reflection() {
     let cluster = start_cluster(tmp.path());
     let root = copy_node_dir("client", tmp.path());
     wait_for_up(&cluster, &root, 3);
+    // Every node speaks TLS with a certificate from the manager's CA.
+    let ca = cluster.manager.dir.join("data").join("ca.pem");
+    let ca = ca.to_str().expect("a UTF-8 temp path");
     let list = |addr: &str| {
         let out = Command::new("grpcurl")
-            .args(["-plaintext", addr, "list"])
+            .args(["-cacert", ca, addr, "list"])
             .output()
             .unwrap();
         assert!(
@@ -209,7 +212,8 @@ fn grpcurl_lists_each_nodes_services_through_reflection() {
     }
     let out = Command::new("grpcurl")
         .args([
-            "-plaintext",
+            "-cacert",
+            ca,
             "-d",
             r#"{"name":"Ana"} {"name":"Luis"}"#,
             &cluster.servers[1].addr,
