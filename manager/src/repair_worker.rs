@@ -140,7 +140,7 @@ fn any_server_not_up(state: &State) -> bool {
 
 /// Most file versions one pass plans for; the rest wait for the next pass
 /// (memory and pass time stay bounded whatever the catalog's size).
-pub const REPAIR_PLAN_FILES: usize = 16_384;
+pub const REPAIR_PLAN_FILES: usize = 4096;
 
 /// Plan with the current membership, over the only files that can need a
 /// copy: those with fewer than two holders, and those a `down` server
