@@ -51,7 +51,8 @@ pub struct Args {
     /// its server's load [default: 300].
     #[arg(long, env = "DUPLA_SESSION_IDLE_SECS")]
     pub session_idle_secs: Option<f64>,
-    /// Login that is an admin in addition to the first account registered.
+    /// Login reserved for the administrator: `Register` refuses it (only
+    /// `dupla-manager admin create` makes it, and grants the role).
     #[arg(long, env = "DUPLA_ADMIN")]
     pub admin: Option<String>,
     /// Default bytes each user's kept file versions may take; 0: unlimited
@@ -99,7 +100,7 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     /// Seconds without a call before a session stops counting.
     pub session_idle_secs: Option<f64>,
-    /// Login that is an admin besides the first account registered.
+    /// Login reserved for the administrator (see `Args::admin`).
     pub admin: Option<String>,
     /// Default bytes per user; 0: unlimited.
     pub quota_bytes: Option<u64>,
@@ -138,8 +139,9 @@ pub struct Config {
     /// open chat) is disconnected: it no longer counts toward its server's
     /// `max_sessions`. The token itself stays valid until it expires.
     pub session_idle: Duration,
-    /// A login with the admin role besides the first account registered,
-    /// so an operator can recover administration from node.toml.
+    /// A login reserved for the administrator: `Register` refuses it, so
+    /// nobody takes it before the operator's `dupla-manager admin create`.
+    /// It grants nothing by itself.
     pub admin: Option<String>,
     /// Default quota of each user (an admin may set one user's otherwise).
     pub quota: Quota,
