@@ -604,7 +604,7 @@ mod tests {
         assert!(!is_loopback("192.168.1.2:1"));
         assert_eq!(
             cert_hosts(&["0.0.0.0", "127.0.0.1"]),
-            ["localhost", "127.0.0.1", "::1"]
+            ["127.0.0.1", "localhost", "::1"]
         );
     }
 }

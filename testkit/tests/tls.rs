@@ -268,3 +268,62 @@ fn debug_of_configs_never_shows_the_secret() {
         <dupla_server::Args as clap::Parser>::parse_from(["dupla-server", "--secret", secret]);
     assert!(!format!("{args:?}").contains(secret));
 }
+
+#[test]
+fn insecure_runs_in_plain_text_and_says_so() {
+    use dupla_testkit::procs::{client, copy_node_dir, free_port, NodeProcess};
+    let tmp = tempfile::tempdir().unwrap();
+    let manager_addr = format!("127.0.0.1:{}", free_port());
+    let manager = NodeProcess::start(
+        "manager",
+        "dupla-manager",
+        &copy_node_dir("manager", tmp.path()),
+        &manager_addr,
+        &["--listen", &manager_addr, "--insecure"],
+    );
+    let server_addr = format!("127.0.0.1:{}", free_port());
+    let _server = NodeProcess::start(
+        "server-1",
+        "dupla-server",
+        &copy_node_dir("server-1", tmp.path()),
+        &server_addr,
+        &[
+            "--listen",
+            &server_addr,
+            "--manager",
+            &manager_addr,
+            "--insecure",
+        ],
+    );
+    let root = copy_node_dir("client", tmp.path());
+    let status = |extra: &[&str]| {
+        let mut args = vec!["--manager", manager_addr.as_str()];
+        args.extend_from_slice(extra);
+        client(&root, &args)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let json = loop {
+        let out = status(&["--insecure", "--json", "status"]);
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never answered: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            manager.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(json["tls"], false, "{json}");
+    let out = status(&["--insecure", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("TLS: OFF"), "{text}");
+    assert!(manager.log().contains("TLS is OFF"), "{}", manager.log());
+    // A client expecting TLS is told what to check, and pins nothing.
+    let out = status(&["status"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure"), "{stderr}");
+    assert!(!root.join(".dupla").join("ca.pem").exists());
+}
