@@ -77,10 +77,7 @@ impl App {
             eprintln!("warning: {err}");
             None
         });
-        let mut client = Client::new(config.manager.clone(), config.server.clone());
-        if !config.insecure {
-            client = client.with_pinned_ca(session_store::ca_path(&config.root));
-        }
+        let mut client = anonymous_client(&config);
         if let Some(saved) = session.as_ref().filter(|s| s.manager == config.manager) {
             client = client
                 .with_token(saved.token.clone())
@@ -209,7 +206,19 @@ impl App {
 
     /// The client without a token.
     fn anonymous(&self) -> Client {
-        Client::new(self.config.manager.clone(), self.config.server.clone())
+        anonymous_client(&self.config)
+    }
+}
+
+/// A client for `config` without a token: TLS with the CA pinned under the
+/// root unless `--insecure`. Register and login use it too, so they pin
+/// the CA the same way every other command does.
+fn anonymous_client(config: &Config) -> Client {
+    let client = Client::new(config.manager.clone(), config.server.clone());
+    if config.insecure {
+        client
+    } else {
+        client.with_pinned_ca(session_store::ca_path(&config.root))
     }
 }
 

@@ -431,7 +431,9 @@ mod tests {
     async fn service() -> Arc<Inner> {
         let kv: Arc<dyn dupla::kv::Kv> = Arc::new(MemoryKv::new());
         let config = Config::for_test("/nonexistent".into(), "s3cret");
-        let state = Arc::new(State::open(config.clone(), kv.clone()).unwrap());
+        let state = Arc::new(
+            State::open(config.clone(), kv.clone(), dupla::rpc::Transport::Insecure).unwrap(),
+        );
         let tokens = Arc::new(Mutex::new(Tokens::load(kv.clone(), 0).unwrap()));
         let hub = Arc::new(Hub::new(config.chat.clone()));
         let service = AccountsService::new(state, Arc::new(Accounts::new(kv)), tokens, hub);

@@ -64,7 +64,7 @@ pub fn adopt_legacy(config: &Config, login: &str) -> Result<usize> {
             "no account {login:?}: register it (or `dupla-manager admin create {login}`) first"
         )));
     }
-    let state = State::open(config.clone(), kv.clone())?;
+    let state = State::open(config.clone(), kv.clone(), dupla::rpc::Transport::Insecure)?;
     let moved = crate::adopt_legacy_files(&state, login)?;
     kv.flush()?;
     Ok(moved)

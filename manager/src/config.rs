@@ -62,6 +62,10 @@ pub struct Args {
     /// Default file versions each user may keep; 0: unlimited [default: 0].
     #[arg(long, env = "DUPLA_QUOTA_FILES")]
     pub quota_files: Option<u64>,
+    /// Host names or addresses others reach the manager at, for its TLS
+    /// certificate (besides the listen host and loopback), comma-separated.
+    #[arg(long = "tls-names", env = "DUPLA_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Option<Vec<String>>,
 }
 
 /// How much one user may keep: bytes (one copy) and file versions, each
@@ -72,10 +76,6 @@ pub struct Quota {
     pub bytes: u64,
     /// Kept file versions; 0: unlimited.
     pub files: u64,
-    /// Host names or addresses others reach the manager at, for its TLS
-    /// certificate (besides the listen host and loopback), comma-separated.
-    #[arg(long = "tls-names", env = "DUPLA_TLS_NAMES", value_delimiter = ',')]
-    pub tls_names: Option<Vec<String>>,
 }
 
 /// The keys of the manager's `node.toml`.

@@ -215,7 +215,8 @@ async fn a_restarted_server_on_a_new_port_proves_its_move() {
         cluster
             .wait_for_status(|s| {
                 s.servers.iter().any(|s| {
-                    s.state == "up" && s.node.as_ref().is_some_and(|n| n.id == id && n.addr == new)
+                    s.state() == dupla::v1::ServerState::Up
+                        && s.node.as_ref().is_some_and(|n| n.id == id && n.addr == new)
                 })
             })
             .await;

@@ -207,7 +207,7 @@ fn plan_lost_server(db: &std::path::Path, servers: &[String]) -> dupla::Result<(
         dupla_manager::Config::for_test(db.parent().expect("db dir").to_path_buf(), TEST_SECRET);
     config.suspect_after = Duration::ZERO;
     config.down_after = Duration::ZERO;
-    let state = dupla_manager::state::State::open(config, kv)?;
+    let state = dupla_manager::state::State::open(config, kv, dupla::rpc::Transport::Insecure)?;
     let held = state
         .catalog
         .counts()?
@@ -222,7 +222,13 @@ fn plan_lost_server(db: &std::path::Path, servers: &[String]) -> dupla::Result<(
                 capacity: 1 << 50,
                 ..Default::default()
             };
-            membership.heartbeat(node, report, Instant::now() + Duration::from_secs(1));
+            // An insecure cluster: nothing to prove, so this cannot fail.
+            let _ = membership.heartbeat(
+                node,
+                report,
+                Instant::now() + Duration::from_secs(1),
+                dupla_manager::membership::Proof::Unavailable,
+            );
         }
     }
     let t = Instant::now();
