@@ -492,7 +492,8 @@ async fn unreachable_manager_is_a_one_line_unavailable() {
         assert!(matches!(err, dupla::Error::Unavailable(_)));
         assert_eq!(
             err.to_string(),
-            "cannot reach manager 127.0.0.1:1 (is it running?)"
+            "cannot reach manager 127.0.0.1:1 (is it running? with --insecure the \
+             cluster must run with --insecure too)"
         );
     })
     .await
