@@ -16,6 +16,15 @@ use std::time::Duration;
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
+    // Like any Unix filter, stop quietly when the reader goes away
+    // (`dupla --json snapshots | head -1`) instead of panicking on a
+    // failed print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal before any
+    // thread starts has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     dupla::telemetry::init("warn");
     if cli.command.is_none() && !std::io::stdin().is_terminal() {

@@ -389,6 +389,17 @@ impl TestCluster {
         self.start_manager_again().await;
     }
 
+    /// Give `login` the admin role the way an operator does
+    /// (`dupla-manager admin grant`, with the manager stopped), then start
+    /// the manager again. Tokens survive the restart.
+    pub async fn grant_admin(&mut self, login: &str) {
+        self.stop_manager().await;
+        let config = dupla_manager::Config::for_test(self.manager.data.clone(), TEST_SECRET);
+        dupla_manager::admin::set_admin(&config, login, true)
+            .unwrap_or_else(|e| panic!("grant admin to {login}: {e}"));
+        self.start_manager_again().await;
+    }
+
     /// Stop the manager (its database stays).
     pub async fn stop_manager(&mut self) {
         self.manager.stop().await;

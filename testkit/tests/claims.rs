@@ -8,7 +8,7 @@ use dupla::chunk::CHUNK_SIZE;
 use dupla::rpc::Secret;
 use dupla::v1::accounts_client::AccountsClient;
 use dupla::v1::{
-    CommitRequest, DeleteUserRequest, FileEntry, Node, PlaceReply, PlaceRequest, RemoveRequest,
+    CommitRequest, FileEntry, Node, PlaceReply, PlaceRequest, RemoveRequest, UnregisterRequest,
 };
 use dupla::Hash;
 use dupla_testkit::chat::authed;
@@ -123,7 +123,7 @@ async fn chunks_of_a_deleted_account_cannot_be_claimed() {
         )
         .await
         .unwrap();
-        delete_user(&cluster, "alice").await;
+        delete_account(&cluster, &alice).await;
         let result = place(&cluster, &bob, "diary.txt", data.len() as u64, &hashes).await;
         assert_refused_without_hashes(result, &hashes);
     })
@@ -136,7 +136,7 @@ async fn deleting_an_account_aborts_its_open_uploads() {
         let cluster = TestCluster::start(2).await;
         let alice = cluster.new_user("alice").await;
         let placed = place(&cluster, &alice, "open.bin", 3, &[]).await.unwrap();
-        delete_user(&cluster, "alice").await;
+        delete_account(&cluster, &alice).await;
         let node = |i: usize| Node {
             id: cluster.servers[i].id.clone(),
             addr: cluster.server_addr(i),
@@ -167,12 +167,16 @@ async fn deleting_an_account_aborts_its_open_uploads() {
     .await;
 }
 
-/// The admin (the cluster's first user) deletes `login`.
-async fn delete_user(cluster: &TestCluster, login: &str) {
+/// The owner of `token` deletes their own account (`Unregister`, with the
+/// password asked again), as `dupla unregister` does.
+async fn delete_account(cluster: &TestCluster, token: &str) {
     AccountsClient::new(dupla::rpc::connect(&cluster.manager_addr()).await.unwrap())
-        .delete_user(cluster.as_user(DeleteUserRequest {
-            login: login.into(),
-        }))
+        .unregister(authed(
+            token,
+            UnregisterRequest {
+                password: dupla_testkit::chat::TEST_PASSWORD.into(),
+            },
+        ))
         .await
-        .expect("the admin deletes the account");
+        .expect("the owner deletes the account");
 }

@@ -16,6 +16,7 @@
 //! Needs root (namespaces); where the system refuses them the test says why
 //! and passes without running.
 
+use dupla_testkit::cluster::TEST_SECRET;
 use dupla_testkit::netns::{command_in, Host, Lab, NsProcess};
 use dupla_testkit::procs::{bin_dir, copy_node_dir};
 use dupla_testkit::test_bytes;
@@ -224,6 +225,9 @@ fn start(lab: Lab, tmp: &Path) -> Cluster {
             SUSPECT_AFTER_SECS,
             "--down-after-secs",
             DOWN_AFTER_SECS,
+            // Off loopback the demo secret of nodes/ is refused.
+            "--secret",
+            TEST_SECRET,
         ],
     );
     let mut servers = Vec::new();
@@ -244,6 +248,8 @@ fn start(lab: Lab, tmp: &Path) -> Cluster {
                 &advertise,
                 "--manager",
                 &manager_addr,
+                "--secret",
+                TEST_SECRET,
                 "--scrub-interval-secs",
                 "0",
             ],

@@ -12,7 +12,8 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_past_the_quota_is_refused_and_only_an_admin_sets_one() {
     bounded(async {
-        let cluster = TestCluster::start(2).await;
+        let mut cluster = TestCluster::start(2).await;
+        cluster.grant_admin(dupla_testkit::cluster::TEST_USER).await;
         let bob = cluster.new_user("bob").await;
         let as_bob = Target::new(cluster.server_addr(0), &bob);
         let mut manager = cluster.manager_client().await;
@@ -30,7 +31,7 @@ async fn an_upload_past_the_quota_is_refused_and_only_an_admin_sets_one() {
             .await
             .expect_err("a user sets no quota");
         assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-        // The admin (the first user) gives bob 3 chunks and 2 versions.
+        // The admin (granted by the operator) gives bob 3 chunks and 2 versions.
         let quota = manager
             .set_quota(cluster.as_user(SetQuotaRequest {
                 login: "bob".into(),
