@@ -186,7 +186,7 @@ pub async fn register(client: &Client, args: &RegisterArgs, out: Output) -> anyh
             other => other.into(),
         })?;
     let role = if user.admin {
-        " (admin: the first account)"
+        " (admin)"
     } else {
         ""
     };
