@@ -185,11 +185,7 @@ pub async fn register(client: &Client, args: &RegisterArgs, out: Output) -> anyh
             Error::AlreadyExists(message) => anyhow::anyhow!(message),
             other => other.into(),
         })?;
-    let role = if user.admin {
-        " (admin)"
-    } else {
-        ""
-    };
+    let role = if user.admin { " (admin)" } else { "" };
     let human = format!(
         "registered {}{role}; now `dupla login {}`",
         user.login, user.login
