@@ -398,6 +398,10 @@ impl TestCluster {
         dupla_manager::admin::set_admin(&config, login, true)
             .unwrap_or_else(|e| panic!("grant admin to {login}: {e}"));
         self.start_manager_again().await;
+        // A restarted manager places nothing until the running servers'
+        // heartbeats come back.
+        let running = self.servers.iter().filter(|s| s.is_running()).count();
+        self.wait_for_up(running).await;
     }
 
     /// Stop the manager (its database stays).
