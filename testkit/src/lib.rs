@@ -17,6 +17,7 @@ pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120
 /// Run a test body under [`TEST_TIMEOUT`]: a hang fails the test instead of
 /// stalling the suite.
 pub async fn bounded<F: std::future::Future>(test: F) -> F::Output {
+    log_if_asked();
     tokio::time::timeout(TEST_TIMEOUT, test)
         .await
         .expect("test timed out")
@@ -48,4 +49,15 @@ pub fn stored_chunks(data_dir: &std::path::Path) -> usize {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// With `RUST_LOG` set (`RUST_LOG=debug cargo test ... -- --nocapture`),
+/// print the nodes' logs: how a hung or failing test is read.
+pub fn log_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }

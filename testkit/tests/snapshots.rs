@@ -13,6 +13,7 @@ use dupla_client::output::Output;
 use dupla_client::snapshot_backup::{self, RunOptions, RunSummary};
 use dupla_client::snapshot_restore;
 use dupla_client::Client;
+use dupla_server::faults::{Action, FaultPlan, Step};
 use dupla_testkit::cluster::TEST_SECRET;
 use dupla_testkit::{bounded, raw, test_bytes, TestCluster};
 use std::collections::BTreeMap;
@@ -386,14 +387,15 @@ async fn users_see_only_their_snapshots_and_paths_stay_in_the_root() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "hangs about one run in three since the hardening merge (the rerun or the restore \
-            after the server stops never finishes); open bug, see issue 10's note"]
 async fn a_server_lost_mid_run_leaves_no_false_snapshot_and_the_rerun_finishes() {
     bounded(async {
-        let mut cluster = TestCluster::start(3).await;
+        let cluster = TestCluster::start_with_faults(3, |_| FaultPlan::new()).await;
         let client = client(&cluster, &cluster.token);
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
+        // Each server holds the first upload it enters just before its
+        // commit: the run cannot end before the test lets it go on.
+        let holds = [0, 1, 2].map(|i| cluster.faults(i).add(Step::BeforeCommit, Action::Hold));
         for i in 0..40 {
             write(
                 &root,
@@ -407,13 +409,17 @@ async fn a_server_lost_mid_run_leaves_no_false_snapshot_and_the_rerun_finishes()
             let (client, root, run) = (client.clone(), root.clone(), run.clone());
             tokio::spawn(async move { snapshot_backup::run(&client, &root, &run, JSON).await })
         };
-        // Once the run has committed its first file, a server dies.
-        let journal = root.join(".dupla/run.jsonl");
-        while !journal.exists() {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Mid-run (an upload is held before its commit), server 1 crashes,
+        // whether it is the entry of the held upload or not.
+        tokio::select! {
+            _ = holds[0].fired() => {}
+            _ = holds[1].fired() => {}
+            _ = holds[2].fired() => {}
         }
-        cluster.stop_server(1).await;
+        cluster.faults(1).kill();
+        for hold in &holds {
+            hold.release();
+        }
         let first = task.await.unwrap();
         let snapshots = client.snapshots(&[]).await.unwrap();
         match &first {
