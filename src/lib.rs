@@ -8,6 +8,7 @@
 pub mod chunk;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod greeter;
 pub mod hash;

@@ -180,11 +180,14 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
         .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serve `router` on `listener` until `shutdown` fires, then drain.
+/// Serve `router` on `listener` until `shutdown` fires, then drain. At
+/// most [`crate::connections::MAX_CONNECTIONS`] connections are served at
+/// once.
 pub async fn serve(router: Router, listener: TcpListener, mut shutdown: Shutdown) -> Result<()> {
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
+    let incoming = crate::connections::limit(incoming, crate::connections::MAX_CONNECTIONS);
     router
         .serve_with_incoming_shutdown(incoming, async move { shutdown.wait().await })
         .await

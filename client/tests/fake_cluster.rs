@@ -217,6 +217,12 @@ impl manager_server::Manager for Fake {
     async fn abort(&self, _: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn report_stored(
+        &self,
+        _: Request<dupla::v1::ReportStoredRequest>,
+    ) -> Result<Response<dupla::v1::ReportStoredReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn chunk_refs(
         &self,
         _: Request<dupla::v1::ChunkRefsRequest>,

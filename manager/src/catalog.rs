@@ -24,8 +24,9 @@
 //! - `server_chunks`: `server \0 ‖ hash ‖ owner \0 name \0 version` →
 //!   nothing: whether a server should keep a chunk (`ChunkRefs`, GC);
 //! - `degraded_files`: the records with fewer than two holders;
-//! - `released_chunks`: chunks whose last user went (a removed file or
-//!   version, a deleted account): nobody may claim them by hash;
+//! - `possessed_chunks`: chunks a user sent in an upload that failed,
+//!   which they alone may claim by hash for a while (not derived from the
+//!   records, so not rebuilt);
 //! - `catalog_counters`: files and bytes in all, per server, per owner
 //!   (quotas) and per holder set (under-replicated files in
 //!   `ClusterStatus` from a handful of counters).
@@ -56,15 +57,17 @@ const CHUNK_REFS_TREE: &str = "chunk_refs";
 const SERVER_FILES_TREE: &str = "server_files";
 const SERVER_CHUNKS_TREE: &str = "server_chunks";
 const DEGRADED_TREE: &str = "degraded_files";
-const RELEASED_TREE: &str = "released_chunks";
 const COUNTERS_TREE: &str = "catalog_counters";
+/// Chunks a user proved they hold by sending them in an upload that did not
+/// finish: `owner \0 chunk` → the time (unix ms, big-endian) until which
+/// they may claim it by hash ([`Catalog::record_possession`]).
+const POSSESSED_TREE: &str = "possessed_chunks";
 /// Index trees, rebuilt together from the records.
-const INDEX_TREES: [&str; 6] = [
+const INDEX_TREES: [&str; 5] = [
     CHUNK_REFS_TREE,
     SERVER_FILES_TREE,
     SERVER_CHUNKS_TREE,
     DEGRADED_TREE,
-    RELEASED_TREE,
     COUNTERS_TREE,
 ];
 const META_TREE: &str = "catalog_meta";
@@ -324,6 +327,16 @@ pub(crate) fn version_key(owner: &str, name: &str, version: u64) -> Vec<u8> {
     key
 }
 
+/// The key of `owner`'s possession of `chunk`.
+fn possession_key(owner: &str, chunk: &Hash) -> Vec<u8> {
+    [owner_prefix(owner).as_slice(), &chunk.0].concat()
+}
+
+/// A big-endian unix-ms value (0 when malformed: expired).
+fn decode_ms(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
 /// The prefix of every key of `owner`.
 pub(crate) fn owner_prefix(owner: &str) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(owner.len() + 1);
@@ -355,6 +368,7 @@ impl Catalog {
             let files = catalog.rebuild_indexes()?;
             tracing::info!(files, "catalog indexes built");
         }
+        catalog.prune_possessions(dupla::clock::unix_ms().max(0) as u64)?;
         Ok(catalog)
     }
 
@@ -365,9 +379,6 @@ impl Catalog {
     }
 
     /// Drop every index entry and write them again from the records.
-    /// `released_chunks` is history the records do not hold: a rebuild
-    /// starts it empty (chunks removed before it stay claimable as before
-    /// the indexes existed, until garbage collection removes them).
     fn rebuild_indexes(&self) -> Result<u64> {
         let _index = self.index.lock().expect("catalog index lock poisoned");
         for tree in INDEX_TREES {
@@ -425,13 +436,7 @@ impl Catalog {
                 replaced.push(decode::<FileRecord>(&old)?);
             }
         }
-        // Chunks losing a reference: released if nothing uses them after.
-        let mut losing: HashMap<Hash, HashSet<Vec<u8>>> = HashMap::new();
         for old in removes.iter().chain(&replaced) {
-            let vk = version_key(&old.owner, &old.name, old.version);
-            for chunk in distinct_chunks(old) {
-                losing.entry(chunk).or_default().insert(vk.clone());
-            }
             index_ops(old, true, &mut batch, &mut deltas);
         }
         for record in removes {
@@ -440,32 +445,13 @@ impl Catalog {
                 version_key(&record.owner, &record.name, record.version),
             );
         }
-        let mut gaining = HashSet::new();
         for record in puts {
             index_ops(record, false, &mut batch, &mut deltas);
-            for chunk in distinct_chunks(record) {
-                batch.delete(RELEASED_TREE, chunk.0.to_vec());
-                gaining.insert(chunk);
-            }
             batch.put(
                 FILES_TREE,
                 version_key(&record.owner, &record.name, record.version),
                 encode(record)?,
             );
-        }
-        for (chunk, going) in losing {
-            if gaining.contains(&chunk) {
-                continue;
-            }
-            let refs = self.kv.scan_page(
-                CHUNK_REFS_TREE,
-                &chunk.0,
-                None,
-                going.len().saturating_add(1),
-            )?;
-            if refs.iter().all(|(k, _)| going.contains(tail_key(k, 32))) {
-                batch.put(RELEASED_TREE, chunk.0.to_vec(), Vec::new());
-            }
         }
         for (key, (files, bytes)) in deltas.0 {
             if (files, bytes) == (0, 0) {
@@ -673,11 +659,13 @@ impl Catalog {
     /// How many leading `chunks` `owner` may claim by hash (a resumed
     /// upload, chunks sent by reference). A hash is not proof of holding
     /// the bytes, so a chunk is claimable only when one of `owner`'s own
-    /// versions uses it, or when the catalog knows nothing of it (the
-    /// caller's unfinished upload): never a chunk another user's version
-    /// uses, nor one whose last user went (a removed file or version, a
-    /// deleted account). Each lookup reads one index key.
+    /// versions uses it, or when `owner` sent its bytes in an upload that
+    /// did not finish ([`Catalog::record_possession`], until that expires):
+    /// never a chunk only another user sent (a version of theirs, or their
+    /// unfinished upload), nor one whose last user went (a removed file or
+    /// version, a deleted account). Each lookup reads one or two keys.
     pub fn claimable(&self, owner: &str, chunks: &[Hash]) -> Result<u64> {
+        let now = dupla::clock::unix_ms().max(0) as u64;
         let mut count = 0;
         for chunk in chunks {
             let own = [chunk.0.as_slice(), &owner_prefix(owner)].concat();
@@ -685,17 +673,47 @@ impl Catalog {
                 .kv
                 .scan_page(CHUNK_REFS_TREE, &own, None, 1)?
                 .is_empty()
-                || (self
+                || self
                     .kv
-                    .scan_page(CHUNK_REFS_TREE, &chunk.0, None, 1)?
-                    .is_empty()
-                    && self.kv.get(RELEASED_TREE, &chunk.0)?.is_none());
+                    .get(POSSESSED_TREE, &possession_key(owner, chunk))?
+                    .is_some_and(|until| decode_ms(&until) > now);
             if !claimable {
                 break;
             }
             count += 1;
         }
         Ok(count)
+    }
+
+    /// Record that `owner` sent the bytes of `chunks` (a hop received and
+    /// verified them in an upload that then failed), so they may claim them
+    /// by hash until `until_ms`.
+    pub fn record_possession(&self, owner: &str, chunks: &[Hash], until_ms: u64) -> Result<()> {
+        let mut batch = Batch::new();
+        for chunk in chunks {
+            batch.put(
+                POSSESSED_TREE,
+                possession_key(owner, chunk),
+                until_ms.to_be_bytes().to_vec(),
+            );
+        }
+        self.kv.apply(&batch)
+    }
+
+    /// Forget the possessions that expired before `now_ms`; returns how
+    /// many went. Run at start, so the tree holds at most a grace period's
+    /// worth of failed uploads.
+    pub fn prune_possessions(&self, now_ms: u64) -> Result<usize> {
+        let mut batch = Batch::new();
+        let mut pruned = 0;
+        for (key, until) in self.kv.scan_prefix(POSSESSED_TREE, b"")? {
+            if decode_ms(&until) <= now_ms {
+                batch.delete(POSSESSED_TREE, key);
+                pruned += 1;
+            }
+        }
+        self.kv.apply(&batch)?;
+        Ok(pruned)
     }
 
     /// Forget `server` as a holder of every version using one of `corrupt`,
@@ -754,6 +772,11 @@ impl Catalog {
     /// Remove every file of `owner` durably (their account is gone), a
     /// page at a time; returns how many versions there were.
     pub fn remove_owner(&self, owner: &str) -> Result<usize> {
+        let mut possessions = Batch::new();
+        for (key, _) in self.kv.scan_prefix(POSSESSED_TREE, &owner_prefix(owner))? {
+            possessions.delete(POSSESSED_TREE, key);
+        }
+        self.kv.apply(&possessions)?;
         let mut removed = 0;
         loop {
             let page =
@@ -1009,13 +1032,12 @@ mod tests {
     }
 
     /// Every entry of every index tree derived from the records (and the
-    /// counters): not `released_chunks`, a history no rebuild recovers.
+    /// counters).
     type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
     fn index_dump(kv: &dyn Kv) -> Vec<(String, Entries)> {
         INDEX_TREES
             .iter()
-            .filter(|t| **t != RELEASED_TREE)
             .map(|t| (t.to_string(), kv.scan_prefix(t, b"").unwrap()))
             .collect()
     }
@@ -1111,13 +1133,24 @@ mod tests {
         assert!(catalog.degraded(10).unwrap().is_empty());
 
         // Claims: own chunks yes; another user's, or a removed file's, no;
-        // chunks the catalog never saw (an unfinished upload's) yes.
+        // chunks the catalog never saw only by who sent them (an unfinished
+        // upload's), until that expires.
         let claim = |owner: &str, chunks: &[&[u8]]| {
             let hashes: Vec<Hash> = chunks.iter().map(|c| Hash::of(c)).collect();
             catalog.claimable(owner, &hashes).unwrap()
         };
+        assert_eq!(claim("ada", &[b"y", b"z", b"new"]), 2, "no one sent new");
+        let now = dupla::clock::unix_ms() as u64;
+        catalog
+            .record_possession("ada", &[Hash::of(b"new")], now + 60_000)
+            .unwrap();
+        catalog
+            .record_possession("ada", &[Hash::of(b"old")], now - 1)
+            .unwrap();
         assert_eq!(claim("ada", &[b"y", b"z", b"new"]), 3);
-        assert_eq!(claim("bob", &[b"new", b"y"]), 1, "ada's chunk");
+        assert_eq!(claim("ada", &[b"old"]), 0, "an expired possession");
+        assert_eq!(catalog.prune_possessions(now).unwrap(), 1);
+        assert_eq!(claim("bob", &[b"new", b"y"]), 0, "ada's unfinished upload");
         assert_eq!(claim("ada", &[b"shared"]), 0, "bob's chunk");
         assert_eq!(claim("bob", &[b"gone"]), 0, "a removed file's chunk");
         assert_eq!(claim("ada", &[b"x"]), 0, "a replaced version's chunk");

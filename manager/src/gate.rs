@@ -153,7 +153,8 @@ impl http_body::Body for Limited {
 /// What each `dupla.v1.Manager` method needs.
 pub fn manager_rule(method: &str) -> Need {
     match method {
-        "Heartbeat" | "Place" | "Commit" | "ReportCorrupt" | "Abort" | "ChunkRefs" => Need::Secret,
+        "Heartbeat" | "Place" | "Commit" | "ReportCorrupt" | "Abort" | "ReportStored"
+        | "ChunkRefs" => Need::Secret,
         "Lookup" | "List" | "Remove" | "SetQuota" | "GetQuota" => Need::User,
         _ => Need::Nothing,
     }

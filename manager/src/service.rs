@@ -501,8 +501,27 @@ impl ManagerService {
     }
 }
 
-/// Most chunks one ChunkRefs call may ask about.
+/// Most chunks one ChunkRefs call may ask about, and one ReportStored
+/// may report.
 pub const MAX_CHUNK_REFS: usize = 65_536;
+
+/// How long a user may claim by hash the chunks they sent in an upload
+/// that failed: the servers' default garbage-collection grace, after which
+/// those chunks may be gone anyway.
+pub const POSSESSION_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The chunk hashes of a `call` that may carry at most [`MAX_CHUNK_REFS`].
+fn chunk_list<B: AsRef<[u8]>>(chunks: &[B], call: &str) -> Result<Vec<Hash>> {
+    if chunks.len() > MAX_CHUNK_REFS {
+        return Err(Error::InvalidInput(format!(
+            "at most {MAX_CHUNK_REFS} chunks per {call}"
+        )));
+    }
+    chunks
+        .iter()
+        .map(|c| Hash::from_slice(c.as_ref(), "chunk hash"))
+        .collect()
+}
 
 /// A random 128-bit id in hex.
 fn random_id() -> String {
@@ -607,22 +626,32 @@ impl Manager for ManagerService {
         Ok(Response::new(pb::AbortReply {}))
     }
 
+    async fn report_stored(
+        &self,
+        request: Request<pb::ReportStoredRequest>,
+    ) -> Reply<pb::ReportStoredReply> {
+        self.state.secret.check(&request)?;
+        let req = request.into_inner();
+        let chunks = chunk_list(&req.chunks, "ReportStored")?;
+        // An upload the manager no longer knows (restarted, or long closed)
+        // proves nothing about anyone: its owner sends those chunks again.
+        let Some(owner) = self.state.lock_uploads().owner_of(&req.upload_id) else {
+            tracing::debug!(upload = %req.upload_id, "stored chunks of an unknown upload ignored");
+            return Ok(Response::new(pb::ReportStoredReply {}));
+        };
+        let until = dupla::clock::unix_ms().max(0) as u64 + POSSESSION_TTL.as_millis() as u64;
+        self.blocking(move |s| s.state.catalog.record_possession(&owner, &chunks, until))
+            .await?;
+        Ok(Response::new(pb::ReportStoredReply {}))
+    }
+
     async fn chunk_refs(
         &self,
         request: Request<pb::ChunkRefsRequest>,
     ) -> Reply<pb::ChunkRefsReply> {
         self.state.secret.check(&request)?;
         let req = request.into_inner();
-        if req.chunks.len() > MAX_CHUNK_REFS {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_CHUNK_REFS} chunks per ChunkRefs"
-            )));
-        }
-        let asked = req
-            .chunks
-            .iter()
-            .map(|c| Hash::from_slice(c, "chunk hash"))
-            .collect::<Result<Vec<_>>>()?;
+        let asked = chunk_list(&req.chunks, "ChunkRefs")?;
         let reply = self
             .blocking(move |s| {
                 let catalog = &s.state.catalog;

@@ -4,7 +4,7 @@
 //! when its entry server is no longer up (it crashed mid-upload) or after a
 //! lease, so nothing blocks a name for ever.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long an upload may stay open without being committed or aborted
@@ -32,12 +32,18 @@ impl OpenUpload {
     }
 }
 
+/// How many closed uploads keep their owner known: a hop of a failed
+/// upload may report what it received just after the entry aborted it.
+const RECENTLY_CLOSED: usize = 4096;
+
 /// Open uploads, by id and by owner and name.
 #[derive(Debug, Default)]
 pub struct Uploads {
     by_id: HashMap<String, OpenUpload>,
     /// (owner, name) → upload id.
     by_name: HashMap<(String, String), String>,
+    /// (upload id, owner) of the last uploads closed, oldest first.
+    closed: VecDeque<(String, String)>,
 }
 
 impl Uploads {
@@ -80,10 +86,29 @@ impl Uploads {
         if self.by_name.get(&upload.key()) == Some(&upload.id) {
             self.by_name.remove(&upload.key());
         }
+        if self.closed.len() == RECENTLY_CLOSED {
+            self.closed.pop_front();
+        }
+        self.closed
+            .push_back((upload.id.clone(), upload.owner.clone()));
         Some(upload)
     }
 
-    /// Close every upload of `owner` (their account is gone); returns them.
+    /// The owner of upload `id`, open or among the last closed.
+    pub fn owner_of(&self, id: &str) -> Option<String> {
+        match self.by_id.get(id) {
+            Some(upload) => Some(upload.owner.clone()),
+            None => self
+                .closed
+                .iter()
+                .rev()
+                .find(|(closed, _)| closed == id)
+                .map(|(_, owner)| owner.clone()),
+        }
+    }
+
+    /// Close every upload of `owner` (their account is gone) and forget
+    /// they were theirs; returns them.
     pub fn close_owner(&mut self, owner: &str) -> Vec<OpenUpload> {
         let ids: Vec<String> = self
             .by_id
@@ -91,7 +116,9 @@ impl Uploads {
             .filter(|u| u.owner == owner)
             .map(|u| u.id.clone())
             .collect();
-        ids.iter().filter_map(|id| self.close(id)).collect()
+        let closed = ids.iter().filter_map(|id| self.close(id)).collect();
+        self.closed.retain(|(_, o)| o != owner);
+        closed
     }
 
     /// Number of open uploads.
@@ -159,6 +186,28 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert!(u.get("1").is_none());
         assert!(u.get("2").is_some());
+        assert_eq!(
+            u.owner_of("1"),
+            None,
+            "a deleted owner's upload is no one's"
+        );
+    }
+
+    #[test]
+    fn a_closed_upload_keeps_its_owner_for_late_reports() {
+        let mut u = Uploads::default();
+        let t = Instant::now();
+        u.open(upload("1", "a", "e", t), false, |_| true).unwrap();
+        assert_eq!(u.owner_of("1").as_deref(), Some("ada"));
+        u.close("1");
+        assert_eq!(u.owner_of("1").as_deref(), Some("ada"));
+        for i in 0..RECENTLY_CLOSED {
+            let id = format!("x{i}");
+            u.open(upload(&id, &id, "e", t), false, |_| true).unwrap();
+            u.close(&id);
+        }
+        assert_eq!(u.owner_of("1"), None, "only the last closed are kept");
+        assert_eq!(u.owner_of("nope"), None);
     }
 
     #[test]

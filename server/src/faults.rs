@@ -417,6 +417,7 @@ impl FaultPlan {
                     }
                 }
             });
+        let incoming = dupla::connections::limit(incoming, dupla::connections::MAX_CONNECTIONS);
         router
             .serve_with_incoming_shutdown(incoming, async move { shutdown.wait().await })
             .await

@@ -125,6 +125,66 @@ pub async fn run(
         &mut lengths,
     )
     .await;
+    let from_peer = source.is_from_peer();
+    let finished = finish(
+        node, &plan, received, downstream, writes, staged, &hashes, from_peer,
+    )
+    .await;
+    if finished.is_err() && hashes.len() > plan.prefix.len() {
+        report_stored(node, &plan.upload_id, &hashes[plan.prefix.len()..]).await;
+    }
+    finished
+}
+
+/// Tell the manager which chunks this failed upload brought here, each
+/// verified against its hash: its owner sent them, so they may claim them
+/// when they resume (and nobody else may). Waited for, so the entry's own
+/// report lands before the client hears of the failure; best effort (a
+/// lost report only means those chunks are sent again).
+async fn report_stored(node: &StorageNode, upload_id: &str, chunks: &[Hash]) {
+    if node.faults.is_killed() {
+        return;
+    }
+    let request = node.secret.request(dupla::v1::ReportStoredRequest {
+        upload_id: upload_id.to_string(),
+        chunks: chunks
+            .iter()
+            .take(MAX_REPORTED_CHUNKS)
+            .map(Hash::to_bytes)
+            .collect(),
+    });
+    let mut manager = node.manager();
+    match tokio::time::timeout(REPORT_TIMEOUT, manager.report_stored(request)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(upload = %upload_id, error = %e, "could not report the chunks of a failed upload")
+        }
+        Err(_) => {
+            tracing::warn!(upload = %upload_id, "the manager did not take the report of a failed upload in time")
+        }
+    }
+}
+
+/// Most chunks one report names (the manager's limit): a resume past them
+/// sends the rest again.
+const MAX_REPORTED_CHUNKS: usize = 65_536;
+
+/// How long a failed upload waits for the manager to take its report.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The part of [`run`] after the stream: wait for the writes, commit this
+/// copy, and collect the rest of the chain's answer.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    node: &StorageNode,
+    plan: &Plan,
+    received: Result<()>,
+    downstream: Option<Downstream>,
+    mut writes: Writes,
+    mut staged: Batch,
+    hashes: &[Hash],
+    from_peer: bool,
+) -> Result<Vec<WireNode>> {
     // Whatever happened, wait for the writes already started, so the guard
     // removes their temp files if this transfer failed.
     while let Some(write) = writes.next().await {
@@ -141,7 +201,7 @@ pub async fn run(
         // Batches made durable early in a long upload (or a resumed prefix)
         // are unused by any file until the commit: mark every chunk used now,
         // and fail rather than answer if garbage collection took one.
-        node.store.claim_all(&hashes).await?;
+        node.store.claim_all(hashes).await?;
         holders.push(node.wire_node());
         let last = (hashes.len() as u64).saturating_sub(1);
         node.faults.hit(Step::AfterWrite { chunk: last }).await?;
@@ -160,11 +220,11 @@ pub async fn run(
     match downstream_holders {
         Some(h) => holders.extend(h),
         None if !plan.chain.is_empty() => {
-            holders.extend(substitute(node, &plan, &hashes).await);
+            holders.extend(substitute(node, plan, hashes).await);
         }
         None => {}
     }
-    if source.is_from_peer() {
+    if from_peer {
         node.faults.hit(Step::BeforeStoreReceipt).await?;
     }
     tracing::debug!(upload = %plan.upload_id, name = %plan.name, "pipeline hop done");

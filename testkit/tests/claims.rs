@@ -1,8 +1,8 @@
 //! Claims by hash (a resumed upload's first chunks, chunks sent by
 //! reference) reach only what is really the caller's: never the chunks of a
-//! removed file or of a deleted account, and an account's deletion aborts
-//! its open uploads. These fail on a manager that allowed any chunk no
-//! live file uses.
+//! removed file, of a deleted account or of another user's unfinished
+//! upload, and an account's deletion aborts its open uploads. These fail on
+//! a manager that allowed any chunk no live file uses.
 
 use dupla::chunk::CHUNK_SIZE;
 use dupla::rpc::Secret;
@@ -104,6 +104,37 @@ async fn chunks_of_a_removed_file_cannot_be_claimed_by_another_user() {
         place(&cluster, &alice, "third.bin", data.len() as u64, &hashes)
             .await
             .expect("alice claims chunks her own file uses");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunks_of_another_users_unfinished_upload_cannot_be_claimed() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let alice = cluster.new_user("alice").await;
+        let bob = cluster.new_user("bob").await;
+        let data = test_bytes(24 * CHUNK_SIZE, 33);
+        let hashes = chunk_hashes(&data);
+        // Alice's upload is cut off once 16 chunks reached both servers:
+        // they stay there, in no file, until garbage collection.
+        let as_alice = Target::new(cluster.server_addr(0), &alice);
+        raw::interrupted_upload(&cluster, &as_alice, "draft.bin", &data, 20, 16).await;
+        let held = raw::held_chunks(&as_alice, "draft.bin", &data).await;
+        assert!(held >= 16, "{held} chunks held");
+        let sent = &hashes[..held];
+        let result = place(&cluster, &bob, "draft.bin", data.len() as u64, sent).await;
+        assert_refused_without_hashes(result, sent);
+        // Alice sent those bytes: she resumes where she stopped, through
+        // the whole write path.
+        let placed = place(&cluster, &alice, "draft.bin", data.len() as u64, sent)
+            .await
+            .expect("alice claims the chunks she sent");
+        assert_eq!(placed.resumable_chunks, held as u64);
+        raw::upload_raw(&as_alice, raw::resumed_messages("draft.bin", &data, held))
+            .await
+            .expect("the resumed upload finishes");
+        raw::assert_restores(&as_alice, "draft.bin", &data).await;
     })
     .await;
 }
