@@ -202,6 +202,8 @@ pub enum Command {
     Whoami,
     /// User administration (admins): list accounts, show one, or delete one
     Users(UsersArgs),
+    /// Your storage use against your quota; admins: anyone's, and set one
+    Quota(QuotaArgs),
     /// Chat: rooms and private messages (commands start with #; #help lists them)
     Chat,
 }
@@ -260,6 +262,22 @@ pub struct UsersArgs {
     /// Delete the named account
     #[arg(long)]
     pub delete: bool,
+}
+
+/// Options of `dupla quota`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct QuotaArgs {
+    /// Whose quota (admins); none: yours
+    pub login: Option<String>,
+    /// Set the bytes their kept file versions may take (e.g. 10GiB; 0: no limit)
+    #[arg(long, value_parser = parse_size_arg)]
+    pub bytes: Option<u64>,
+    /// Set how many file versions they may keep (0: no limit)
+    #[arg(long)]
+    pub files: Option<u64>,
+    /// Back to the manager's default quota
+    #[arg(long, conflicts_with_all = ["bytes", "files"])]
+    pub reset: bool,
 }
 
 /// Options of `dupla bench`.

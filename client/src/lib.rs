@@ -28,6 +28,7 @@ pub mod list;
 pub mod menu;
 pub mod output;
 pub mod progress;
+pub mod quota;
 pub mod remove;
 pub mod restore;
 pub mod resume;
@@ -200,6 +201,7 @@ impl App {
             }
             Command::Whoami => account::whoami(client, out).await,
             Command::Users(args) => account::users(client, &args, out).await,
+            Command::Quota(args) => quota::command(client, &args, out).await,
             Command::Chat => chat::command(client).await,
         }
     }

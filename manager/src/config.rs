@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, env = "DUPLA_ADMIN")]
     pub admin: Option<String>,
     /// Default bytes each user's kept file versions may take; 0: unlimited
-    /// [default: 0]. An admin sets one user's with `Manager/SetQuota`.
+    /// [default: 0]. An admin sets one user's with `dupla quota LOGIN` (`Manager/SetQuota`).
     #[arg(long, env = "DUPLA_QUOTA_BYTES")]
     pub quota_bytes: Option<u64>,
     /// Default file versions each user may keep; 0: unlimited [default: 0].

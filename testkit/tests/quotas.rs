@@ -91,3 +91,51 @@ async fn an_upload_past_the_quota_is_refused_and_only_an_admin_sets_one() {
     })
     .await;
 }
+
+/// `dupla quota` as the client library runs it: an admin changes one limit
+/// and keeps the other; the user sees the quota against their usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_client_sets_one_limit_and_keeps_the_other() {
+    bounded(async {
+        let mut cluster = TestCluster::start(2).await;
+        cluster.grant_admin(dupla_testkit::cluster::TEST_USER).await;
+        let bob = cluster.new_user("bob").await;
+        let admin = dupla_client::Client::new(cluster.manager_addr(), None)
+            .with_token(cluster.token.clone());
+        let as_bob =
+            dupla_client::Client::new(cluster.manager_addr(), None).with_token(bob.clone());
+        admin
+            .set_quota("bob", Some(10 << 20), Some(7), false)
+            .await
+            .unwrap();
+        let after = admin
+            .set_quota("bob", Some(20 << 20), None, false)
+            .await
+            .unwrap();
+        assert_eq!((after.quota_bytes, after.quota_files), (20 << 20, 7));
+        raw::upload(
+            &Target::new(cluster.server_addr(0), &bob),
+            "a.bin",
+            b"hello",
+        )
+        .await
+        .unwrap();
+        let mine = as_bob.quota("").await.unwrap();
+        assert_eq!(
+            (
+                mine.login.as_str(),
+                mine.used_files,
+                mine.used_bytes,
+                mine.quota_bytes,
+                mine.custom
+            ),
+            ("bob", 1, 5, 20 << 20, true)
+        );
+        let refused = as_bob
+            .set_quota("bob", Some(1 << 40), None, false)
+            .await
+            .expect_err("bob raises no quota");
+        assert!(refused.to_string().contains("admin"), "{refused}");
+    })
+    .await;
+}
