@@ -17,6 +17,8 @@
 # Manager and servers on 127.0.0.1:54050-54053, in a temporary directory.
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib-cluster.sh
+. "$top/scripts/lib-cluster.sh"
 runs="${1:-3}"
 shared="${DUPLA_BENCH_REFERENCE:-$top/../shared/bench}"
 work="$(mktemp -d "${DUPLA_BENCH_DIR:-/tmp}/dupla-paths.XXXXXX")"
@@ -54,28 +56,12 @@ naive_median="$(echo "$naive_out" | sed -n 's/.*SUMMARY.*median \([0-9.]*\) MB\/
 rm -rf "$work/naive"
 
 echo "== dupla: manager + 3 servers"
-secret="bench-secret"
-"$bin/dupla-manager" --listen 127.0.0.1:54050 --data "$work/manager" --secret "$secret" >"$work/manager.log" 2>&1 &
-pids+=($!)
-for n in 1 2 3; do
-  # Removed benchmark files are collected within ~30 s, so the disk does
-  # not fill up over the runs (an upload lasts a few seconds, far within
-  # the grace period).
-  "$bin/dupla-server" --listen "127.0.0.1:5405$n" --manager 127.0.0.1:54050 --data "$work/server-$n" \
-    --capacity 100GiB --secret "$secret" --gc-grace-secs 20 --gc-interval-secs 10 >"$work/server-$n.log" 2>&1 &
-  pids+=($!)
-done
+# Removed benchmark files are collected within ~30 s, so the disk does not
+# fill up over the runs (an upload lasts a few seconds, far within the
+# grace period).
+start_cluster "$bin" "$work" 54050 --gc-grace-secs 20 --gc-interval-secs 10
 root="$work/root"
-mkdir -p "$root"
-client=("$bin/dupla" --manager 127.0.0.1:54050 --root "$root")
-for _ in $(seq 50); do
-  [ "$("${client[@]}" --json status 2>/dev/null | python3 -c 'import json,sys; print(sum(s["state"]=="up" for s in json.load(sys.stdin)["servers"]))' 2>/dev/null)" = 3 ] && break
-  sleep 0.2
-done
-bench_password="benchmark password"
-echo "$bench_password" | "${client[@]}" register --login bench --first-names Bench --last-names User \
-  --age 30 --gender other --password-stdin >/dev/null
-echo "$bench_password" | "${client[@]}" login bench --password-stdin >/dev/null
+bench_login
 
 echo "== dupla backup of a fresh ${size_mib} MiB file, each server named as the entry (--server)"
 declare -A by_server

@@ -10,6 +10,8 @@
 # Needs: python3; iperf3 and the blake3 module are installed if missing.
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib-cluster.sh
+. "$top/scripts/lib-cluster.sh"
 runs="${1:-3}"
 shared="${DUPLA_BENCH_REFERENCE:-$top/../shared/bench}"
 work="$(mktemp -d /tmp/dupla-bench.XXXXXX)"
@@ -47,25 +49,9 @@ else
 fi
 
 echo "== dupla: manager + 3 servers"
-secret="bench-secret"
-"$bin/dupla-manager" --listen 127.0.0.1:51050 --data "$work/manager" --secret "$secret" >"$work/manager.log" 2>&1 &
-pids+=($!)
-for n in 1 2 3; do
-  "$bin/dupla-server" --listen "127.0.0.1:5105$n" --manager 127.0.0.1:51050 --data "$work/server-$n" \
-    --capacity 100GiB --secret "$secret" >"$work/server-$n.log" 2>&1 &
-  pids+=($!)
-done
-client=("$bin/dupla" --manager 127.0.0.1:51050 --root "$work")
-for _ in $(seq 50); do
-  [ "$("${client[@]}" --json status 2>/dev/null | python3 -c 'import json,sys; print(sum(s["state"]=="up" for s in json.load(sys.stdin)["servers"]))' 2>/dev/null)" = 3 ] && break
-  sleep 0.2
-done
-
-# Backups belong to accounts: register and log in a benchmark user.
-bench_password="benchmark password"
-echo "$bench_password" | "${client[@]}" register --login bench --first-names Bench --last-names User \
-  --age 30 --gender other --password-stdin >/dev/null
-echo "$bench_password" | "${client[@]}" login bench --password-stdin >/dev/null
+start_cluster "$bin" "$work" 51050
+# Backups belong to accounts: a benchmark user.
+bench_login
 
 for i in $(seq "$runs"); do
   drop_caches

@@ -10,7 +10,9 @@
 
 use dupla::kv::{Kv, SledKv};
 use dupla::rpc::Secret;
+use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::{AbortRequest, ClusterStatusRequest, LookupRequest, PlaceRequest};
+use tonic::transport::Channel;
 use dupla::Hash;
 use dupla_manager::catalog::{Catalog, FileRecord};
 use dupla_testkit::cluster::{TestCluster, TEST_SECRET, TEST_USER};
@@ -124,44 +126,19 @@ fn peak_rss_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
-async fn measure(cluster: &TestCluster, files: u64) {
-    let mut manager = cluster.manager_client().await;
-    let mut status_times = Vec::new();
-    for _ in 0..50 {
-        let t = Instant::now();
-        let status = manager
-            .cluster_status(ClusterStatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        status_times.push(t.elapsed());
-        assert!(status.files >= files, "{} files", status.files);
-    }
-    report("cluster_status", &mut status_times);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let uploaded = Arc::new(AtomicU64::new(0));
-    let mut uploads = Vec::new();
-    for u in 0..UPLOADS {
-        let (target, stop, uploaded) = (cluster.at(u % 3), stop.clone(), uploaded.clone());
-        uploads.push(tokio::spawn(async move {
-            let data = test_bytes(256 << 10, u as u64);
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("upload/{u}/{n}.bin");
-                if raw::upload(&target, &name, &data).await.is_ok() {
-                    uploaded.fetch_add(1, Ordering::Relaxed);
-                }
-                n += 1;
-            }
-        }));
-    }
+/// `SAMPLES` timed `Place` (each aborted) and `Lookup` calls.
+async fn place_and_lookup(
+    cluster: &TestCluster,
+    manager: &mut ManagerClient<Channel>,
+    files: u64,
+    tag: &str,
+) -> (Vec<Duration>, Vec<Duration>) {
     let secret = Secret::new(TEST_SECRET).expect("secret");
     let entry = cluster.servers[0].id.clone();
     let (mut places, mut lookups) = (Vec::new(), Vec::new());
     for k in 0..SAMPLES as u64 {
         let mut request = cluster.as_user(PlaceRequest {
-            name: format!("bench/place/{k}.bin"),
+            name: format!("bench/place/{tag}/{k}.bin"),
             size: 4096,
             entry_id: entry.clone(),
             ..Default::default()
@@ -188,6 +165,48 @@ async fn measure(cluster: &TestCluster, files: u64) {
             .expect("lookup");
         lookups.push(t.elapsed());
     }
+    (places, lookups)
+}
+
+async fn measure(cluster: &TestCluster, files: u64) {
+    let mut manager = cluster.manager_client().await;
+    let mut status_times = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let status = manager
+            .cluster_status(ClusterStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        status_times.push(t.elapsed());
+        assert!(status.files >= files, "{} files", status.files);
+    }
+    report("cluster_status", &mut status_times);
+
+    // The same calls on an idle cluster: what the catalog costs, apart
+    // from the CPU the uploads below take on the same cores.
+    let (mut idle_places, mut idle_lookups) = place_and_lookup(cluster, &mut manager, files, "idle").await;
+    report("place_idle", &mut idle_places);
+    report("lookup_idle", &mut idle_lookups);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let uploaded = Arc::new(AtomicU64::new(0));
+    let mut uploads = Vec::new();
+    for u in 0..UPLOADS {
+        let (target, stop, uploaded) = (cluster.at(u % 3), stop.clone(), uploaded.clone());
+        uploads.push(tokio::spawn(async move {
+            let data = test_bytes(256 << 10, u as u64);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("upload/{u}/{n}.bin");
+                if raw::upload(&target, &name, &data).await.is_ok() {
+                    uploaded.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        }));
+    }
+    let (mut places, mut lookups) = place_and_lookup(cluster, &mut manager, files, "busy").await;
     stop.store(true, Ordering::Relaxed);
     for upload in uploads {
         let _ = upload.await;
