@@ -73,11 +73,11 @@ for i in $(seq "$runs"); do
     cat "$root/$name" >/dev/null # the source in the page cache, as the naive chain's
     sync
     t0="$(now)"
-    line="$("${client[@]}" --server "$server" --json backup "$name" | head -n 1)"
+    line="$("${client[@]}" --server "$server" --json backup "$name" | sed -n 1p)"
     t1="$(now)"
     rate="$(mbps "$t0" "$t1")"
     by_server[$n]="${by_server[$n]:-} $rate"
-    echo "backup run $i via $server: $rate MB/s  $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"primary={r["primary"]} replica={r["replica"]} copies={r["copies"]}")')"
+    echo "backup run $i via $server: $rate MB/s  $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("primary=%s replica=%s copies=%s" % (r["primary"], r["replica"], r["copies"]))')"
     "${client[@]}" rm "$name" >/dev/null
     rm -f "$root/$name"
   done
