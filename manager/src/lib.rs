@@ -89,6 +89,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         SnapshotsServer::new(snapshot_service::SnapshotService::new(
             state.clone(),
             authenticator.clone(),
+            accounts.clone(),
         ))
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),

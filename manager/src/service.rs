@@ -282,6 +282,12 @@ impl ManagerService {
             || self.state.config.admin.as_deref() == Some(session.login.as_str()))
     }
 
+    /// Refuse a viewer (who may list and restore only) an action that
+    /// writes: `what` says which, for the message.
+    pub(crate) fn may_write(&self, session: &Session, what: &str) -> Result<()> {
+        crate::auth::may_write(&self.accounts, session, what)
+    }
+
     /// `login`'s quota and usage.
     fn quota_reply(&self, login: &str) -> Result<pb::QuotaReply> {
         let (quota, custom) = self.quota_of(login)?;
@@ -456,6 +462,7 @@ impl ManagerService {
                         now.saturating_duration_since(t).as_millis() as u64
                     }),
                     sessions: sessions.get(&m.node.id).copied().unwrap_or(0) as u32,
+                    http: m.report.http.clone(),
                 })
                 .collect();
             let up = membership
@@ -530,6 +537,7 @@ impl Manager for ManagerService {
             used: req.used,
             active: req.active_transfers,
             peak_rss: req.peak_rss,
+            http: req.http,
         };
         let proof = match self.state.transport.is_tls() {
             true => crate::membership::Proof::Certificate(peer.as_deref()),
@@ -557,6 +565,10 @@ impl Manager for ManagerService {
         self.state.secret.check(&request)?;
         let user = self.user(&request)?;
         let req = request.into_inner();
+        // A preview only says where a file is (resume, restore paths).
+        if !req.preview {
+            self.may_write(&user, "back up files")?;
+        }
         Ok(Response::new(
             self.blocking(move |s| s.place(&user.login, req)).await?,
         ))
@@ -675,6 +687,7 @@ impl Manager for ManagerService {
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::RemoveReply> {
         let user = self.user(&request)?;
+        self.may_write(&user, "delete files")?;
         let name = request.into_inner().name;
         let (login, path) = (user.login.clone(), name.clone());
         let removed = self
