@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod enrolment;
 pub mod gate;
+pub mod http;
 pub mod membership;
 pub mod repair;
 pub mod repair_worker;
@@ -49,6 +50,8 @@ use tonic::service::interceptor::InterceptedService;
 pub struct Running {
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// Address of its HTTP API and console, when it has one.
+    pub http: Option<SocketAddr>,
     /// Resolves when it has shut down.
     pub task: JoinHandle<Result<()>>,
 }
@@ -97,13 +100,30 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         authenticator.clone(),
         gate::user_rule,
     );
-    let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
+    // One instance shared by gRPC and HTTP: the login throttle counts both.
+    let accounts_rpc = accounts_service::AccountsService::new(
         state.clone(),
         accounts.clone(),
         tokens.clone(),
         hub.clone(),
-    ))
-    .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
+    );
+    let http_api = http::Api {
+        accounts: accounts_rpc.clone(),
+        manager: service::ManagerService::new(state.clone(), tokens.clone(), accounts.clone()),
+        snapshots: snapshot_service::SnapshotService::new(
+            state.clone(),
+            authenticator.clone(),
+            accounts.clone(),
+        ),
+        state: state.clone(),
+        accounts_db: accounts.clone(),
+        tokens: tokens.clone(),
+        hub: hub.clone(),
+    };
+    let http = http::start(http_api, &config.http, shutdown.clone()).await?;
+    let http_addr = http.as_ref().map(|h| h.addr);
+    let accounts_service = AccountsServer::new(accounts_rpc)
+        .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(
@@ -164,10 +184,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;
+        if let Some(http) = http {
+            let _ = http.task.await;
+        }
         tracing::info!(%addr, "manager stopped");
         result
     });
-    Ok(Running { addr, task })
+    Ok(Running {
+        addr,
+        http: http_addr,
+        task,
+    })
 }
 
 /// TLS with the cluster CA (created in the data directory on first start)

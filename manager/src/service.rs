@@ -243,7 +243,7 @@ impl ManagerService {
     /// Refuse an upload of `size` bytes as `owner`'s `name` that would take
     /// them past their quota. The version it replaces counts as freed
     /// unless a snapshot keeps it.
-    fn check_quota(&self, owner: &str, name: &str, size: u64) -> Result<()> {
+    pub(crate) fn check_quota(&self, owner: &str, name: &str, size: u64) -> Result<()> {
         let (quota, _) = self.quota_of(owner)?;
         if quota == Quota::default() {
             return Ok(());
@@ -431,6 +431,12 @@ impl ManagerService {
             committed_unix_ms: clock::unix_ms(),
             version: previous.map_or(1, |p| p.version + 1),
         })
+    }
+
+    /// The cluster status now (ClusterStatus without a request), for
+    /// `/metrics`.
+    pub fn status_now(&self) -> Result<pb::ClusterStatusReply> {
+        self.status()
     }
 
     fn status(&self) -> Result<pb::ClusterStatusReply> {
