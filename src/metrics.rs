@@ -190,14 +190,15 @@ impl<S> Timed<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for Timed<S>
+impl<S, B> Service<http::Request<Body>> for Timed<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<B>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Infallible>;
 

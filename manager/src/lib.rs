@@ -85,6 +85,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         snapshot_service::snapshot_adopted(&state)?;
     }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
+    // Latency per RPC of every dupla service, shown at the HTTP /metrics.
+    let metrics = dupla::metrics::Metrics::new("manager");
+    use dupla::metrics::Timed;
     let authenticator = auth::Authenticator::new(tokens.clone());
     // Gates check the secret or token on the headers, before the large
     // catalog limit lets a body in (see gate.rs).
@@ -120,7 +123,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         tokens: tokens.clone(),
         hub: hub.clone(),
     };
-    let http = http::start(http_api, &config.http, shutdown.clone()).await?;
+    let http = http::start(http_api, &config.http, metrics.clone(), shutdown.clone()).await?;
     let http_addr = http.as_ref().map(|h| h.addr);
     let accounts_service = AccountsServer::new(accounts_rpc)
         .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
@@ -175,10 +178,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .set_serving::<SnapshotsServer<snapshot_service::SnapshotService>>()
         .await;
     let router = router
-        .add_service(service)
-        .add_service(snapshot_service)
-        .add_service(accounts_service)
-        .add_service(rooms_service)
+        .add_service(Timed::new(service, metrics.clone()))
+        .add_service(Timed::new(snapshot_service, metrics.clone()))
+        .add_service(Timed::new(accounts_service, metrics.clone()))
+        .add_service(Timed::new(rooms_service, metrics.clone()))
         .add_optional_service(enrolment);
     tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), "manager listening");
     let task = tokio::spawn(async move {

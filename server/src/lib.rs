@@ -96,8 +96,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     node.idle_timeout = config.idle_timeout;
     node.faults = config.faults.clone();
     let node = Arc::new(node);
+    // Latency per RPC, shown at the HTTP /metrics.
+    let metrics = dupla::metrics::Metrics::new("server");
     // Before the first heartbeat, so the manager learns the HTTP URL at once.
-    let http = http::start(node.clone(), &config.http, &config.data, shutdown.clone()).await?;
+    let http = http::start(
+        node.clone(),
+        &config.http,
+        &config.data,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let http_addr = http.as_ref().map(|h| h.addr);
     let service = StorageServer::new(service::StorageService::new(node.clone()))
         // Requests are chunk-sized; replies (receipts, download headers)
@@ -109,7 +118,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     health
         .set_serving::<StorageServer<service::StorageService>>()
         .await;
-    let router = router.add_service(service);
+    let router = router.add_service(dupla::metrics::Timed::new(service, metrics.clone()));
     tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
         capacity = config.capacity, manager = %config.manager, tls = transport.is_tls(),
         "storage server listening");

@@ -18,6 +18,8 @@ pub const TEST_SECRET: &str = "test-cluster-secret";
 pub struct NodeHandle {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its HTTP API listens (every test node has one, on a free port).
+    pub http: Option<SocketAddr>,
     /// Server id (empty for the manager).
     pub id: String,
     /// Its data directory.
@@ -159,6 +161,7 @@ impl TestCluster {
             .expect("server starts");
         NodeHandle {
             addr: running.addr,
+            http: running.http,
             id: running.id,
             data,
             faults,
@@ -427,6 +430,18 @@ impl TestCluster {
             .join(hex)
     }
 
+    /// Base URL of the manager's HTTP API and console.
+    pub fn manager_http(&self) -> String {
+        let addr = self.manager.http.expect("test managers serve HTTP");
+        format!("http://{addr}")
+    }
+
+    /// Base URL of server `i`'s HTTP API.
+    pub fn server_http(&self, i: usize) -> String {
+        let addr = self.servers[i].http.expect("test servers serve HTTP");
+        format!("http://{addr}")
+    }
+
     /// Root of the cluster's temporary directories.
     pub fn root(&self) -> &std::path::Path {
         self.root.path()
@@ -453,6 +468,7 @@ async fn start_manager(data: PathBuf, listen: &str, tls: bool) -> NodeHandle {
     };
     NodeHandle {
         addr: running.addr,
+        http: running.http,
         id: String::new(),
         data,
         faults: FaultPlan::none(),

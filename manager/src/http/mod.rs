@@ -149,13 +149,18 @@ pub fn api_router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
 }
 
 /// Bind `addr` and serve until `shutdown`; `None` when HTTP is off.
-pub async fn start(api: Api, addr: &str, shutdown: Shutdown) -> Result<Option<Http>> {
+/// `metrics` is the manager's registry (its gRPC services record there too).
+pub async fn start(
+    api: Api,
+    addr: &str,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<Option<Http>> {
     let Some(addr) = web::http_enabled(addr) else {
         return Ok(None);
     };
     let listener = dupla::rpc::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let metrics = Metrics::new("manager");
     let refresh = refresher(&metrics, api.clone());
     let (routes, doc) = api_router(api);
     let doc = doc

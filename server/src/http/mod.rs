@@ -69,6 +69,7 @@ pub async fn start(
     node: Arc<StorageNode>,
     addr: &str,
     data: &std::path::Path,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> Result<Option<Http>> {
     let Some(addr) = web::http_enabled(addr) else {
@@ -79,7 +80,6 @@ pub async fn start(
     let url = base_url(bound, &node.addr);
     let _ = node.http_url.set(url.clone());
     let staging = Arc::new(staging::Staging::open(&data.join(staging::STAGING_DIR))?);
-    let metrics = Metrics::new("server");
     let refresh = refresher(&metrics, node.clone(), staging.clone());
     let (api, doc) = router(Api { node, staging });
     let doc_json = Arc::new(doc.to_json().map_err(|e| {

@@ -8,9 +8,9 @@
 
 use dupla::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Folder under the data directory.
 pub const STAGING_DIR: &str = "http-uploads";
@@ -32,27 +32,15 @@ pub struct Meta {
     pub blake3: Option<String>,
 }
 
-/// The staging folder, and which uploads a request is busy with.
+/// The staging folder, and a lock per upload a request works on.
 pub struct Staging {
     dir: PathBuf,
-    busy: Mutex<HashSet<String>>,
+    busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Marks an upload busy while one request works on it; freed on drop.
-pub struct Busy<'a> {
-    staging: &'a Staging,
-    id: String,
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.staging
-            .busy
-            .lock()
-            .expect("staging lock poisoned")
-            .remove(&self.id);
-    }
-}
+/// Held while one request works on an upload; freed on drop (also when
+/// the request is cancelled because its client went away).
+pub type Busy = tokio::sync::OwnedMutexGuard<()>;
 
 impl Staging {
     /// Use (and create) `dir`.
@@ -60,7 +48,7 @@ impl Staging {
         std::fs::create_dir_all(dir)?;
         Ok(Staging {
             dir: dir.to_path_buf(),
-            busy: Mutex::new(HashSet::new()),
+            busy: Mutex::new(HashMap::new()),
         })
     }
 
@@ -120,19 +108,27 @@ impl Staging {
         self.dir.join(format!("{id}.part"))
     }
 
-    /// Claim `id` for one request; `Aborted` while another holds it (two
-    /// writers at once would interleave bytes).
-    pub fn claim(&self, id: &str) -> Result<Busy<'_>> {
+    fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut busy = self.busy.lock().expect("staging lock poisoned");
-        if !busy.insert(id.to_string()) {
-            return Err(Error::Aborted(format!(
+        // Locks of finished requests go, so the map stays small.
+        busy.retain(|_, lock| Arc::strong_count(lock) > 1);
+        busy.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Claim `id` for one writing request; `Aborted` while another holds
+    /// it (two writers at once would interleave bytes).
+    pub fn claim(&self, id: &str) -> Result<Busy> {
+        self.lock_of(id).try_lock_owned().map_err(|_| {
+            Error::Aborted(format!(
                 "upload {id} is busy with another request; retry when it ends"
-            )));
-        }
-        Ok(Busy {
-            staging: self,
-            id: id.to_string(),
+            ))
         })
+    }
+
+    /// Wait until no request works on `id` (a request cut off by a dropped
+    /// connection finishes writing what arrived first), then hold it.
+    pub async fn settle(&self, id: &str) -> Busy {
+        self.lock_of(id).lock_owned().await
     }
 
     /// Forget `id` and its bytes.

@@ -156,6 +156,9 @@ pub async fn create(State(api): State<Api>, headers: HeaderMap, ApiJson(new): Ap
 pub async fn status(State(api): State<Api>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<Json<UploadState>> {
     let (login, _, _) = caller(&api.node, bearer(&headers)).await?;
     let meta = api.staging.get(&id, &login)?;
+    // After a dropped connection the old request may still be writing what
+    // arrived: the offset is read once it is done.
+    let _settled = api.staging.settle(&id).await;
     let offset = api.staging.offset(&id)?;
     Ok(Json(UploadState {
         id,
