@@ -51,7 +51,9 @@ impl Metrics {
     /// A registry whose series carry `role` (`manager` or `server`) as a
     /// constant label, so one Prometheus job can scrape every node.
     pub fn new(role: &str) -> Arc<Metrics> {
-        let labels = [("role".to_string(), role.to_string())].into_iter().collect();
+        let labels = [("role".to_string(), role.to_string())]
+            .into_iter()
+            .collect();
         let registry = Registry::new_custom(Some("dupla".into()), Some(labels))
             .expect("invariant: a fixed prefix and label are valid");
         let rpc_seconds = HistogramVec::new(
@@ -98,8 +100,8 @@ impl Metrics {
 
     /// A new gauge family named `dupla_<name>` with `labels`.
     pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        let gauge = IntGaugeVec::new(Opts::new(name, help), labels)
-            .expect("invariant: valid gauge name");
+        let gauge =
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("invariant: valid gauge name");
         self.register(gauge.clone());
         gauge
     }
@@ -160,7 +162,11 @@ async fn scrape(State(scrape): State<Scrape>) -> ApiResult<Response> {
 
 /// Axum middleware recording each request's latency by its route pattern
 /// (`/api/files/{name}`, never the name itself: bounded label values).
-pub async fn time_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn time_http(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -252,7 +258,10 @@ mod tests {
             .with_label_values(&["dupla.v1.Storage", "Upload"])
             .observe(0.01);
         let text = metrics.render().unwrap();
-        assert!(text.contains("dupla_chunk_store_bytes{role=\"server\"} 42"), "{text}");
+        assert!(
+            text.contains("dupla_chunk_store_bytes{role=\"server\"} 42"),
+            "{text}"
+        );
         assert!(text.contains("dupla_rpc_duration_seconds_bucket"), "{text}");
     }
 }

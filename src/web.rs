@@ -179,7 +179,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 
 /// The bearer token of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let text = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let text = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     text.strip_prefix("Bearer ")
         .or_else(|| text.strip_prefix("bearer "))
         .map(str::trim)
@@ -188,7 +191,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// A gRPC request carrying `token` as its `authorization` metadata (as
 /// the `dupla` client sends it), from `peer` (throttles key on it).
-pub fn grpc_request<T>(token: Option<&str>, peer: Option<SocketAddr>, message: T) -> tonic::Request<T> {
+pub fn grpc_request<T>(
+    token: Option<&str>,
+    peer: Option<SocketAddr>,
+    message: T,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
         request
@@ -214,7 +221,11 @@ pub fn http_enabled(addr: &str) -> Option<&str> {
 
 /// Serve `router` on `listener` until `shutdown` fires. Callers see the
 /// peer address through `ConnectInfo<SocketAddr>`.
-pub async fn serve(router: axum::Router, listener: TcpListener, mut shutdown: Shutdown) -> Result<()> {
+pub async fn serve(
+    router: axum::Router,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+) -> Result<()> {
     let addr = listener.local_addr()?;
     axum::serve(
         listener,
@@ -237,9 +248,15 @@ mod tests {
     #[test]
     fn every_error_kind_has_a_stable_code_and_4xx_for_bad_input() {
         let e = ApiError::from(Error::InvalidInput("x".into()));
-        assert_eq!((e.status, e.body.code.as_str()), (StatusCode::BAD_REQUEST, "invalid_input"));
+        assert_eq!(
+            (e.status, e.body.code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_input")
+        );
         let e = ApiError::from(tonic::Status::permission_denied("no"));
-        assert_eq!((e.status, e.body.code.as_str()), (StatusCode::FORBIDDEN, "permission_denied"));
+        assert_eq!(
+            (e.status, e.body.code.as_str()),
+            (StatusCode::FORBIDDEN, "permission_denied")
+        );
         let e = ApiError::from(tonic::Status::unauthenticated("who"));
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
     }

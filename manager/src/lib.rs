@@ -125,8 +125,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     };
     let http = http::start(http_api, &config.http, metrics.clone(), shutdown.clone()).await?;
     let http_addr = http.as_ref().map(|h| h.addr);
-    let accounts_service = AccountsServer::new(accounts_rpc)
-        .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
+    let accounts_service =
+        AccountsServer::new(accounts_rpc).max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(

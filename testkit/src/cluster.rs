@@ -112,7 +112,13 @@ impl TestCluster {
         faults: impl Fn(usize) -> FaultPlan,
     ) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
-        let manager = start_manager(root.path().join("manager"), "127.0.0.1:0", "127.0.0.1:0", tls).await;
+        let manager = start_manager(
+            root.path().join("manager"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            tls,
+        )
+        .await;
         let transport = match tls {
             true => dupla::rpc::Transport::tls(
                 std::fs::read_to_string(manager.data.join(dupla::tls::CA_CERT_FILE))

@@ -51,8 +51,8 @@ pub fn free_port() -> u16 {
 pub fn copy_node_dir(node: &str, dest: &Path) -> PathBuf {
     let dir = dest.join(node);
     std::fs::create_dir_all(&dir).expect("node dir");
-    let text = std::fs::read_to_string(nodes_dir().join(node).join("node.toml"))
-        .expect("read node.toml");
+    let text =
+        std::fs::read_to_string(nodes_dir().join(node).join("node.toml")).expect("read node.toml");
     let text: String = text
         .lines()
         .map(|line| match line.starts_with("http = ") {

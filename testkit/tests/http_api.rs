@@ -13,9 +13,15 @@ use serde_json::{json, Value};
 /// The body of an error answer, checked for the JSON shape.
 async fn error_code(response: Response, status: StatusCode, what: &str) -> String {
     assert_eq!(response.status(), status, "{what}");
-    let body: Value = response.json().await.unwrap_or_else(|e| panic!("{what}: JSON error body: {e}"));
+    let body: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: JSON error body: {e}"));
     assert!(body["message"].is_string(), "{what}: {body}");
-    body["code"].as_str().unwrap_or_else(|| panic!("{what}: {body}")).to_string()
+    body["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: {body}"))
+        .to_string()
 }
 
 async fn ok_json(response: Response, what: &str) -> Value {
@@ -29,8 +35,10 @@ async fn ok_json(response: Response, what: &str) -> Value {
 async fn http_user(http: &Client, base: &str, login: &str) -> String {
     let registered = http
         .post(format!("{base}/api/register"))
-        .json(&json!({"login": login, "password": TEST_PASSWORD, "first_names": "Web",
-            "last_names": "User", "age": 30, "gender": "n/a"}))
+        .json(
+            &json!({"login": login, "password": TEST_PASSWORD, "first_names": "Web",
+            "last_names": "User", "age": 30, "gender": "n/a"}),
+        )
         .send()
         .await
         .unwrap();
@@ -41,12 +49,22 @@ async fn http_user(http: &Client, base: &str, login: &str) -> String {
         .send()
         .await
         .unwrap();
-    ok_json(session, "login").await["token"].as_str().unwrap().to_string()
+    ok_json(session, "login").await["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Upload `data` as `name` the way the console does: ask the manager
 /// where, stage it at that server in `parts` requests. The final answer.
-async fn http_upload(http: &Client, base: &str, token: &str, name: &str, data: &[u8], parts: usize) -> Value {
+async fn http_upload(
+    http: &Client,
+    base: &str,
+    token: &str,
+    name: &str,
+    data: &[u8],
+    parts: usize,
+) -> Value {
     let target = http
         .post(format!("{base}/api/uploads"))
         .bearer_auth(token)
@@ -54,7 +72,10 @@ async fn http_upload(http: &Client, base: &str, token: &str, name: &str, data: &
         .send()
         .await
         .unwrap();
-    let url = ok_json(target, "placement").await["url"].as_str().unwrap().to_string();
+    let url = ok_json(target, "placement").await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let staged = http
         .post(format!("{url}/api/uploads"))
         .bearer_auth(token)
@@ -62,7 +83,10 @@ async fn http_upload(http: &Client, base: &str, token: &str, name: &str, data: &
         .send()
         .await
         .unwrap();
-    let id = ok_json(staged, "stage").await["id"].as_str().unwrap().to_string();
+    let id = ok_json(staged, "stage").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let step = data.len().div_ceil(parts.max(1)).max(1);
     let mut offset = 0;
     let last = loop {
@@ -121,18 +145,50 @@ async fn uploads_through_http_restore_over_grpc_and_download_with_range() {
         let data = test_bytes(3 << 20, 7);
         let done = http_upload(&http, &base, &token, "web/big.bin", &data, 3).await;
         assert_eq!(done["file"]["copies"], 2, "{done}");
-        assert_eq!(done["file"]["blake3"], blake3::hash(&data).to_hex().as_str());
+        assert_eq!(
+            done["file"]["blake3"],
+            blake3::hash(&data).to_hex().as_str()
+        );
         // The gRPC client restores the same bytes, from any server.
         for i in 0..3 {
-            raw::assert_restores(&Target::new(cluster.server_addr(i), &token), "web/big.bin", &data).await;
+            raw::assert_restores(
+                &Target::new(cluster.server_addr(i), &token),
+                "web/big.bin",
+                &data,
+            )
+            .await;
         }
         // Listed and searchable over HTTP.
-        let page = ok_json(http.get(format!("{base}/api/files?q=big&min_size=1000")).bearer_auth(&token).send().await.unwrap(), "files").await;
+        let page = ok_json(
+            http.get(format!("{base}/api/files?q=big&min_size=1000"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+            "files",
+        )
+        .await;
         assert_eq!(page["total"], 1, "{page}");
         assert_eq!(page["files"][0]["name"], "web/big.bin");
-        let none = ok_json(http.get(format!("{base}/api/files?q=big&max_size=10")).bearer_auth(&token).send().await.unwrap(), "files").await;
+        let none = ok_json(
+            http.get(format!("{base}/api/files?q=big&max_size=10"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+            "files",
+        )
+        .await;
         assert_eq!(none["total"], 0, "{none}");
-        let details = ok_json(http.get(format!("{base}/api/file?name=web/big.bin")).bearer_auth(&token).send().await.unwrap(), "details").await;
+        let details = ok_json(
+            http.get(format!("{base}/api/file?name=web/big.bin"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+            "details",
+        )
+        .await;
         assert_eq!(details["size"], data.len());
 
         // Downloads from a server's HTTP API: whole, a range, a suffix.
@@ -142,23 +198,63 @@ async fn uploads_through_http_restore_over_grpc_and_download_with_range() {
         assert_eq!(whole.status(), StatusCode::OK);
         assert_eq!(whole.bytes().await.unwrap().as_ref(), &data[..]);
         let (a, b) = (1_000_123usize, 2_500_000usize);
-        let part = http.get(&url).bearer_auth(&token).header("range", format!("bytes={a}-{b}")).send().await.unwrap();
+        let part = http
+            .get(&url)
+            .bearer_auth(&token)
+            .header("range", format!("bytes={a}-{b}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(part.headers()["content-range"], format!("bytes {a}-{b}/{}", data.len()).as_str());
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes {a}-{b}/{}", data.len()).as_str()
+        );
         assert_eq!(part.bytes().await.unwrap().as_ref(), &data[a..=b]);
-        let tail = http.get(&url).bearer_auth(&token).header("range", "bytes=-10").send().await.unwrap();
+        let tail = http
+            .get(&url)
+            .bearer_auth(&token)
+            .header("range", "bytes=-10")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(tail.bytes().await.unwrap().as_ref(), &data[data.len() - 10..]);
-        let past = http.get(&url).bearer_auth(&token).header("range", format!("bytes={}-", data.len() + 5)).send().await.unwrap();
-        assert_eq!(error_code(past, StatusCode::RANGE_NOT_SATISFIABLE, "past the end").await, "range_not_satisfiable");
+        assert_eq!(
+            tail.bytes().await.unwrap().as_ref(),
+            &data[data.len() - 10..]
+        );
+        let past = http
+            .get(&url)
+            .bearer_auth(&token)
+            .header("range", format!("bytes={}-", data.len() + 5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(past, StatusCode::RANGE_NOT_SATISFIABLE, "past the end").await,
+            "range_not_satisfiable"
+        );
         // A link may carry the token in the query.
-        let linked = http.get(format!("{url}&token={token}")).header("range", "bytes=0-9").send().await.unwrap();
+        let linked = http
+            .get(format!("{url}&token={token}"))
+            .header("range", "bytes=0-9")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(linked.bytes().await.unwrap().as_ref(), &data[..10]);
         // Deleting goes through the catalog as over gRPC.
-        let removed = http.delete(format!("{base}/api/file?name=web/big.bin")).bearer_auth(&token).send().await.unwrap();
+        let removed = http
+            .delete(format!("{base}/api/file?name=web/big.bin"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         ok_json(removed, "remove").await;
         let gone = http.get(&url).bearer_auth(&token).send().await.unwrap();
-        assert_eq!(error_code(gone, StatusCode::NOT_FOUND, "removed file").await, "not_found");
+        assert_eq!(
+            error_code(gone, StatusCode::NOT_FOUND, "removed file").await,
+            "not_found"
+        );
     })
     .await;
 }
@@ -171,36 +267,85 @@ async fn an_upload_resumes_after_a_dropped_connection() {
         let token = cluster.token.clone();
         let data = test_bytes(2 << 20, 9);
         let server = cluster.server_http(0);
-        let staged = http.post(format!("{server}/api/uploads")).bearer_auth(&token)
+        let staged = http
+            .post(format!("{server}/api/uploads"))
+            .bearer_auth(&token)
             .json(&json!({"name": "resumed.bin", "size": data.len(),
                 "blake3": blake3::hash(&data).to_hex().as_str()}))
-            .send().await.unwrap();
-        let id = ok_json(staged, "stage").await["id"].as_str().unwrap().to_string();
+            .send()
+            .await
+            .unwrap();
+        let id = ok_json(staged, "stage").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         // The body stops with an error after 1 MiB: the connection drops.
         let first: Vec<Result<Vec<u8>, std::io::Error>> = vec![
             Ok(data[..512 << 10].to_vec()),
             Ok(data[512 << 10..1 << 20].to_vec()),
             Err(std::io::Error::other("the page was closed")),
         ];
-        let cut = http.put(format!("{server}/api/uploads/{id}?offset=0")).bearer_auth(&token)
+        let cut = http
+            .put(format!("{server}/api/uploads/{id}?offset=0"))
+            .bearer_auth(&token)
             .body(reqwest::Body::wrap_stream(futures::stream::iter(first)))
-            .send().await;
-        assert!(cut.is_err() || !cut.unwrap().status().is_success(), "a cut-off body is not a success");
+            .send()
+            .await;
+        assert!(
+            cut.is_err() || !cut.unwrap().status().is_success(),
+            "a cut-off body is not a success"
+        );
         // Where to go on from: at most what was sent, and the staged
         // bytes are the file's.
-        let state = ok_json(http.get(format!("{server}/api/uploads/{id}")).bearer_auth(&token).send().await.unwrap(), "status").await;
+        let state = ok_json(
+            http.get(format!("{server}/api/uploads/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+            "status",
+        )
+        .await;
         let offset = state["offset"].as_u64().unwrap() as usize;
         assert!(offset <= 1 << 20, "{state}");
         // A wrong offset is refused with the right one.
-        let wrong = http.put(format!("{server}/api/uploads/{id}?offset={}", offset + 1)).bearer_auth(&token).body(vec![0u8; 10]).send().await.unwrap();
-        assert_eq!(error_code(wrong, StatusCode::CONFLICT, "wrong offset").await, "stale");
-        let rest = http.put(format!("{server}/api/uploads/{id}?offset={offset}")).bearer_auth(&token).body(data[offset..].to_vec()).send().await.unwrap();
+        let wrong = http
+            .put(format!("{server}/api/uploads/{id}?offset={}", offset + 1))
+            .bearer_auth(&token)
+            .body(vec![0u8; 10])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(wrong, StatusCode::CONFLICT, "wrong offset").await,
+            "stale"
+        );
+        let rest = http
+            .put(format!("{server}/api/uploads/{id}?offset={offset}"))
+            .bearer_auth(&token)
+            .body(data[offset..].to_vec())
+            .send()
+            .await
+            .unwrap();
         let done = ok_json(rest, "resume").await;
         assert_eq!(done["done"], true, "{done}");
-        raw::assert_restores(&Target::new(cluster.server_addr(1), &token), "resumed.bin", &data).await;
+        raw::assert_restores(
+            &Target::new(cluster.server_addr(1), &token),
+            "resumed.bin",
+            &data,
+        )
+        .await;
         // The staging is gone with the commit.
-        let after = http.get(format!("{server}/api/uploads/{id}")).bearer_auth(&token).send().await.unwrap();
-        assert_eq!(error_code(after, StatusCode::NOT_FOUND, "finished upload").await, "not_found");
+        let after = http
+            .get(format!("{server}/api/uploads/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(after, StatusCode::NOT_FOUND, "finished upload").await,
+            "not_found"
+        );
     })
     .await;
 }
@@ -213,7 +358,13 @@ async fn every_route_checks_tokens_ownership_and_roles() {
         let server = cluster.server_http(0);
         let http = Client::new();
         let alice = cluster.token.clone();
-        raw::upload(&Target::new(cluster.server_addr(0), &alice), "diary.txt", b"secret").await.unwrap();
+        raw::upload(
+            &Target::new(cluster.server_addr(0), &alice),
+            "diary.txt",
+            b"secret",
+        )
+        .await
+        .unwrap();
 
         // No token: 401 JSON on every route that acts for a user.
         let routes = [
@@ -224,76 +375,254 @@ async fn every_route_checks_tokens_ownership_and_roles() {
             (Method::GET, format!("{base}/api/file?name=diary.txt")),
             (Method::DELETE, format!("{base}/api/file?name=diary.txt")),
             (Method::GET, format!("{base}/api/snapshots")),
-            (Method::GET, format!("{base}/api/snapshots/00000000/entries")),
+            (
+                Method::GET,
+                format!("{base}/api/snapshots/00000000/entries"),
+            ),
             (Method::GET, format!("{base}/api/stats")),
             (Method::GET, format!("{base}/api/stats/usage.csv")),
             (Method::GET, format!("{base}/api/users")),
             (Method::GET, format!("{base}/api/users/tester")),
             (Method::DELETE, format!("{base}/api/users/tester")),
-            (Method::GET, format!("{server}/api/files/content?name=diary.txt")),
-            (Method::GET, format!("{server}/api/uploads/0123456789abcdef0123456789abcdef")),
-            (Method::DELETE, format!("{server}/api/uploads/0123456789abcdef0123456789abcdef")),
+            (
+                Method::GET,
+                format!("{server}/api/files/content?name=diary.txt"),
+            ),
+            (
+                Method::GET,
+                format!("{server}/api/uploads/0123456789abcdef0123456789abcdef"),
+            ),
+            (
+                Method::DELETE,
+                format!("{server}/api/uploads/0123456789abcdef0123456789abcdef"),
+            ),
         ];
         for (method, url) in &routes {
             let response = http.request(method.clone(), url).send().await.unwrap();
-            assert_eq!(error_code(response, StatusCode::UNAUTHORIZED, url).await, "unauthenticated", "{method} {url}");
-            let bogus = http.request(method.clone(), url).bearer_auth("00ff").send().await.unwrap();
-            assert_eq!(error_code(bogus, StatusCode::UNAUTHORIZED, url).await, "unauthenticated", "{method} {url}");
+            assert_eq!(
+                error_code(response, StatusCode::UNAUTHORIZED, url).await,
+                "unauthenticated",
+                "{method} {url}"
+            );
+            let bogus = http
+                .request(method.clone(), url)
+                .bearer_auth("00ff")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                error_code(bogus, StatusCode::UNAUTHORIZED, url).await,
+                "unauthenticated",
+                "{method} {url}"
+            );
         }
-        for (path, body) in [("/api/uploads", json!({"name": "x", "size": 1})),
+        for (path, body) in [
+            ("/api/uploads", json!({"name": "x", "size": 1})),
             ("/api/users/tester/role", json!({"role": "viewer"})),
-            ("/api/users/tester/quota", json!({"bytes": 1}))] {
-            let method = if path.ends_with("uploads") { Method::POST } else { Method::PUT };
-            let response = http.request(method, format!("{base}{path}")).json(&body).send().await.unwrap();
-            assert_eq!(error_code(response, StatusCode::UNAUTHORIZED, path).await, "unauthenticated");
+            ("/api/users/tester/quota", json!({"bytes": 1})),
+        ] {
+            let method = if path.ends_with("uploads") {
+                Method::POST
+            } else {
+                Method::PUT
+            };
+            let response = http
+                .request(method, format!("{base}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                error_code(response, StatusCode::UNAUTHORIZED, path).await,
+                "unauthenticated"
+            );
         }
-        let staged = http.post(format!("{server}/api/uploads")).json(&json!({"name": "x", "size": 1})).send().await.unwrap();
-        assert_eq!(error_code(staged, StatusCode::UNAUTHORIZED, "stage").await, "unauthenticated");
+        let staged = http
+            .post(format!("{server}/api/uploads"))
+            .json(&json!({"name": "x", "size": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(staged, StatusCode::UNAUTHORIZED, "stage").await,
+            "unauthenticated"
+        );
 
         // Another user sees none of alice's: her file is 404, not 403.
         let bob = http_user(&http, &base, "bobby").await;
-        for url in [format!("{base}/api/file?name=diary.txt"), format!("{server}/api/files/content?name=diary.txt")] {
+        for url in [
+            format!("{base}/api/file?name=diary.txt"),
+            format!("{server}/api/files/content?name=diary.txt"),
+        ] {
             let response = http.get(&url).bearer_auth(&bob).send().await.unwrap();
-            assert_eq!(error_code(response, StatusCode::NOT_FOUND, &url).await, "not_found");
+            assert_eq!(
+                error_code(response, StatusCode::NOT_FOUND, &url).await,
+                "not_found"
+            );
         }
-        let bobs = ok_json(http.get(format!("{base}/api/files")).bearer_auth(&bob).send().await.unwrap(), "bob's files").await;
+        let bobs = ok_json(
+            http.get(format!("{base}/api/files"))
+                .bearer_auth(&bob)
+                .send()
+                .await
+                .unwrap(),
+            "bob's files",
+        )
+        .await;
         assert_eq!(bobs["total"], 0);
-        let staged = ok_json(http.post(format!("{server}/api/uploads")).bearer_auth(&alice)
-            .json(&json!({"name": "half.bin", "size": 10})).send().await.unwrap(), "alice stages").await;
+        let staged = ok_json(
+            http.post(format!("{server}/api/uploads"))
+                .bearer_auth(&alice)
+                .json(&json!({"name": "half.bin", "size": 10}))
+                .send()
+                .await
+                .unwrap(),
+            "alice stages",
+        )
+        .await;
         let id = staged["id"].as_str().unwrap();
         for method in [Method::GET, Method::DELETE] {
-            let response = http.request(method, format!("{server}/api/uploads/{id}")).bearer_auth(&bob).send().await.unwrap();
-            assert_eq!(error_code(response, StatusCode::NOT_FOUND, "bob and alice's upload").await, "not_found");
+            let response = http
+                .request(method, format!("{server}/api/uploads/{id}"))
+                .bearer_auth(&bob)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                error_code(response, StatusCode::NOT_FOUND, "bob and alice's upload").await,
+                "not_found"
+            );
         }
-        let put = http.put(format!("{server}/api/uploads/{id}?offset=0")).bearer_auth(&bob).body(vec![1u8; 10]).send().await.unwrap();
-        assert_eq!(error_code(put, StatusCode::NOT_FOUND, "bob writes alice's upload").await, "not_found");
+        let put = http
+            .put(format!("{server}/api/uploads/{id}?offset=0"))
+            .bearer_auth(&bob)
+            .body(vec![1u8; 10])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(put, StatusCode::NOT_FOUND, "bob writes alice's upload").await,
+            "not_found"
+        );
 
         // Administration needs the admin role.
-        for (method, url) in [(Method::GET, format!("{base}/api/users")), (Method::DELETE, format!("{base}/api/users/tester"))] {
-            let response = http.request(method, &url).bearer_auth(&bob).send().await.unwrap();
-            assert_eq!(error_code(response, StatusCode::FORBIDDEN, &url).await, "permission_denied");
+        for (method, url) in [
+            (Method::GET, format!("{base}/api/users")),
+            (Method::DELETE, format!("{base}/api/users/tester")),
+        ] {
+            let response = http
+                .request(method, &url)
+                .bearer_auth(&bob)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                error_code(response, StatusCode::FORBIDDEN, &url).await,
+                "permission_denied"
+            );
         }
-        let role = http.put(format!("{base}/api/users/bobby/role")).bearer_auth(&bob).json(&json!({"role": "admin"})).send().await.unwrap();
-        assert_eq!(error_code(role, StatusCode::FORBIDDEN, "self-promotion").await, "permission_denied");
+        let role = http
+            .put(format!("{base}/api/users/bobby/role"))
+            .bearer_auth(&bob)
+            .json(&json!({"role": "admin"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(role, StatusCode::FORBIDDEN, "self-promotion").await,
+            "permission_denied"
+        );
 
         // An admin makes bob a viewer: he may list and download, not upload or delete.
         cluster.grant_admin(dupla_testkit::cluster::TEST_USER).await;
-        let users = ok_json(http.get(format!("{base}/api/users")).bearer_auth(&alice).send().await.unwrap(), "users").await;
+        let users = ok_json(
+            http.get(format!("{base}/api/users"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap(),
+            "users",
+        )
+        .await;
         assert_eq!(users.as_array().unwrap().len(), 2, "{users}");
-        let bad_role = http.put(format!("{base}/api/users/bobby/role")).bearer_auth(&alice).json(&json!({"role": "king"})).send().await.unwrap();
-        assert_eq!(error_code(bad_role, StatusCode::BAD_REQUEST, "unknown role").await, "invalid_input");
-        let viewer = ok_json(http.put(format!("{base}/api/users/bobby/role")).bearer_auth(&alice).json(&json!({"role": "viewer"})).send().await.unwrap(), "set role").await;
+        let bad_role = http
+            .put(format!("{base}/api/users/bobby/role"))
+            .bearer_auth(&alice)
+            .json(&json!({"role": "king"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(bad_role, StatusCode::BAD_REQUEST, "unknown role").await,
+            "invalid_input"
+        );
+        let viewer = ok_json(
+            http.put(format!("{base}/api/users/bobby/role"))
+                .bearer_auth(&alice)
+                .json(&json!({"role": "viewer"}))
+                .send()
+                .await
+                .unwrap(),
+            "set role",
+        )
+        .await;
         assert_eq!(viewer["role"], "viewer");
-        raw::upload(&Target::new(cluster.server_addr(1), &bob), "before.txt", b"x").await.expect_err("viewers cannot back up over gRPC");
-        let place = http.post(format!("{base}/api/uploads")).bearer_auth(&bob).json(&json!({"name": "v.txt", "size": 1})).send().await.unwrap();
-        assert_eq!(error_code(place, StatusCode::FORBIDDEN, "viewer placement").await, "permission_denied");
-        let stage = http.post(format!("{server}/api/uploads")).bearer_auth(&bob).json(&json!({"name": "v.txt", "size": 1})).send().await.unwrap();
-        assert_eq!(error_code(stage, StatusCode::FORBIDDEN, "viewer staging").await, "permission_denied");
-        let listed = http.get(format!("{base}/api/files")).bearer_auth(&bob).send().await.unwrap();
+        raw::upload(
+            &Target::new(cluster.server_addr(1), &bob),
+            "before.txt",
+            b"x",
+        )
+        .await
+        .expect_err("viewers cannot back up over gRPC");
+        let place = http
+            .post(format!("{base}/api/uploads"))
+            .bearer_auth(&bob)
+            .json(&json!({"name": "v.txt", "size": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(place, StatusCode::FORBIDDEN, "viewer placement").await,
+            "permission_denied"
+        );
+        let stage = http
+            .post(format!("{server}/api/uploads"))
+            .bearer_auth(&bob)
+            .json(&json!({"name": "v.txt", "size": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(stage, StatusCode::FORBIDDEN, "viewer staging").await,
+            "permission_denied"
+        );
+        let listed = http
+            .get(format!("{base}/api/files"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
         ok_json(listed, "viewers list").await;
-        let quota = ok_json(http.put(format!("{base}/api/users/bobby/quota")).bearer_auth(&alice).json(&json!({"bytes": 1000, "files": 3})).send().await.unwrap(), "quota").await;
+        let quota = ok_json(
+            http.put(format!("{base}/api/users/bobby/quota"))
+                .bearer_auth(&alice)
+                .json(&json!({"bytes": 1000, "files": 3}))
+                .send()
+                .await
+                .unwrap(),
+            "quota",
+        )
+        .await;
         assert_eq!(quota["quota_bytes"], 1000);
-        let csv = http.get(format!("{base}/api/stats/usage.csv")).bearer_auth(&alice).send().await.unwrap().text().await.unwrap();
+        let csv = http
+            .get(format!("{base}/api/stats/usage.csv"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(csv.lines().any(|l| l.starts_with("bobby,viewer,")), "{csv}");
     })
     .await;
@@ -347,49 +676,149 @@ async fn metrics_healthz_and_the_openapi_document() {
         let http = Client::new();
         let token = cluster.token.clone();
         http_upload(&http, &base, &token, "m.bin", &test_bytes(100_000, 3), 1).await;
-        raw::download(&Target::new(cluster.server_addr(0), &token), "m.bin").await.unwrap();
-        let manager = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        for series in ["dupla_rpc_duration_seconds_bucket", "dupla_rpc_requests_total", "dupla_servers{",
-            "dupla_catalog_files", "dupla_under_replicated_files", "dupla_sessions", "dupla_repaired_files_total",
-            "dupla_chat_deliveries_total", "dupla_uploads_open", "dupla_http_request_duration_seconds_bucket"] {
-            assert!(manager.contains(series), "manager /metrics lacks {series}:\n{manager}");
+        raw::download(&Target::new(cluster.server_addr(0), &token), "m.bin")
+            .await
+            .unwrap();
+        let manager = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for series in [
+            "dupla_rpc_duration_seconds_bucket",
+            "dupla_rpc_requests_total",
+            "dupla_servers{",
+            "dupla_catalog_files",
+            "dupla_under_replicated_files",
+            "dupla_sessions",
+            "dupla_repaired_files_total",
+            "dupla_chat_deliveries_total",
+            "dupla_uploads_open",
+            "dupla_http_request_duration_seconds_bucket",
+        ] {
+            assert!(
+                manager.contains(series),
+                "manager /metrics lacks {series}:\n{manager}"
+            );
         }
         let mut moved = (0.0, 0.0);
         for i in 0..2 {
-            let server = http.get(format!("{}/metrics", cluster.server_http(i))).send().await.unwrap().text().await.unwrap();
-            for series in ["dupla_chunk_store_bytes", "dupla_bytes_in_total", "dupla_bytes_out_total", "dupla_active_transfers",
-                "dupla_scrub_bytes_total", "dupla_rpc_duration_seconds_bucket{", "service=\"dupla.v1.Storage\""] {
-                assert!(server.contains(series), "server /metrics lacks {series}:\n{server}");
+            let server = http
+                .get(format!("{}/metrics", cluster.server_http(i)))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for series in [
+                "dupla_chunk_store_bytes",
+                "dupla_bytes_in_total",
+                "dupla_bytes_out_total",
+                "dupla_active_transfers",
+                "dupla_scrub_bytes_total",
+                "dupla_rpc_duration_seconds_bucket{",
+                "service=\"dupla.v1.Storage\"",
+            ] {
+                assert!(
+                    server.contains(series),
+                    "server /metrics lacks {series}:\n{server}"
+                );
             }
-            let value = |name: &str| server.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let value = |name: &str| {
+                server
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
             moved.0 += value("dupla_bytes_in_total");
             moved.1 += value("dupla_bytes_out_total");
         }
         assert!(moved.0 >= 100_000.0 && moved.1 >= 100_000.0, "{moved:?}");
-        for url in [format!("{base}/healthz"), format!("{}/healthz", cluster.server_http(0))] {
-            assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::OK, "{url}");
+        for url in [
+            format!("{base}/healthz"),
+            format!("{}/healthz", cluster.server_http(0)),
+        ] {
+            assert_eq!(
+                http.get(&url).send().await.unwrap().status(),
+                StatusCode::OK,
+                "{url}"
+            );
         }
-        let doc: Value = ok_json(http.get(format!("{base}/api/openapi.json")).send().await.unwrap(), "openapi").await;
+        let doc: Value = ok_json(
+            http.get(format!("{base}/api/openapi.json"))
+                .send()
+                .await
+                .unwrap(),
+            "openapi",
+        )
+        .await;
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
         let paths = doc["paths"].as_object().unwrap();
-        for path in ["/api/register", "/api/login", "/api/logout", "/api/whoami", "/api/me", "/api/files", "/api/file",
-            "/api/snapshots", "/api/snapshots/{id}/entries", "/api/uploads", "/api/cluster", "/api/stats",
-            "/api/stats/usage.csv", "/api/users", "/api/users/{login}", "/api/users/{login}/role", "/api/users/{login}/quota"] {
+        for path in [
+            "/api/register",
+            "/api/login",
+            "/api/logout",
+            "/api/whoami",
+            "/api/me",
+            "/api/files",
+            "/api/file",
+            "/api/snapshots",
+            "/api/snapshots/{id}/entries",
+            "/api/uploads",
+            "/api/cluster",
+            "/api/stats",
+            "/api/stats/usage.csv",
+            "/api/users",
+            "/api/users/{login}",
+            "/api/users/{login}/role",
+            "/api/users/{login}/quota",
+        ] {
             assert!(paths.contains_key(path), "openapi.json lacks {path}");
         }
-        let doc: Value = ok_json(http.get(format!("{}/api/openapi.json", cluster.server_http(0))).send().await.unwrap(), "server openapi").await;
+        let doc: Value = ok_json(
+            http.get(format!("{}/api/openapi.json", cluster.server_http(0)))
+                .send()
+                .await
+                .unwrap(),
+            "server openapi",
+        )
+        .await;
         for path in ["/api/files/content", "/api/uploads", "/api/uploads/{id}"] {
-            assert!(doc["paths"].as_object().unwrap().contains_key(path), "server openapi.json lacks {path}");
+            assert!(
+                doc["paths"].as_object().unwrap().contains_key(path),
+                "server openapi.json lacks {path}"
+            );
         }
         for page in ["/", "/api/docs"] {
             let response = http.get(format!("{base}{page}")).send().await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
-            assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+            assert!(response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"));
         }
-        let status = ok_json(http.get(format!("{base}/api/cluster")).send().await.unwrap(), "cluster").await;
+        let status = ok_json(
+            http.get(format!("{base}/api/cluster"))
+                .send()
+                .await
+                .unwrap(),
+            "cluster",
+        )
+        .await;
         let servers = status["servers"].as_array().unwrap();
         assert_eq!(servers.len(), 2);
-        assert!(servers.iter().all(|s| s["state"] == "up" && s["http"].as_str().unwrap().starts_with("http://")), "{status}");
+        assert!(
+            servers
+                .iter()
+                .all(|s| s["state"] == "up" && s["http"].as_str().unwrap().starts_with("http://")),
+            "{status}"
+        );
     })
     .await;
 }

@@ -18,7 +18,11 @@ use dupla::{clock, Error};
     responses((status = 200, description = "Registered (log in next)", body = User),
         (status = 400, body = ErrorBody), (status = 409, description = "Login taken", body = ErrorBody)))]
 /// Create an account (the user role).
-pub async fn register(State(api): State<Api>, caller: Caller, ApiJson(r): ApiJson<Register>) -> ApiResult<Json<User>> {
+pub async fn register(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiJson(r): ApiJson<Register>,
+) -> ApiResult<Json<User>> {
     let request = caller.request(pb::RegisterRequest {
         login: r.login,
         password: r.password,
@@ -28,7 +32,9 @@ pub async fn register(State(api): State<Api>, caller: Caller, ApiJson(r): ApiJso
         gender: r.gender,
     });
     let reply = api.accounts.register(request).await?.into_inner();
-    let user = reply.user.ok_or_else(|| Error::Internal("Register answered no user".into()))?;
+    let user = reply
+        .user
+        .ok_or_else(|| Error::Internal("Register answered no user".into()))?;
     Ok(Json(user.into()))
 }
 
@@ -37,8 +43,15 @@ pub async fn register(State(api): State<Api>, caller: Caller, ApiJson(r): ApiJso
         (status = 401, description = "Wrong login or password", body = ErrorBody),
         (status = 429, description = "Too many failures: wait", body = ErrorBody)))]
 /// Trade a login and password for a bearer token.
-pub async fn login(State(api): State<Api>, caller: Caller, ApiJson(l): ApiJson<Login>) -> ApiResult<Json<Session>> {
-    let request = caller.request(pb::LoginRequest { login: l.login, password: l.password });
+pub async fn login(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiJson(l): ApiJson<Login>,
+) -> ApiResult<Json<Session>> {
+    let request = caller.request(pb::LoginRequest {
+        login: l.login,
+        password: l.password,
+    });
     let reply = api.accounts.login(request).await?.into_inner();
     Ok(Json(Session {
         token: reply.token,
@@ -53,7 +66,9 @@ pub async fn login(State(api): State<Api>, caller: Caller, ApiJson(l): ApiJson<L
     security(("bearer" = [])))]
 /// Revoke the caller's token.
 pub async fn logout(State(api): State<Api>, caller: Caller) -> ApiResult<StatusCode> {
-    api.accounts.logout(caller.request(pb::LogoutRequest {})).await?;
+    api.accounts
+        .logout(caller.request(pb::LogoutRequest {}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -62,7 +77,11 @@ pub async fn logout(State(api): State<Api>, caller: Caller) -> ApiResult<StatusC
     security(("bearer" = [])))]
 /// The caller's account and token.
 pub async fn whoami(State(api): State<Api>, caller: Caller) -> ApiResult<Json<WhoAmI>> {
-    let reply = api.accounts.who_am_i(caller.request(pb::WhoAmIRequest {})).await?.into_inner();
+    let reply = api
+        .accounts
+        .who_am_i(caller.request(pb::WhoAmIRequest {}))
+        .await?
+        .into_inner();
     Ok(Json(WhoAmI {
         user: reply.user.map(Into::into),
         expires_unix_ms: reply.expires_unix_ms,
@@ -92,7 +111,9 @@ pub fn state_of(api: &Api, login: &str) -> &'static str {
 pub async fn status_of(api: &Api, caller: &Caller, user: pb::User) -> ApiResult<UserStatus> {
     let quota = api
         .manager
-        .get_quota(caller.request(pb::GetQuotaRequest { login: user.login.clone() }))
+        .get_quota(caller.request(pb::GetQuotaRequest {
+            login: user.login.clone(),
+        }))
         .await?
         .into_inner();
     Ok(UserStatus {
@@ -107,8 +128,14 @@ pub async fn status_of(api: &Api, caller: &Caller, user: pb::User) -> ApiResult<
     security(("bearer" = [])))]
 /// The caller's state, role, quota and usage.
 pub async fn my_status(State(api): State<Api>, caller: Caller) -> ApiResult<Json<UserStatus>> {
-    let reply = api.accounts.who_am_i(caller.request(pb::WhoAmIRequest {})).await?.into_inner();
-    let user = reply.user.ok_or_else(|| Error::Internal("WhoAmI answered no user".into()))?;
+    let reply = api
+        .accounts
+        .who_am_i(caller.request(pb::WhoAmIRequest {}))
+        .await?
+        .into_inner();
+    let user = reply
+        .user
+        .ok_or_else(|| Error::Internal("WhoAmI answered no user".into()))?;
     Ok(Json(status_of(&api, &caller, user).await?))
 }
 
@@ -116,8 +143,16 @@ pub async fn my_status(State(api): State<Api>, caller: Caller) -> ApiResult<Json
     responses((status = 200, body = Vec<UserStatus>), (status = 403, description = "Not an admin", body = ErrorBody)),
     security(("bearer" = [])))]
 /// Every account with its state, role and usage (admin).
-pub async fn list_users(State(api): State<Api>, caller: Caller) -> ApiResult<Json<Vec<UserStatus>>> {
-    let users = api.accounts.list_users(caller.request(pb::ListUsersRequest {})).await?.into_inner().users;
+pub async fn list_users(
+    State(api): State<Api>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<UserStatus>>> {
+    let users = api
+        .accounts
+        .list_users(caller.request(pb::ListUsersRequest {}))
+        .await?
+        .into_inner()
+        .users;
     let mut out = Vec::with_capacity(users.len());
     for user in users {
         out.push(status_of(&api, &caller, user).await?);
@@ -130,8 +165,16 @@ pub async fn list_users(State(api): State<Api>, caller: Caller) -> ApiResult<Jso
     responses((status = 200, body = UserStatus), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 /// One account with its state, role and usage (admin).
-pub async fn get_user(State(api): State<Api>, caller: Caller, ApiPath(login): ApiPath<String>) -> ApiResult<Json<UserStatus>> {
-    let user = api.accounts.get_user(caller.request(pb::GetUserRequest { login })).await?.into_inner();
+pub async fn get_user(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiPath(login): ApiPath<String>,
+) -> ApiResult<Json<UserStatus>> {
+    let user = api
+        .accounts
+        .get_user(caller.request(pb::GetUserRequest { login }))
+        .await?
+        .into_inner();
     Ok(Json(status_of(&api, &caller, user).await?))
 }
 
@@ -141,9 +184,19 @@ pub async fn get_user(State(api): State<Api>, caller: Caller, ApiPath(login): Ap
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 /// Delete an account and its backups (admin).
-pub async fn delete_user(State(api): State<Api>, caller: Caller, ApiPath(login): ApiPath<String>) -> ApiResult<Json<User>> {
-    let reply = api.accounts.delete_user(caller.request(pb::DeleteUserRequest { login })).await?.into_inner();
-    let user = reply.deleted.ok_or_else(|| Error::Internal("DeleteUser answered no user".into()))?;
+pub async fn delete_user(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiPath(login): ApiPath<String>,
+) -> ApiResult<Json<User>> {
+    let reply = api
+        .accounts
+        .delete_user(caller.request(pb::DeleteUserRequest { login }))
+        .await?
+        .into_inner();
+    let user = reply
+        .deleted
+        .ok_or_else(|| Error::Internal("DeleteUser answered no user".into()))?;
     Ok(Json(user.into()))
 }
 
@@ -153,8 +206,20 @@ pub async fn delete_user(State(api): State<Api>, caller: Caller, ApiPath(login):
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 /// Change an account's role: `admin`, `user` or `viewer` (admin).
-pub async fn set_role(State(api): State<Api>, caller: Caller, ApiPath(login): ApiPath<String>, ApiJson(r): ApiJson<SetRole>) -> ApiResult<Json<User>> {
-    let user = api.accounts.set_role(caller.request(pb::SetRoleRequest { login, role: r.role })).await?.into_inner();
+pub async fn set_role(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiPath(login): ApiPath<String>,
+    ApiJson(r): ApiJson<SetRole>,
+) -> ApiResult<Json<User>> {
+    let user = api
+        .accounts
+        .set_role(caller.request(pb::SetRoleRequest {
+            login,
+            role: r.role,
+        }))
+        .await?
+        .into_inner();
     Ok(Json(user.into()))
 }
 
@@ -163,8 +228,18 @@ pub async fn set_role(State(api): State<Api>, caller: Caller, ApiPath(login): Ap
     responses((status = 200, body = Quota), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 /// Set or reset an account's quota (admin).
-pub async fn set_quota(State(api): State<Api>, caller: Caller, ApiPath(login): ApiPath<String>, ApiJson(q): ApiJson<SetQuota>) -> ApiResult<Json<Quota>> {
-    let request = caller.request(pb::SetQuotaRequest { login, bytes: q.bytes, files: q.files, reset: q.reset });
+pub async fn set_quota(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiPath(login): ApiPath<String>,
+    ApiJson(q): ApiJson<SetQuota>,
+) -> ApiResult<Json<Quota>> {
+    let request = caller.request(pb::SetQuotaRequest {
+        login,
+        bytes: q.bytes,
+        files: q.files,
+        reset: q.reset,
+    });
     let quota = api.manager.set_quota(request).await?.into_inner();
     Ok(Json(quota.into()))
 }

@@ -32,8 +32,14 @@ fn page_size(limit: Option<usize>) -> usize {
         (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 /// Search and filter the caller's files by name, size and date.
-pub async fn list_files(State(api): State<Api>, caller: Caller, ApiQuery(f): ApiQuery<FileFilter>) -> ApiResult<Json<FilePage>> {
-    let request = caller.request(pb::ListRequest { pattern: f.q.clone() });
+pub async fn list_files(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiQuery(f): ApiQuery<FileFilter>,
+) -> ApiResult<Json<FilePage>> {
+    let request = caller.request(pb::ListRequest {
+        pattern: f.q.clone(),
+    });
     let files = api.manager.list(request).await?.into_inner().files;
     let matching: Vec<pb::FileEntry> = files
         .into_iter()
@@ -56,8 +62,15 @@ pub async fn list_files(State(api): State<Api>, caller: Caller, ApiQuery(f): Api
     responses((status = 200, body = File), (status = 404, description = "Not one of the caller's files", body = ErrorBody)),
     security(("bearer" = [])))]
 /// One file's details.
-pub async fn file_details(State(api): State<Api>, caller: Caller, ApiQuery(r): ApiQuery<FileRef>) -> ApiResult<Json<File>> {
-    let request = caller.request(pb::LookupRequest { name: r.name, version: r.version });
+pub async fn file_details(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiQuery(r): ApiQuery<FileRef>,
+) -> ApiResult<Json<File>> {
+    let request = caller.request(pb::LookupRequest {
+        name: r.name,
+        version: r.version,
+    });
     Ok(Json(api.manager.lookup(request).await?.into_inner().into()))
 }
 
@@ -67,9 +80,19 @@ pub async fn file_details(State(api): State<Api>, caller: Caller, ApiQuery(r): A
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 /// Remove a file (every version no snapshot keeps).
-pub async fn remove_file(State(api): State<Api>, caller: Caller, ApiQuery(r): ApiQuery<FileRef>) -> ApiResult<Json<File>> {
-    let reply = api.manager.remove(caller.request(pb::RemoveRequest { name: r.name })).await?.into_inner();
-    let removed = reply.removed.ok_or_else(|| Error::Internal("Remove answered no entry".into()))?;
+pub async fn remove_file(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiQuery(r): ApiQuery<FileRef>,
+) -> ApiResult<Json<File>> {
+    let reply = api
+        .manager
+        .remove(caller.request(pb::RemoveRequest { name: r.name }))
+        .await?
+        .into_inner();
+    let removed = reply
+        .removed
+        .ok_or_else(|| Error::Internal("Remove answered no entry".into()))?;
     Ok(Json(removed.into()))
 }
 
@@ -78,8 +101,15 @@ pub async fn remove_file(State(api): State<Api>, caller: Caller, ApiQuery(r): Ap
         (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 /// The caller's snapshots.
-pub async fn list_snapshots(State(api): State<Api>, caller: Caller) -> ApiResult<Json<Vec<Snapshot>>> {
-    let mut stream = api.snapshots.list(caller.request(pb::ListSnapshotsRequest { paths: vec![] })).await?.into_inner();
+pub async fn list_snapshots(
+    State(api): State<Api>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Snapshot>>> {
+    let mut stream = api
+        .snapshots
+        .list(caller.request(pb::ListSnapshotsRequest { paths: vec![] }))
+        .await?
+        .into_inner();
     let mut out = Vec::new();
     while let Some(info) = stream.next().await {
         out.push(info?.into());
@@ -93,8 +123,16 @@ pub async fn list_snapshots(State(api): State<Api>, caller: Caller) -> ApiResult
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 /// The entries of one snapshot (restore a file with its `path` and `version`).
-pub async fn snapshot_entries(State(api): State<Api>, caller: Caller, ApiPath(id): ApiPath<String>, ApiQuery(f): ApiQuery<EntryFilter>) -> ApiResult<Json<Vec<Entry>>> {
-    let request = caller.request(pb::SnapshotEntriesRequest { id, prefix: f.prefix });
+pub async fn snapshot_entries(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(f): ApiQuery<EntryFilter>,
+) -> ApiResult<Json<Vec<Entry>>> {
+    let request = caller.request(pb::SnapshotEntriesRequest {
+        id,
+        prefix: f.prefix,
+    });
     let mut stream = api.snapshots.entries(request).await?.into_inner();
     let limit = page_size(f.limit);
     let mut out = Vec::new();
@@ -118,7 +156,11 @@ pub async fn snapshot_entries(State(api): State<Api>, caller: Caller, ApiPath(id
 /// Where to upload a file: the caller's assigned server if it is up and
 /// has an HTTP API, else another that is. Checks role, name and quota
 /// first, so a refused upload sends no bytes.
-pub async fn place_upload(State(api): State<Api>, caller: Caller, ApiJson(p): ApiJson<PlaceUpload>) -> ApiResult<Json<UploadTarget>> {
+pub async fn place_upload(
+    State(api): State<Api>,
+    caller: Caller,
+    ApiJson(p): ApiJson<PlaceUpload>,
+) -> ApiResult<Json<UploadTarget>> {
     let auth = crate::auth::Authenticator::new(api.tokens.clone());
     let session = auth.check_token(caller.token.as_deref().unwrap_or_default())?;
     crate::auth::may_write(&api.accounts_db, &session, "back up files")?;
@@ -140,7 +182,9 @@ pub async fn place_upload(State(api): State<Api>, caller: Caller, ApiJson(p): Ap
                 .filter(usable)
                 .min_by_key(|m| m.report.active)
         })
-        .ok_or_else(|| Error::Unavailable("no storage server with an HTTP API is up; retry shortly".into()))?;
+        .ok_or_else(|| {
+            Error::Unavailable("no storage server with an HTTP API is up; retry shortly".into())
+        })?;
     Ok(Json(UploadTarget {
         url: chosen.report.http.clone(),
         server: chosen.node.addr.clone(),

@@ -19,13 +19,20 @@ use dupla::Error;
 /// The storage servers (state, capacity, used, transfers, sessions) and the
 /// catalog's totals, repairs included.
 pub async fn status(State(api): State<Api>, caller: Caller) -> ApiResult<Json<Cluster>> {
-    let reply = api.manager.cluster_status(caller.request(pb::ClusterStatusRequest {})).await?;
+    let reply = api
+        .manager
+        .cluster_status(caller.request(pb::ClusterStatusRequest {}))
+        .await?;
     Ok(Json(reply.into_inner().into()))
 }
 
 /// Every user's status for an admin; the caller's own for anyone else.
 async fn usage(api: &Api, caller: &Caller) -> ApiResult<Vec<UserStatus>> {
-    match api.accounts.list_users(caller.request(pb::ListUsersRequest {})).await {
+    match api
+        .accounts
+        .list_users(caller.request(pb::ListUsersRequest {}))
+        .await
+    {
         Ok(reply) => {
             let mut out = Vec::new();
             for user in reply.into_inner().users {
@@ -34,8 +41,14 @@ async fn usage(api: &Api, caller: &Caller) -> ApiResult<Vec<UserStatus>> {
             Ok(out)
         }
         Err(status) if status.code() == tonic::Code::PermissionDenied => {
-            let me = api.accounts.who_am_i(caller.request(pb::WhoAmIRequest {})).await?.into_inner();
-            let user = me.user.ok_or_else(|| Error::Internal("WhoAmI answered no user".into()))?;
+            let me = api
+                .accounts
+                .who_am_i(caller.request(pb::WhoAmIRequest {}))
+                .await?
+                .into_inner();
+            let user = me
+                .user
+                .ok_or_else(|| Error::Internal("WhoAmI answered no user".into()))?;
             Ok(vec![status_of(api, caller, user).await?])
         }
         Err(status) => Err(status.into()),
@@ -49,7 +62,10 @@ async fn usage(api: &Api, caller: &Caller) -> ApiResult<Vec<UserStatus>> {
 /// sees everyone, a user themselves), chat deliveries.
 pub async fn stats(State(api): State<Api>, caller: Caller) -> ApiResult<Json<Stats>> {
     let usage = usage(&api, &caller).await?;
-    let cluster = api.manager.cluster_status(caller.request(pb::ClusterStatusRequest {})).await?;
+    let cluster = api
+        .manager
+        .cluster_status(caller.request(pb::ClusterStatusRequest {}))
+        .await?;
     let mut users_by_state = std::collections::BTreeMap::new();
     for u in &usage {
         *users_by_state.entry(u.state.clone()).or_insert(0) += 1;
@@ -74,9 +90,23 @@ pub async fn usage_csv(State(api): State<Api>, caller: Caller) -> ApiResult<impl
         // Logins are [a-z0-9_.-]: nothing to quote.
         csv.push_str(&format!(
             "{},{},{},{},{},{},{}\n",
-            u.user.login, u.user.role, u.state, u.quota.used_bytes, u.quota.used_files, u.quota.quota_bytes, u.quota.quota_files
+            u.user.login,
+            u.user.role,
+            u.state,
+            u.quota.used_bytes,
+            u.quota.used_files,
+            u.quota.quota_bytes,
+            u.quota.quota_files
         ));
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-        (header::CONTENT_DISPOSITION, "attachment; filename=\"dupla-usage.csv\"")], csv))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"dupla-usage.csv\"",
+            ),
+        ],
+        csv,
+    ))
 }

@@ -10,11 +10,31 @@ use std::sync::Arc;
 
 /// One embedded file: its path, content type and text.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../../assets/index.html")),
-    ("/app.js", "text/javascript; charset=utf-8", include_str!("../../assets/app.js")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../../assets/style.css")),
-    ("/api/docs", "text/html; charset=utf-8", include_str!("../../assets/reference.html")),
-    ("/reference.js", "text/javascript; charset=utf-8", include_str!("../../assets/reference.js")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../assets/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/app.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../assets/style.css"),
+    ),
+    (
+        "/api/docs",
+        "text/html; charset=utf-8",
+        include_str!("../../assets/reference.html"),
+    ),
+    (
+        "/reference.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/reference.js"),
+    ),
 ];
 
 /// The console's pages, and `/api/openapi.json` holding `openapi`.
@@ -24,7 +44,12 @@ pub fn router(openapi: String) -> Router {
         "/api/openapi.json",
         get(move || {
             let doc = openapi.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_string()) }
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    doc.as_str().to_string(),
+                )
+            }
         }),
     );
     for &(path, content_type, text) in ASSETS {

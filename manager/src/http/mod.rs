@@ -186,13 +186,20 @@ fn refresher(metrics: &Metrics, api: Api) -> Refresh {
     let servers = metrics.gauge_vec("servers", "Storage servers by state", &["state"]);
     let files = metrics.gauge("catalog_files", "File versions in the catalog");
     let bytes = metrics.gauge("catalog_bytes", "Bytes of the catalog's files (one copy)");
-    let under = metrics.gauge("under_replicated_files", "Files with fewer than two live copies");
+    let under = metrics.gauge(
+        "under_replicated_files",
+        "Files with fewer than two live copies",
+    );
     let under_bytes = metrics.gauge("under_replicated_bytes", "Bytes of under-replicated files");
     let repaired = metrics.counter("repaired_files_total", "Files given a new copy by repairs");
     let repaired_bytes = metrics.counter("repaired_bytes_total", "Bytes copied by repairs");
     let sessions = metrics.gauge("sessions", "Connected client sessions");
-    let transfers = metrics.gauge("uploads_open", "Uploads placed and not yet committed or aborted");
-    let transfers_active = metrics.gauge("server_transfers", "Transfers in progress on all servers");
+    let transfers = metrics.gauge(
+        "uploads_open",
+        "Uploads placed and not yet committed or aborted",
+    );
+    let transfers_active =
+        metrics.gauge("server_transfers", "Transfers in progress on all servers");
     let accounts = metrics.gauge("accounts", "Registered accounts");
     let chat = metrics.counter("chat_deliveries_total", "Chat events delivered to clients");
     Arc::new(move || {
@@ -217,7 +224,13 @@ fn refresher(metrics: &Metrics, api: Api) -> Refresh {
         dupla::metrics::catch_up(&repaired_bytes, status.repaired_bytes);
         sessions.set(clamp(status.sessions));
         transfers.set(api.state.lock_uploads().len() as i64);
-        transfers_active.set(status.servers.iter().map(|s| i64::from(s.active_transfers)).sum());
+        transfers_active.set(
+            status
+                .servers
+                .iter()
+                .map(|s| i64::from(s.active_transfers))
+                .sum(),
+        );
         accounts.set(api.accounts_db.logins().map_or(0, |l| l.len() as i64));
         dupla::metrics::catch_up(&chat, api.hub.deliveries());
     })

@@ -54,7 +54,10 @@ pub struct Node {
 
 impl From<pb::Node> for Node {
     fn from(n: pb::Node) -> Self {
-        Node { id: n.id, addr: n.addr }
+        Node {
+            id: n.id,
+            addr: n.addr,
+        }
     }
 }
 
@@ -340,7 +343,8 @@ impl From<pb::ClusterStatusReply> for Cluster {
                     active_transfers: s.active_transfers,
                     sessions: s.sessions,
                     peak_rss: s.peak_rss,
-                    last_seen_ms_ago: (s.last_seen_ms_ago != u64::MAX).then_some(s.last_seen_ms_ago),
+                    last_seen_ms_ago: (s.last_seen_ms_ago != u64::MAX)
+                        .then_some(s.last_seen_ms_ago),
                 }
             })
             .collect();

@@ -44,8 +44,13 @@ pub enum Range {
 /// Parse a Range header; `Ok(None)` for none. Several ranges are refused.
 pub fn parse_range(value: Option<&HeaderValue>) -> Result<Option<Range>, ApiError> {
     let Some(value) = value else { return Ok(None) };
-    let bad = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable",
-        "Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`");
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            "Range must be one `bytes=start-end`, `bytes=start-` or `bytes=-suffix`",
+        )
+    };
     let text = value.to_str().map_err(|_| bad())?.trim();
     let spec = text.strip_prefix("bytes=").ok_or_else(bad)?;
     if spec.contains(',') {
@@ -69,8 +74,13 @@ pub fn parse_range(value: Option<&HeaderValue>) -> Result<Option<Range>, ApiErro
 
 /// The byte span `[start, end]` of a `size`-byte file a range asks for.
 fn span(range: Option<Range>, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
-    let unsatisfiable = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable",
-        format!("the file has {size} bytes"));
+    let unsatisfiable = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("the file has {size} bytes"),
+        )
+    };
     match range {
         None => Ok(None),
         Some(_) if size == 0 => Err(unsatisfiable()),
@@ -91,29 +101,52 @@ fn span(range: Option<Range>, size: u64) -> Result<Option<(u64, u64)>, ApiError>
         (status = 416, body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Download a file (or one byte range of it).
-pub async fn content(State(api): State<Api>, headers: HeaderMap, ApiQuery(which): ApiQuery<Which>) -> ApiResult<Response> {
-    let token = bearer(&headers).map(str::to_string).or(which.token.clone()).ok_or_else(|| {
-        Error::Unauthenticated("not logged in: send `Authorization: Bearer <token>` or `?token=`".into())
-    })?;
+pub async fn content(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiQuery(which): ApiQuery<Which>,
+) -> ApiResult<Response> {
+    let token = bearer(&headers)
+        .map(str::to_string)
+        .or(which.token.clone())
+        .ok_or_else(|| {
+            Error::Unauthenticated(
+                "not logged in: send `Authorization: Bearer <token>` or `?token=`".into(),
+            )
+        })?;
     let range = parse_range(headers.get(header::RANGE))?;
     let credentials = UserCredentials::of(&grpc_request(Some(&token), None, ()))?;
     // A suffix range needs the size first: start at 0 and skip.
-    let asked_start = match range { Some(Range::From(start, _)) => start, _ => 0 };
-    let opened = crate::download::open(api.node.clone(), credentials, DownloadRequest {
-        name: which.name.clone(),
-        offset: asked_start,
-        version: which.version,
-    }).await;
+    let asked_start = match range {
+        Some(Range::From(start, _)) => start,
+        _ => 0,
+    };
+    let opened = crate::download::open(
+        api.node.clone(),
+        credentials,
+        DownloadRequest {
+            name: which.name.clone(),
+            offset: asked_start,
+            version: which.version,
+        },
+    )
+    .await;
     let mut stream = match opened {
         Ok(stream) => stream,
         // An offset past the end: the range is the problem, not the name.
         Err(Error::InvalidInput(m)) if range.is_some() && m.contains("past the end") => {
-            return Err(ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", m));
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                m,
+            ));
         }
         Err(e) => return Err(e.into()),
     };
     let entry = match stream.next().await {
-        Some(Ok(DownloadResponse { msg: Some(download_response::Msg::Header(entry)) })) => entry,
+        Some(Ok(DownloadResponse {
+            msg: Some(download_response::Msg::Header(entry)),
+        })) => entry,
         Some(Err(status)) => return Err(status.into()),
         _ => return Err(Error::Internal("a download starts with its header".into()).into()),
     };
@@ -124,31 +157,49 @@ pub async fn content(State(api): State<Api>, headers: HeaderMap, ApiQuery(which)
     let layout = dupla::chunk::ChunkLayout::of(&entry)?;
     let first_chunk_at = layout.offset(layout.index_at(asked_start));
     let body = bytes_between(stream, first_chunk_at, start, length);
-    let file_name = entry.name.rsplit('/').next().unwrap_or("download").replace('"', "");
+    let file_name = entry
+        .name
+        .rsplit('/')
+        .next()
+        .unwrap_or("download")
+        .replace('"', "");
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, length)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}\""))
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        )
         .header("x-dupla-blake3", hex::encode(&entry.blake3))
         .header("x-dupla-version", entry.version);
     response = match span {
-        Some(_) => response.status(StatusCode::PARTIAL_CONTENT)
+        Some(_) => response
+            .status(StatusCode::PARTIAL_CONTENT)
             .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
         None => response.status(StatusCode::OK),
     };
-    response.body(body).map_err(|e| Error::Internal(format!("response: {e}")).into())
+    response
+        .body(body)
+        .map_err(|e| Error::Internal(format!("response: {e}")).into())
 }
 
 /// The body: the chunks of `stream` (the first one starting at byte `at`
 /// of the file) cut down to `length` bytes from `start`. An error midway
 /// ends the body early, so the client sees a short read, never wrong bytes.
-fn bytes_between(stream: crate::download::DownloadStream, at: u64, start: u64, length: u64) -> Body {
+fn bytes_between(
+    stream: crate::download::DownloadStream,
+    at: u64,
+    start: u64,
+    length: u64,
+) -> Body {
     let state = (stream, at, length);
     let chunks = futures::stream::unfold(state, move |(mut stream, mut at, mut left)| async move {
         while left > 0 {
             let data = match stream.next().await {
-                Some(Ok(DownloadResponse { msg: Some(download_response::Msg::Chunk(chunk)) })) => chunk.data,
+                Some(Ok(DownloadResponse {
+                    msg: Some(download_response::Msg::Chunk(chunk)),
+                })) => chunk.data,
                 Some(Ok(_)) => continue,
                 Some(Err(status)) => {
                     let error = std::io::Error::other(status.message().to_string());
@@ -184,13 +235,29 @@ mod tests {
 
     #[test]
     fn ranges_parse_and_clip_to_the_file() {
-        assert_eq!(parse("bytes=10-19").unwrap(), Some(Range::From(10, Some(19))));
+        assert_eq!(
+            parse("bytes=10-19").unwrap(),
+            Some(Range::From(10, Some(19)))
+        );
         assert_eq!(parse("bytes=10-").unwrap(), Some(Range::From(10, None)));
         assert_eq!(parse("bytes=-5").unwrap(), Some(Range::Last(5)));
-        for bad in ["bytes=5-1", "bytes=1-2,4-5", "items=1-2", "bytes=-", "bytes=a-b"] {
-            assert_eq!(parse(bad).unwrap_err().status, StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
+        for bad in [
+            "bytes=5-1",
+            "bytes=1-2,4-5",
+            "items=1-2",
+            "bytes=-",
+            "bytes=a-b",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().status,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "{bad}"
+            );
         }
-        assert_eq!(span(Some(Range::From(10, Some(1000))), 100).unwrap(), Some((10, 99)));
+        assert_eq!(
+            span(Some(Range::From(10, Some(1000))), 100).unwrap(),
+            Some((10, 99))
+        );
         assert_eq!(span(Some(Range::Last(10)), 100).unwrap(), Some((90, 99)));
         assert!(span(Some(Range::From(100, None)), 100).is_err());
         assert_eq!(span(None, 100).unwrap(), None);

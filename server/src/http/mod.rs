@@ -82,9 +82,10 @@ pub async fn start(
     let staging = Arc::new(staging::Staging::open(&data.join(staging::STAGING_DIR))?);
     let refresh = refresher(&metrics, node.clone(), staging.clone());
     let (api, doc) = router(Api { node, staging });
-    let doc_json = Arc::new(doc.to_json().map_err(|e| {
-        dupla::Error::Internal(format!("OpenAPI document: {e}"))
-    })?);
+    let doc_json = Arc::new(
+        doc.to_json()
+            .map_err(|e| dupla::Error::Internal(format!("OpenAPI document: {e}")))?,
+    );
     let app = api
         .route(
             "/api/openapi.json",
@@ -127,15 +128,27 @@ fn base_url(bound: SocketAddr, advertise: &str) -> String {
 fn refresher(metrics: &Metrics, node: Arc<StorageNode>, staging: Arc<staging::Staging>) -> Refresh {
     let used = metrics.gauge("chunk_store_bytes", "Bytes of chunks stored here");
     let capacity = metrics.gauge("chunk_store_capacity_bytes", "Bytes this server offers");
-    let active = metrics.gauge("active_transfers", "Uploads, downloads and pipeline hops in progress");
-    let staged = metrics.gauge("http_uploads_staged", "HTTP uploads staged here, unfinished");
+    let active = metrics.gauge(
+        "active_transfers",
+        "Uploads, downloads and pipeline hops in progress",
+    );
+    let staged = metrics.gauge(
+        "http_uploads_staged",
+        "HTTP uploads staged here, unfinished",
+    );
     let bytes_in = metrics.counter("bytes_in_total", "File bytes received from clients");
     let bytes_out = metrics.counter("bytes_out_total", "File bytes sent to clients");
-    let uploads = metrics.counter("uploads_total", "Uploads finished with this server as the entry");
+    let uploads = metrics.counter(
+        "uploads_total",
+        "Uploads finished with this server as the entry",
+    );
     let downloads = metrics.counter("downloads_total", "Downloads started here");
     let scrub_passes = metrics.counter("scrub_passes_total", "Scrub passes finished");
     let scrub_bytes = metrics.counter("scrub_bytes_total", "Bytes re-hashed by scrubs");
-    let scrub_corrupt = metrics.counter("scrub_corrupt_chunks_total", "Corrupt chunks found by scrubs");
+    let scrub_corrupt = metrics.counter(
+        "scrub_corrupt_chunks_total",
+        "Corrupt chunks found by scrubs",
+    );
     let peak_rss = metrics.gauge("peak_rss_bytes", "Peak resident memory of the process");
     Arc::new(move || {
         let t = &node.traffic;

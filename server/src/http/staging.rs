@@ -172,7 +172,10 @@ mod tests {
         let id = staging.create(&meta).unwrap();
         assert_eq!(staging.get(&id, "ada").unwrap().name, "a.bin");
         assert!(matches!(staging.get(&id, "bob"), Err(Error::NotFound(_))));
-        assert!(matches!(staging.get("../etc", "ada"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            staging.get("../etc", "ada"),
+            Err(Error::NotFound(_))
+        ));
         assert_eq!(staging.offset(&id).unwrap(), 0);
         let busy = staging.claim(&id).unwrap();
         assert!(matches!(staging.claim(&id), Err(Error::Aborted(_))));

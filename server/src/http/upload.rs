@@ -82,9 +82,15 @@ pub struct Offset {
 }
 
 /// The caller behind a request: login and role per the manager.
-pub(crate) async fn caller(node: &StorageNode, token: Option<&str>) -> Result<(String, String, UserCredentials)> {
+pub(crate) async fn caller(
+    node: &StorageNode,
+    token: Option<&str>,
+) -> Result<(String, String, UserCredentials)> {
     let token = token.ok_or_else(|| {
-        Error::Unauthenticated("not logged in: send `Authorization: Bearer <token>` (POST /api/login at the manager)".into())
+        Error::Unauthenticated(
+            "not logged in: send `Authorization: Bearer <token>` (POST /api/login at the manager)"
+                .into(),
+        )
     })?;
     let request = grpc_request(Some(token), None, dupla::v1::WhoAmIRequest {});
     let credentials = UserCredentials::of(&request)?;
@@ -107,7 +113,11 @@ pub(crate) async fn caller(node: &StorageNode, token: Option<&str>) -> Result<(S
         (status = 403, description = "Viewers may not back up", body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Stage a new upload.
-pub async fn create(State(api): State<Api>, headers: HeaderMap, ApiJson(new): ApiJson<NewUpload>) -> ApiResult<Json<UploadState>> {
+pub async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiJson(new): ApiJson<NewUpload>,
+) -> ApiResult<Json<UploadState>> {
     let (login, role, _) = caller(&api.node, bearer(&headers)).await?;
     if role == "viewer" {
         return Err(Error::PermissionDenied(format!(
@@ -153,7 +163,11 @@ pub async fn create(State(api): State<Api>, headers: HeaderMap, ApiJson(new): Ap
         (status = 404, body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Where a staged upload stands: resume from `offset`.
-pub async fn status(State(api): State<Api>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<Json<UploadState>> {
+pub async fn status(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<UploadState>> {
     let (login, _, _) = caller(&api.node, bearer(&headers)).await?;
     let meta = api.staging.get(&id, &login)?;
     // After a dropped connection the old request may still be writing what
@@ -176,7 +190,11 @@ pub async fn status(State(api): State<Api>, headers: HeaderMap, ApiPath(id): Api
         (status = 404, body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Cancel a staged upload.
-pub async fn cancel(State(api): State<Api>, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> ApiResult<axum::http::StatusCode> {
+pub async fn cancel(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::http::StatusCode> {
     let (login, _, _) = caller(&api.node, bearer(&headers)).await?;
     api.staging.get(&id, &login)?;
     let _busy = api.staging.claim(&id)?;
@@ -216,18 +234,36 @@ pub async fn put_range(
     }
     let offset = append(&api, &id, staged, meta.size, body).await?;
     if offset < meta.size {
-        return Ok(Json(UploadState { id, name: meta.name, size: meta.size, offset, done: false, file: None }));
+        return Ok(Json(UploadState {
+            id,
+            name: meta.name,
+            size: meta.size,
+            offset,
+            done: false,
+            file: None,
+        }));
     }
     let committed = commit(&api.node, &api.staging.part(&id), &meta, credentials).await?;
     api.staging.remove(&id)?;
-    Ok(Json(UploadState { id, name: meta.name, size: meta.size, offset, done: true, file: Some(committed) }))
+    Ok(Json(UploadState {
+        id,
+        name: meta.name,
+        size: meta.size,
+        offset,
+        done: true,
+        file: Some(committed),
+    }))
 }
 
 /// Append `body` to the staged part of `id`, at most up to `size`; the new
 /// length. A body cut short keeps what arrived (the next request resumes
 /// there); one longer than the file is refused and leaves nothing of it.
 async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiResult<u64> {
-    let mut file = tokio::fs::OpenOptions::new().append(true).open(api.staging.part(id)).await.map_err(Error::from)?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(api.staging.part(id))
+        .await
+        .map_err(Error::from)?;
     let mut offset = staged;
     let mut stream = body.into_data_stream();
     let mut cut_short = None;
@@ -247,7 +283,9 @@ async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiR
                 format!("the upload is {size} bytes; this request sent past its end"),
             ));
         }
-        tokio::io::AsyncWriteExt::write_all(&mut file, &data).await.map_err(Error::from)?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+            .await
+            .map_err(Error::from)?;
         offset += data.len() as u64;
         Traffic::add(&api.node.traffic.bytes_in, data.len() as u64);
     }
@@ -262,7 +300,12 @@ async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiR
 
 /// Send the staged file through `Storage/Upload` on this server, as the
 /// user; the committed file.
-async fn commit(node: &Arc<StorageNode>, part: &std::path::Path, meta: &super::staging::Meta, credentials: UserCredentials) -> Result<Committed> {
+async fn commit(
+    node: &Arc<StorageNode>,
+    part: &std::path::Path,
+    meta: &super::staging::Meta,
+    credentials: UserCredentials,
+) -> Result<Committed> {
     let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_CHANNEL_CHUNKS);
     let begin = UploadRequest {
         msg: Some(upload_request::Msg::Begin(UploadBegin {
@@ -271,7 +314,9 @@ async fn commit(node: &Arc<StorageNode>, part: &std::path::Path, meta: &super::s
             ..Default::default()
         })),
     };
-    tx.send(begin).await.map_err(|_| Error::Internal("upload channel closed".into()))?;
+    tx.send(begin)
+        .await
+        .map_err(|_| Error::Internal("upload channel closed".into()))?;
     let file = std::fs::File::open(part)?;
     let declared = meta.blake3.as_deref().map(Hash::from_hex).transpose()?;
     // Content-defined chunks, as the `dupla` client cuts them, so the
@@ -279,11 +324,19 @@ async fn commit(node: &Arc<StorageNode>, part: &std::path::Path, meta: &super::s
     let reader = tokio::task::spawn_blocking(move || feed(file, declared, tx));
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     credentials.attach(&mut request);
-    let receipt = node.peer(&node.addr)?.upload(request).await.map_err(Error::from_status);
-    let fed = reader.await.map_err(|e| Error::Internal(format!("staged file reader: {e}")))?;
+    let receipt = node
+        .peer(&node.addr)?
+        .upload(request)
+        .await
+        .map_err(Error::from_status);
+    let fed = reader
+        .await
+        .map_err(|e| Error::Internal(format!("staged file reader: {e}")))?;
     let receipt = receipt?.into_inner();
     fed?;
-    let entry = receipt.entry.ok_or_else(|| Error::Internal("receipt without its entry".into()))?;
+    let entry = receipt
+        .entry
+        .ok_or_else(|| Error::Internal("receipt without its entry".into()))?;
     Ok(Committed {
         name: entry.name,
         size: entry.size,
@@ -296,21 +349,30 @@ async fn commit(node: &Arc<StorageNode>, part: &std::path::Path, meta: &super::s
 
 /// Read the staged file chunk by chunk into the upload stream, then its
 /// end marker with the declared (or computed) blake3.
-fn feed(file: std::fs::File, declared: Option<Hash>, tx: tokio::sync::mpsc::Sender<UploadRequest>) -> Result<()> {
+fn feed(
+    file: std::fs::File,
+    declared: Option<Hash>,
+    tx: tokio::sync::mpsc::Sender<UploadRequest>,
+) -> Result<()> {
     let mut whole = blake3::Hasher::new();
     let reader = std::io::BufReader::new(file);
     for (index, data) in dupla::chunk::Chunker::new(reader).enumerate() {
         let data = data?;
         whole.update(&data);
         let chunk = dupla::chunk::make(index as u64, data);
-        let message = UploadRequest { msg: Some(upload_request::Msg::Chunk(chunk)) };
+        let message = UploadRequest {
+            msg: Some(upload_request::Msg::Chunk(chunk)),
+        };
         if tx.blocking_send(message).is_err() {
             return Ok(()); // the upload call failed: its error says why
         }
     }
     let hash = declared.unwrap_or_else(|| Hash::from(whole.finalize()));
-    let end = UploadRequest { msg: Some(upload_request::Msg::End(UploadEnd { blake3: hash.to_bytes() })) };
+    let end = UploadRequest {
+        msg: Some(upload_request::Msg::End(UploadEnd {
+            blake3: hash.to_bytes(),
+        })),
+    };
     let _ = tx.blocking_send(end);
     Ok(())
 }
-
