@@ -822,3 +822,21 @@ async fn metrics_healthz_and_the_openapi_document() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_uploads_take_the_tls_write_path_too() {
+    bounded(async {
+        // The staged file goes through Storage/Upload over the cluster's TLS.
+        let cluster = TestCluster::start_tls(2).await;
+        let base = cluster.manager_http();
+        let http = Client::new();
+        let token = cluster.token.clone();
+        let data = test_bytes(1 << 20, 11);
+        let done = http_upload(&http, &base, &token, "tls.bin", &data, 2).await;
+        assert_eq!(done["file"]["copies"], 2, "{done}");
+        let url = format!("{}/api/files/content?name=tls.bin", cluster.server_http(1));
+        let back = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(back.bytes().await.unwrap().as_ref(), &data[..]);
+    })
+    .await;
+}
