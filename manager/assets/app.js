@@ -9,6 +9,7 @@ const main = $("#main");
 const PART_BYTES = 4 << 20; // one PUT per 4 MiB: a dropped connection loses little
 const POLL_MS = 2000;       // dashboard refresh
 let timer = null;
+let shown = 0; // bumped by each route(): a page whose route is gone stops updating
 
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const size = (n) => {
@@ -130,7 +131,9 @@ async function dashboardPage() {
         <td class="num hide-sm">${s.last_seen_ms_ago == null ? "never" : (s.last_seen_ms_ago / 1000).toFixed(1) + " s"}</td></tr>`;
     }).join("");
   };
+  const mine = shown;
   await draw();
+  if (mine !== shown) return; // the user moved on while it loaded
   timer = setInterval(() => draw().catch((e) => toast(e.message, true)), POLL_MS);
 }
 
@@ -299,7 +302,7 @@ async function usersPage() {
     <th class="num">Used</th><th class="num">Quota</th><th></th></tr></thead><tbody>
     ${users.map((u) => `<tr><td>${esc(u.user.login)}</td><td class="hide-sm">${esc(u.user.first_names)} ${esc(u.user.last_names)}</td>
       <td><span class="pill ${esc(u.state)}">${esc(u.state)}</span></td>
-      <td><select data-role="${esc(u.user.login)}" aria-label="role of ${esc(u.user.login)}">${["admin", "user", "viewer"].map((r) => `<option ${r === u.user.role ? "selected" : ""}>${r}</option>`).join("")}</select></td>
+      <td><select data-role="${esc(u.user.login)}" aria-label="role of ${esc(u.user.login)}">${["admin", "user", "viewer"].map((r) => `<option value="${r}" ${r === u.user.role ? "selected" : ""}>${r}</option>`).join("")}</select></td>
       <td class="num">${size(u.quota.used_bytes)} · ${u.quota.used_files} files</td>
       <td class="num"><input data-quota="${esc(u.user.login)}" type="number" min="0" value="${u.quota.quota_bytes}" title="bytes; 0 is unlimited" style="width:9rem"></td>
       <td><button class="danger" data-del="${esc(u.user.login)}">Delete</button></td></tr>`).join("")}
@@ -339,6 +342,7 @@ async function statsPage() {
 // ---------- router ----------
 async function route() {
   clearInterval(timer);
+  shown++;
   const hash = location.hash || "#/dashboard";
   chrome();
   if (!token() && !["#/signin", "#/register"].includes(hash)) { location.hash = "#/signin"; return; }

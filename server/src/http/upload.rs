@@ -7,7 +7,6 @@
 //! the whole file, commit only when both copies are durable.
 
 use super::Api;
-use crate::metrics::Traffic;
 use crate::node::StorageNode;
 use axum::body::Body;
 use axum::extract::State;
@@ -286,8 +285,9 @@ async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiR
         tokio::io::AsyncWriteExt::write_all(&mut file, &data)
             .await
             .map_err(Error::from)?;
+        // Not counted in `bytes_in` here: the commit sends the file
+        // through Storage/Upload, which counts it once.
         offset += data.len() as u64;
-        Traffic::add(&api.node.traffic.bytes_in, data.len() as u64);
     }
     // Durable before it counts as staged: the offset a later request reads
     // must never point past bytes a crash could lose.
