@@ -80,6 +80,11 @@ pub async fn start(
     let url = base_url(bound, &node.addr);
     let _ = node.http_url.set(url.clone());
     let staging = Arc::new(staging::Staging::open(&data.join(staging::STAGING_DIR))?);
+    tokio::spawn(sweep_staging(
+        staging.clone(),
+        node.gc_grace,
+        shutdown.clone(),
+    ));
     let refresh = refresher(&metrics, node.clone(), staging.clone());
     let (api, doc) = router(Api { node, staging });
     let doc_json = Arc::new(
@@ -112,6 +117,28 @@ pub async fn start(
     tracing::info!(http = %bound, %url, "storage server HTTP listening");
     let task = tokio::spawn(web::serve(app, listener, shutdown));
     Ok(Some(Http { addr: bound, task }))
+}
+
+/// How often abandoned HTTP uploads are looked for.
+const STAGING_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove staged uploads idle longer than `grace` (the server's
+/// `gc_grace_secs`, the same promise as for unfinished gRPC uploads), at
+/// start and then every [`STAGING_SWEEP_INTERVAL`], until shutdown.
+async fn sweep_staging(staging: Arc<staging::Staging>, grace: std::time::Duration, mut shutdown: Shutdown) {
+    loop {
+        let sweeper = staging.clone();
+        match tokio::task::spawn_blocking(move || sweeper.sweep(grace)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "abandoned HTTP uploads removed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping HTTP uploads failed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping HTTP uploads failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STAGING_SWEEP_INTERVAL) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// The URL others reach the HTTP API at: the bound port on the advertised

@@ -144,6 +144,37 @@ impl Staging {
     }
 }
 
+impl Staging {
+    /// Remove uploads nobody has added a byte to for `idle` (a page closed
+    /// for good, a script that gave up); how many went.
+    pub fn sweep(&self, idle: std::time::Duration) -> Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            let (Some(id), Some("part")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) else {
+                continue;
+            };
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok());
+            // One a request works on now is not idle, whatever its age.
+            if age.is_some_and(|a| a >= idle) {
+                if let Ok(_busy) = self.claim(id) {
+                    self.remove(id)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
 /// Write `data` to `path` through a temporary file, fsynced, renamed.
 fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -182,7 +213,8 @@ mod tests {
         drop(busy);
         staging.claim(&id).unwrap();
         assert_eq!(staging.len(), 1);
-        staging.remove(&id).unwrap();
+        assert_eq!(staging.sweep(std::time::Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(staging.sweep(std::time::Duration::ZERO).unwrap(), 1);
         assert!(staging.is_empty());
     }
 }
