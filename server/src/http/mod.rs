@@ -125,7 +125,11 @@ const STAGING_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_se
 /// Remove staged uploads idle longer than `grace` (the server's
 /// `gc_grace_secs`, the same promise as for unfinished gRPC uploads), at
 /// start and then every [`STAGING_SWEEP_INTERVAL`], until shutdown.
-async fn sweep_staging(staging: Arc<staging::Staging>, grace: std::time::Duration, mut shutdown: Shutdown) {
+async fn sweep_staging(
+    staging: Arc<staging::Staging>,
+    grace: std::time::Duration,
+    mut shutdown: Shutdown,
+) {
     loop {
         let sweeper = staging.clone();
         match tokio::task::spawn_blocking(move || sweeper.sweep(grace)).await {

@@ -213,7 +213,10 @@ mod tests {
         drop(busy);
         staging.claim(&id).unwrap();
         assert_eq!(staging.len(), 1);
-        assert_eq!(staging.sweep(std::time::Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(
+            staging.sweep(std::time::Duration::from_secs(3600)).unwrap(),
+            0
+        );
         assert_eq!(staging.sweep(std::time::Duration::ZERO).unwrap(), 1);
         assert!(staging.is_empty());
     }
