@@ -197,7 +197,9 @@ async function snapshotsPage() {
 
 async function snapshotPage(id) {
   const [entries, base] = await Promise.all([api(`/api/snapshots/${encodeURIComponent(id)}/entries`), serverUrl().catch(() => "")]);
-  main.innerHTML = `<h1>Snapshot ${esc(id)}</h1><form class="inline" id="f"><label>Filter <input id="filter" placeholder="path contains…"></label></form>
+  const tar = base ? `${base}/api/snapshots/${encodeURIComponent(id)}/archive?${new URLSearchParams({ token: token() })}` : "";
+  main.innerHTML = `<h1>Snapshot ${esc(id)}</h1><form class="inline" id="f"><label>Filter <input id="filter" placeholder="path contains…"></label>
+    ${tar ? `<a href="${esc(tar)}" download>Restore all as an archive (.tar)</a>` : ""}</form>
     <div class="panel scroll"><table><thead><tr><th>Path</th><th>Kind</th><th class="num">Size</th><th class="hide-sm">Modified</th><th></th></tr></thead>
     <tbody id="rows"></tbody></table></div>`;
   const draw = () => {

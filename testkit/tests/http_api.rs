@@ -789,7 +789,12 @@ async fn metrics_healthz_and_the_openapi_document() {
             "server openapi",
         )
         .await;
-        for path in ["/api/files/content", "/api/uploads", "/api/uploads/{id}"] {
+        for path in [
+            "/api/files/content",
+            "/api/uploads",
+            "/api/uploads/{id}",
+            "/api/snapshots/{id}/archive",
+        ] {
             assert!(
                 doc["paths"].as_object().unwrap().contains_key(path),
                 "server openapi.json lacks {path}"
@@ -837,6 +842,85 @@ async fn http_uploads_take_the_tls_write_path_too() {
         let url = format!("{}/api/files/content?name=tls.bin", cluster.server_http(1));
         let back = http.get(&url).bearer_auth(&token).send().await.unwrap();
         assert_eq!(back.bytes().await.unwrap().as_ref(), &data[..]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_downloads_as_a_tar_archive() {
+    use dupla_client::snapshot_backup::{self, RunOptions};
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let client = dupla_client::Client::new(cluster.manager_addr(), None)
+            .with_token(cluster.token.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let long = format!("tree/{}/deep.txt", "a-rather-long-directory-name".repeat(5));
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("tree/hello.txt".into(), b"hello".to_vec()),
+            ("tree/empty.txt".into(), Vec::new()),
+            ("tree/sub/big.bin".into(), test_bytes((3 << 20) + 17, 4)),
+            (long, b"a long path".to_vec()),
+        ];
+        for (path, data) in &files {
+            std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+            std::fs::write(root.join(path), data).unwrap();
+        }
+        let options = RunOptions {
+            paths: vec!["tree".into()],
+            ..Default::default()
+        };
+        let run = snapshot_backup::run(
+            &client,
+            root,
+            &options,
+            dupla_client::output::Output { json: true },
+        )
+        .await
+        .expect("backup run");
+        let http = Client::new();
+        let url = format!(
+            "{}/api/snapshots/{}/archive",
+            cluster.server_http(1),
+            run.snapshot
+        );
+        let response = http
+            .get(&url)
+            .bearer_auth(&cluster.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.bytes().await.unwrap();
+        let mut archive = tar::Archive::new(bytes.as_ref());
+        let mut got = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.header().entry_type().is_file() {
+                let path = entry.path().unwrap().to_string_lossy().into_owned();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+                got.insert(path, data);
+            }
+        }
+        let want: std::collections::BTreeMap<String, Vec<u8>> = files.into_iter().collect();
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        assert!(got == want, "archived bytes differ");
+        // Another user's snapshot is not found; no token is refused.
+        let bob = http_user(&http, &cluster.manager_http(), "bobby").await;
+        let other = http.get(&url).bearer_auth(&bob).send().await.unwrap();
+        assert_eq!(
+            error_code(other, StatusCode::NOT_FOUND, "bob's view of the snapshot").await,
+            "not_found"
+        );
+        let anonymous = http.get(&url).send().await.unwrap();
+        assert_eq!(
+            error_code(anonymous, StatusCode::UNAUTHORIZED, "no token").await,
+            "unauthenticated"
+        );
     })
     .await;
 }

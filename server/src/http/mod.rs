@@ -7,6 +7,7 @@
 //! Every data route needs the user's bearer token, which the manager
 //! checks: servers never see accounts.
 
+pub mod archive;
 pub mod download;
 pub mod staging;
 pub mod upload;
@@ -57,6 +58,7 @@ struct ServerDoc;
 pub fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ServerDoc::openapi())
         .routes(routes!(download::content))
+        .routes(routes!(archive::archive))
         .routes(routes!(upload::create))
         .routes(routes!(upload::status, upload::put_range, upload::cancel))
         .with_state(api)
