@@ -251,7 +251,7 @@ function putSlice(url, blob, onProgress) {
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch { /* empty */ }
       if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new Error(body?.message || `HTTP ${xhr.status}`));
+      else reject(Object.assign(new Error(body?.message || `HTTP ${xhr.status}`), { status: xhr.status }));
     };
     xhr.onerror = () => reject(new Error("the connection dropped: upload again to resume"));
     xhr.send(blob);
@@ -278,16 +278,24 @@ async function upload(file, name) {
     localStorage.setItem(pendingKey, JSON.stringify(pending));
   }
   const started = Date.now(), from = offset;
-  let result = null;
+  let result = null, stale = 0;
   do {
     const end = Math.min(offset + PART_BYTES, file.size);
-    result = await putSlice(`${pending.url}/api/uploads/${pending.id}?offset=${offset}`, file.slice(offset, end), (sent) => {
-      const done = offset + sent;
-      bar.value = file.size ? done / file.size : 1;
-      const rate = (done - from) / Math.max(0.001, (Date.now() - started) / 1000);
-      state.textContent = `${size(done)} of ${size(file.size)} · ${size(rate)}/s`;
-    });
-    offset = result.offset;
+    try {
+      result = await putSlice(`${pending.url}/api/uploads/${pending.id}?offset=${offset}`, file.slice(offset, end), (sent) => {
+        const done = offset + sent;
+        bar.value = file.size ? done / file.size : 1;
+        const rate = (done - from) / Math.max(0.001, (Date.now() - started) / 1000);
+        state.textContent = `${size(done)} of ${size(file.size)} · ${size(rate)}/s`;
+      });
+      offset = result.offset;
+    } catch (err) {
+      // A stale offset (an earlier request of ours landed meanwhile): ask
+      // where the server is and go on from there.
+      if (err.status !== 409 || ++stale > 3) throw err;
+      offset = (await api(`/api/uploads/${pending.id}`, { base: pending.url })).offset;
+      result = { done: false };
+    }
   } while (!result.done);
   localStorage.removeItem(pendingKey);
   bar.value = 1;

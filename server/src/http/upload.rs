@@ -196,7 +196,7 @@ pub async fn cancel(
 ) -> ApiResult<axum::http::StatusCode> {
     let (login, _, _) = caller(&api.node, bearer(&headers)).await?;
     api.staging.get(&id, &login)?;
-    let _busy = api.staging.claim(&id)?;
+    let _busy = api.staging.settle(&id).await;
     api.staging.remove(&id)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
@@ -207,7 +207,7 @@ pub async fn cancel(
         description = "The file's bytes from `offset` on (all the rest, or a part)"),
     responses(
         (status = 200, description = "Bytes staged; `done` once the file is committed", body = UploadState),
-        (status = 409, description = "Wrong offset (`stale`) or busy", body = dupla::web::ErrorBody),
+        (status = 409, description = "Wrong offset (`stale`): the message and GET give the right one", body = dupla::web::ErrorBody),
         (status = 413, description = "More bytes than the declared size", body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Send bytes of a staged upload from `offset`. The request that completes
@@ -222,7 +222,10 @@ pub async fn put_range(
     // Token, ownership and offset are checked before a byte of the body is read.
     let (login, _, credentials) = caller(&api.node, bearer(&headers)).await?;
     let meta = api.staging.get(&id, &login)?;
-    let _busy = api.staging.claim(&id)?;
+    // Requests on one upload take turns: one cut off by a dropped
+    // connection finishes writing what arrived before the next one reads
+    // the offset.
+    let _busy = api.staging.settle(&id).await;
     let staged = api.staging.offset(&id)?;
     if at.offset != staged {
         return Err(ApiError::new(
