@@ -349,10 +349,60 @@ async function statsPage() {
       <span class="num">${size(u.quota.used_bytes)}</span></div>`).join("")}</div>`;
 }
 
+// ---------- chat: the rooms of `dupla chat` ----------
+let chat = null; // {id, alive}
+
+async function leaveChat() {
+  if (!chat) return;
+  const id = chat.id;
+  chat.alive = false;
+  chat = null;
+  await api(`/api/chat/${id}`, { method: "DELETE" }).catch(() => {});
+}
+
+async function chatPage() {
+  main.innerHTML = `<h1>Chat</h1><div class="panel"><div id="log" class="chatlog" aria-live="polite"></div>
+    <form class="inline" id="f"><label style="flex:1">Message or command <input id="line" autocomplete="off"
+      placeholder="hello · #cR room · #gR room · #eR · #lR · #dR room · #show users · #\\private user text · #exit"></label>
+    <button>Send</button></form></div>`;
+  const log = $("#log");
+  const show = (e) => {
+    const p = document.createElement("p");
+    p.className = e.kind;
+    p.textContent = e.kind === "message" ? `${e.from}: ${e.text}` : e.kind === "private" ? `[private] ${e.from}: ${e.text}` : `* ${e.text}`;
+    log.append(p);
+    log.scrollTop = log.scrollHeight;
+  };
+  await leaveChat();
+  const session = { id: (await api("/api/chat", { method: "POST" })).id, alive: true };
+  chat = session;
+  $("#f").onsubmit = async (e) => {
+    e.preventDefault();
+    const line = $("#line").value;
+    if (!line) return;
+    $("#line").value = "";
+    try { await api(`/api/chat/${session.id}/lines`, { method: "POST", body: { line } }); } catch (err) { toast(err.message, true); }
+  };
+  $("#line").focus();
+  let after = 0;
+  while (session.alive) {
+    try {
+      const page = await api(`/api/chat/${session.id}/events?after=${after}`);
+      after = page.last;
+      page.events.forEach(show);
+      if (page.closed) { show({ kind: "notice", text: page.closed }); session.alive = false; }
+    } catch (err) {
+      if (session.alive) show({ kind: "notice", text: err.message });
+      session.alive = false;
+    }
+  }
+}
+
 // ---------- router ----------
 async function route() {
   clearInterval(timer);
   shown++;
+  if (location.hash !== "#/chat") leaveChat();
   const hash = location.hash || "#/dashboard";
   chrome();
   if (!token() && !["#/signin", "#/register"].includes(hash)) { location.hash = "#/signin"; return; }
@@ -365,6 +415,7 @@ async function route() {
     else if (hash === "#/upload") uploadPage();
     else if (hash === "#/users") await usersPage();
     else if (hash === "#/stats") await statsPage();
+    else if (hash === "#/chat") await chatPage();
     else await dashboardPage();
   } catch (e) {
     main.innerHTML = `<div class="panel error">${esc(e.message)}</div>`;

@@ -122,6 +122,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         accounts_db: accounts.clone(),
         tokens: tokens.clone(),
         hub: hub.clone(),
+        chat: Default::default(),
+        // Browser chats open `Rooms/Chat` on this very manager.
+        grpc_addr: match addr.ip().is_unspecified() {
+            true => format!("127.0.0.1:{}", addr.port()),
+            false => addr.to_string(),
+        },
+        shutdown: shutdown.clone(),
     };
     let http = http::start(http_api, &config.http, metrics.clone(), shutdown.clone()).await?;
     let http_addr = http.as_ref().map(|h| h.addr);

@@ -238,6 +238,24 @@ async fn the_console_signs_in_uploads_finds_downloads_and_administers() {
             .unwrap();
         assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
 
+        // Chat between the page and a `dupla chat` client, in one room.
+        let mut terminal = dupla_testkit::chat::ChatClient::connect(&cluster.manager_addr(), "bob", &bob)
+            .await
+            .unwrap();
+        client.goto(&format!("{base}/#/chat")).await.unwrap();
+        let line = client.wait().for_element(Locator::Css("#line")).await.unwrap();
+        wait_text(&client, "#log", "lobby").await;
+        line.send_keys("#cR console-room\n").await.unwrap();
+        wait_text(&client, "#log", "console-room").await;
+        terminal.send("#gR console-room").await;
+        wait_text(&client, "#log", "bob").await;
+        let line = client.find(Locator::Css("#line")).await.unwrap();
+        line.send_keys("hello from the browser\n").await.unwrap();
+        terminal.expect("tester: hello from the browser").await;
+        terminal.send("hello from the terminal").await;
+        wait_text(&client, "#log", "bob: hello from the terminal").await;
+        shot(&client, "chat").await;
+
         client.goto(&format!("{base}/#/stats")).await.unwrap();
         wait_text(&client, "main", "Stored bytes per user").await;
         shot(&client, "stats").await;

@@ -408,6 +408,13 @@ async fn every_route_checks_tokens_ownership_and_roles() {
             ),
             (Method::GET, format!("{base}/api/stats")),
             (Method::GET, format!("{base}/api/stats/usage.csv")),
+            (Method::POST, format!("{base}/api/chat")),
+            (Method::GET, format!("{base}/api/chat/00ff/events")),
+            (Method::DELETE, format!("{base}/api/chat/00ff")),
+            (
+                Method::GET,
+                format!("{server}/api/snapshots/00000000/archive"),
+            ),
             (Method::GET, format!("{base}/api/users")),
             (Method::GET, format!("{base}/api/users/tester")),
             (Method::DELETE, format!("{base}/api/users/tester")),
@@ -803,6 +810,10 @@ async fn metrics_healthz_and_the_openapi_document() {
             "/api/cluster",
             "/api/stats",
             "/api/stats/usage.csv",
+            "/api/chat",
+            "/api/chat/{id}",
+            "/api/chat/{id}/lines",
+            "/api/chat/{id}/events",
             "/api/users",
             "/api/users/{login}",
             "/api/users/{login}/role",
@@ -950,6 +961,102 @@ async fn a_snapshot_downloads_as_a_tar_archive() {
             error_code(anonymous, StatusCode::UNAUTHORIZED, "no token").await,
             "unauthenticated"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
+    use dupla_testkit::chat::ChatClient;
+    bounded(async {
+        let cluster = TestCluster::start(1).await;
+        let base = cluster.manager_http();
+        let http = Client::new();
+        let web = http_user(&http, &base, "webchat").await;
+        let opened = ok_json(
+            http.post(format!("{base}/api/chat"))
+                .bearer_auth(&web)
+                .send()
+                .await
+                .unwrap(),
+            "open chat",
+        )
+        .await;
+        let id = opened["id"].as_str().unwrap().to_string();
+        // Everything the page has seen so far, up to `wanted`.
+        let mut after = 0;
+        let mut seen: Vec<String> = Vec::new();
+        let mut wait_for = async |wanted: &str| {
+            while !seen.iter().any(|l| l.contains(wanted)) {
+                let page = ok_json(
+                    http.get(format!("{base}/api/chat/{id}/events?after={after}"))
+                        .bearer_auth(&web)
+                        .send()
+                        .await
+                        .unwrap(),
+                    "events",
+                )
+                .await;
+                after = page["last"].as_u64().unwrap();
+                for e in page["events"].as_array().unwrap() {
+                    seen.push(format!(
+                        "{}|{}|{}",
+                        e["kind"].as_str().unwrap(),
+                        e["from"].as_str().unwrap(),
+                        e["text"].as_str().unwrap()
+                    ));
+                }
+                assert!(page["closed"].is_null(), "{page}");
+            }
+        };
+        let say = |line: &str| {
+            http.post(format!("{base}/api/chat/{id}/lines"))
+                .bearer_auth(&web)
+                .json(&json!({"line": line}))
+                .send()
+        };
+
+        // A `dupla chat` client (gRPC) and the page meet in a room.
+        let mut terminal = ChatClient::connect(
+            &cluster.manager_addr(),
+            dupla_testkit::cluster::TEST_USER,
+            &cluster.token,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            say("#cR webroom").await.unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
+        wait_for("webroom").await;
+        terminal.send("#gR webroom").await;
+        terminal.expect_prefix("*").await;
+        assert_eq!(
+            say("hello from the page").await.unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
+        terminal.expect("webchat: hello from the page").await;
+        terminal.send("hello from the terminal").await;
+        wait_for("message|tester|hello from the terminal").await;
+        // Another user cannot read or write this session.
+        let other = cluster.token.clone();
+        let peek = http
+            .get(format!("{base}/api/chat/{id}/events"))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(peek, StatusCode::NOT_FOUND, "someone else's chat").await,
+            "not_found"
+        );
+        let left = http
+            .delete(format!("{base}/api/chat/{id}"))
+            .bearer_auth(&web)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(left.status(), StatusCode::NO_CONTENT);
     })
     .await;
 }

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod chat;
 pub mod cluster;
 pub mod console;
 pub mod types;
@@ -63,6 +64,12 @@ pub struct Api {
     pub tokens: Arc<Mutex<Tokens>>,
     /// Chat presence and deliveries.
     pub hub: Arc<Hub>,
+    /// Browser chat sessions (each one a `Rooms/Chat` stream).
+    pub chat: Arc<chat::ChatSessions>,
+    /// This manager's gRPC address, which browser chats dial.
+    pub grpc_addr: String,
+    /// Ends waits that outlive the server (chat long-polls).
+    pub shutdown: Shutdown,
 }
 
 /// Who calls: their bearer token (if any) and address (throttles key on it).
@@ -119,7 +126,8 @@ impl Modify for BearerAuth {
         (name = "accounts", description = "Register, log in and out, who am I"),
         (name = "catalog", description = "Files and snapshots of the caller"),
         (name = "cluster", description = "Servers, statistics"),
-        (name = "users", description = "Administration (admin role)")
+        (name = "users", description = "Administration (admin role)"),
+        (name = "chat", description = "The chat rooms of `dupla chat`, long-polled")
     )
 )]
 struct ManagerDoc;
@@ -144,6 +152,10 @@ pub fn api_router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::stats))
         .routes(routes!(cluster::usage_csv))
+        .routes(routes!(chat::open))
+        .routes(routes!(chat::say))
+        .routes(routes!(chat::events))
+        .routes(routes!(chat::close))
         .with_state(api)
         .split_for_parts()
 }
@@ -162,6 +174,7 @@ pub async fn start(
     let listener = dupla::rpc::bind(addr).await?;
     let bound = listener.local_addr()?;
     let refresh = refresher(&metrics, api.clone());
+    tokio::spawn(sweep_chats(api.chat.clone(), shutdown.clone()));
     let (routes, doc) = api_router(api);
     let doc = doc
         .to_json()
@@ -179,6 +192,16 @@ pub async fn start(
     tracing::info!(http = %bound, "manager HTTP listening: console at http://{bound}/");
     let task = tokio::spawn(web::serve(app, listener, shutdown));
     Ok(Some(Http { addr: bound, task }))
+}
+
+/// Close browser chat sessions whose page stopped polling, until shutdown.
+async fn sweep_chats(chats: Arc<chat::ChatSessions>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(chat::CHAT_IDLE / 2) => chats.sweep(),
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// Gauges copied from the manager's state at each scrape.
