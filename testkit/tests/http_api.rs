@@ -969,7 +969,7 @@ async fn a_snapshot_downloads_as_a_tar_archive() {
 async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
     use dupla_testkit::chat::ChatClient;
     bounded(async {
-        let cluster = TestCluster::start(1).await;
+        let mut cluster = TestCluster::start(1).await;
         let base = cluster.manager_http();
         let http = Client::new();
         let web = http_user(&http, &base, "webchat").await;
@@ -1057,6 +1057,26 @@ async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
             .await
             .unwrap();
         assert_eq!(left.status(), StatusCode::NO_CONTENT);
+        // A session left open and a poll in flight do not hold the manager
+        // up when it stops.
+        let open = ok_json(
+            http.post(format!("{base}/api/chat"))
+                .bearer_auth(&web)
+                .send()
+                .await
+                .unwrap(),
+            "open chat",
+        )
+        .await;
+        let poll = http
+            .get(format!(
+                "{base}/api/chat/{}/events?after=1000",
+                open["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&web)
+            .send();
+        let (_, stopped) = tokio::join!(poll, cluster.stop_manager());
+        let _ = stopped;
     })
     .await;
 }
