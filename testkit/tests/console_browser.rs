@@ -248,7 +248,7 @@ async fn the_console_signs_in_uploads_finds_downloads_and_administers() {
         line.send_keys("#cR console-room\n").await.unwrap();
         wait_text(&client, "#log", "console-room").await;
         terminal.send("#gR console-room").await;
-        wait_text(&client, "#log", "bob").await;
+        wait_text(&client, "#log", "bob joined console-room").await;
         let line = client.find(Locator::Css("#line")).await.unwrap();
         line.send_keys("hello from the browser\n").await.unwrap();
         terminal.expect("tester: hello from the browser").await;

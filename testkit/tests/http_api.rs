@@ -1030,7 +1030,7 @@ async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
         );
         wait_for("webroom").await;
         terminal.send("#gR webroom").await;
-        terminal.expect_prefix("*").await;
+        terminal.expect_prefix("* you are now in webroom").await;
         assert_eq!(
             say("hello from the page").await.unwrap().status(),
             StatusCode::NO_CONTENT
