@@ -84,6 +84,7 @@ up() {
   for s in "${servers[@]}"; do wait_enrolled "$s"; done
   mkdir -p "$top/nodes/client/samples"
   find "$top/sample-files" -maxdepth 1 -type f ! -name '*.sh' -exec cp -f {} "$top/nodes/client/samples/" \;
+  echo "web console: http://127.0.0.1:8080/ (API reference at /api/docs; docs/web.md)"
 }
 
 down() {

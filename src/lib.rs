@@ -13,6 +13,7 @@ pub mod error;
 pub mod greeter;
 pub mod hash;
 pub mod kv;
+pub mod metrics;
 pub mod name;
 pub mod placement;
 pub mod retention;
@@ -21,6 +22,7 @@ pub mod shutdown;
 pub mod size;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 pub use error::{Error, Result};
 pub use hash::Hash;

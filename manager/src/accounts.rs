@@ -49,8 +49,68 @@ pub struct Account {
     /// May administer others: granted only by an operator
     /// (`dupla-manager admin create|grant`), never by registering.
     pub admin: bool,
+    /// May only list and restore (no backups, no deletions): set by an
+    /// admin. Absent in records from before roles, which read as `false`.
+    #[serde(default)]
+    pub viewer: bool,
     /// Registration time, ms since the Unix epoch.
     pub registered_unix_ms: i64,
+}
+
+/// What an account may do. Stored as the two flags `admin` and `viewer`
+/// (so records from before roles keep their meaning); `admin` wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything a user may, and administer other accounts.
+    Admin,
+    /// Back up, restore, list and delete their own files.
+    User,
+    /// List and restore their own files; no backups, no deletions.
+    Viewer,
+}
+
+impl Role {
+    /// The role's name on the wire and in JSON: `admin`, `user`, `viewer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Whether the role may write: back up, delete, record or forget
+    /// snapshots.
+    pub fn may_write(self) -> bool {
+        self != Role::Viewer
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Role> {
+        match text {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(Error::InvalidInput(format!(
+                "unknown role {other:?}: use admin, user or viewer"
+            ))),
+        }
+    }
+}
+
+impl Account {
+    /// The account's role.
+    pub fn role(&self) -> Role {
+        match (self.admin, self.viewer) {
+            (true, _) => Role::Admin,
+            (false, true) => Role::Viewer,
+            (false, false) => Role::User,
+        }
+    }
 }
 
 /// What a new user provides, before validation.
@@ -91,6 +151,7 @@ impl NewAccount {
             gender: self.gender,
             password_hash,
             admin,
+            viewer: false,
             registered_unix_ms: dupla::clock::unix_ms(),
         }
     }
@@ -292,6 +353,20 @@ impl Accounts {
         Ok(account)
     }
 
+    /// Give `login` `role` durably; `NOT_FOUND` if there is no such account.
+    pub fn set_role(&self, login: &str, role: Role) -> Result<Account> {
+        let _guard = self.write.lock().expect("accounts lock poisoned");
+        let mut account = self
+            .get(login)?
+            .ok_or_else(|| Error::NotFound(format!("no account {login:?}")))?;
+        account.admin = role == Role::Admin;
+        account.viewer = role == Role::Viewer;
+        self.kv
+            .put(ACCOUNTS_TREE, login.as_bytes(), &encode(&account)?)?;
+        self.kv.flush()?;
+        Ok(account)
+    }
+
     /// Delete `login`'s account durably, returning it.
     pub fn delete(&self, login: &str) -> Result<Option<Account>> {
         let _guard = self.write.lock().expect("accounts lock poisoned");
@@ -326,6 +401,7 @@ mod tests {
             gender: "female".into(),
             password_hash: "not-a-real-hash".into(),
             admin: false,
+            viewer: false,
             registered_unix_ms: 1,
         }
     }

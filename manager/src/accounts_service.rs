@@ -315,6 +315,7 @@ impl Inner {
             admin: self.is_admin(account),
             registered_unix_ms: account.registered_unix_ms,
             online: self.hub.is_online(&account.login),
+            role: account.role().as_str().to_string(),
         }
     }
 }
@@ -337,6 +338,15 @@ fn node(n: crate::membership::NodeRef) -> pb::Node {
 
 #[tonic::async_trait]
 impl AccountsRpc for AccountsService {
+    async fn set_role(&self, request: Request<pb::SetRoleRequest>) -> Reply<pb::User> {
+        let admin = self.inner.admin(request.metadata())?;
+        let req = request.into_inner();
+        let role: accounts::Role = req.role.parse()?;
+        let account = self.inner.accounts.set_role(&req.login, role)?;
+        tracing::warn!(admin = %admin.login, login = %req.login, role = role.as_str(), "role changed");
+        Ok(Response::new(self.inner.user(&account)))
+    }
+
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::RegisterReply> {
         let source = source_of(&request);
         Ok(Response::new(

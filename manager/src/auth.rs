@@ -78,6 +78,29 @@ impl Authenticator {
     }
 }
 
+/// Refuse `session` an action that writes (`what`, for the message) when
+/// its account is a viewer: viewers may list and restore only. The same
+/// check guards gRPC and HTTP, since both call the same services.
+pub fn may_write(
+    accounts: &crate::accounts::Accounts,
+    session: &Session,
+    what: &str,
+) -> Result<()> {
+    let role = accounts
+        .get(&session.login)?
+        .map(|a| a.role())
+        .ok_or_else(|| {
+            Error::Unauthenticated(format!("the account {:?} no longer exists", session.login))
+        })?;
+    if !role.may_write() {
+        return Err(Error::PermissionDenied(format!(
+            "{} is a viewer: viewers may list and restore, not {what}; ask an admin for the user role",
+            session.login
+        )));
+    }
+    Ok(())
+}
+
 /// The token of an `authorization: Bearer <token>` entry in `metadata`.
 pub fn bearer(metadata: &MetadataMap) -> Result<&str> {
     let value = metadata.get(AUTHORIZATION_METADATA).ok_or_else(|| {

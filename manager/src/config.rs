@@ -35,6 +35,10 @@ pub struct Args {
     /// Config file, listen address, database directory, cluster secret.
     #[command(flatten)]
     pub node: NodeArgs,
+    /// Address of the HTTP API, console and `/metrics` (`127.0.0.1:8080`
+    /// in nodes/); empty or `off` turns HTTP off [default: off].
+    #[arg(long, env = "DUPLA_HTTP")]
+    pub http: Option<String>,
     /// Seconds of heartbeat silence before a server is suspect.
     #[arg(long, env = "DUPLA_SUSPECT_AFTER_SECS")]
     pub suspect_after_secs: Option<f64>,
@@ -84,6 +88,8 @@ pub struct Quota {
 pub struct FileConfig {
     /// Address to listen on.
     pub listen: Option<String>,
+    /// Address of the HTTP API and `/metrics`; empty or "off": none.
+    pub http: Option<String>,
     /// Database directory, relative to the node directory.
     pub data: Option<PathBuf>,
     /// Cluster secret.
@@ -116,6 +122,10 @@ pub struct FileConfig {
 pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port, for tests).
     pub listen: String,
+    /// Address of the HTTP API (JSON under `/api/`, `/metrics`,
+    /// `/healthz`, and the web console at `/`); empty or `off` serves no HTTP. Plain HTTP: bind it
+    /// to loopback or put a TLS proxy in front (docs/web.md).
+    pub http: String,
     /// Directory holding the sled database.
     pub data: PathBuf,
     /// Cluster secret every internal call must carry (Debug hides it).
@@ -198,6 +208,7 @@ impl Config {
             DEFAULT_LISTEN,
         )?;
         let config = Config {
+            http: args.http.or(file.http).unwrap_or_default(),
             listen: node.listen,
             data: node.data,
             secret: node.secret,
@@ -248,6 +259,7 @@ impl Config {
     pub fn for_test(data: PathBuf, secret: &str) -> Config {
         Config {
             listen: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
             data,
             secret: secret.into(),
             insecure: true,

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod enrolment;
 pub mod gate;
+pub mod http;
 pub mod membership;
 pub mod repair;
 pub mod repair_worker;
@@ -49,6 +50,8 @@ use tonic::service::interceptor::InterceptedService;
 pub struct Running {
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// Address of its HTTP API and console, when it has one.
+    pub http: Option<SocketAddr>,
     /// Resolves when it has shut down.
     pub task: JoinHandle<Result<()>>,
 }
@@ -82,6 +85,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         snapshot_service::snapshot_adopted(&state)?;
     }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
+    // Latency per RPC of every dupla service, shown at the HTTP /metrics.
+    let metrics = dupla::metrics::Metrics::new("manager");
+    use dupla::metrics::Timed;
     let authenticator = auth::Authenticator::new(tokens.clone());
     // Gates check the secret or token on the headers, before the large
     // catalog limit lets a body in (see gate.rs).
@@ -89,6 +95,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         SnapshotsServer::new(snapshot_service::SnapshotService::new(
             state.clone(),
             authenticator.clone(),
+            accounts.clone(),
         ))
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
@@ -96,13 +103,37 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         authenticator.clone(),
         gate::user_rule,
     );
-    let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
+    // One instance shared by gRPC and HTTP: the login throttle counts both.
+    let accounts_rpc = accounts_service::AccountsService::new(
         state.clone(),
         accounts.clone(),
         tokens.clone(),
         hub.clone(),
-    ))
-    .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
+    );
+    let http_api = http::Api {
+        accounts: accounts_rpc.clone(),
+        manager: service::ManagerService::new(state.clone(), tokens.clone(), accounts.clone()),
+        snapshots: snapshot_service::SnapshotService::new(
+            state.clone(),
+            authenticator.clone(),
+            accounts.clone(),
+        ),
+        state: state.clone(),
+        accounts_db: accounts.clone(),
+        tokens: tokens.clone(),
+        hub: hub.clone(),
+        chat: Default::default(),
+        // Browser chats open `Rooms/Chat` on this very manager.
+        grpc_addr: match addr.ip().is_unspecified() {
+            true => format!("127.0.0.1:{}", addr.port()),
+            false => addr.to_string(),
+        },
+        shutdown: shutdown.clone(),
+    };
+    let http = http::start(http_api, &config.http, metrics.clone(), shutdown.clone()).await?;
+    let http_addr = http.as_ref().map(|h| h.addr);
+    let accounts_service =
+        AccountsServer::new(accounts_rpc).max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(
@@ -154,19 +185,26 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .set_serving::<SnapshotsServer<snapshot_service::SnapshotService>>()
         .await;
     let router = router
-        .add_service(service)
-        .add_service(snapshot_service)
-        .add_service(accounts_service)
-        .add_service(rooms_service)
+        .add_service(Timed::new(service, metrics.clone()))
+        .add_service(Timed::new(snapshot_service, metrics.clone()))
+        .add_service(Timed::new(accounts_service, metrics.clone()))
+        .add_service(Timed::new(rooms_service, metrics.clone()))
         .add_optional_service(enrolment);
     tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), "manager listening");
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;
+        if let Some(http) = http {
+            let _ = http.task.await;
+        }
         tracing::info!(%addr, "manager stopped");
         result
     });
-    Ok(Running { addr, task })
+    Ok(Running {
+        addr,
+        http: http_addr,
+        task,
+    })
 }
 
 /// TLS with the cluster CA (created in the data directory on first start)

@@ -27,6 +27,8 @@ pub struct Report {
     pub active: u32,
     /// Peak resident memory, bytes.
     pub peak_rss: u64,
+    /// Base URL of its HTTP API; empty if it has none.
+    pub http: String,
 }
 
 /// What proves a heartbeat comes from the server it names.

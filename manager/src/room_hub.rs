@@ -75,6 +75,8 @@ struct Inner {
     clients: HashMap<ClientId, Handle>,
     /// Events each room's channel holds for its slowest member.
     room_capacity: usize,
+    /// Events handed to clients so far (see [`Hub::deliveries`]).
+    deliveries: u64,
 }
 
 /// Every room's channel and every connected client's queue.
@@ -96,6 +98,7 @@ impl Hub {
                 channels,
                 clients: HashMap::new(),
                 room_capacity,
+                deliveries: 0,
             }),
             limits,
             next_id: AtomicU64::new(1),
@@ -135,6 +138,12 @@ impl Hub {
         let mut inner = self.lock();
         let effects = inner.rooms.handle(id, command, dir, clock::unix_ms());
         inner.apply(effects, id)
+    }
+
+    /// Chat events handed to clients since the manager started (a room
+    /// message counts once per member), for `/metrics`.
+    pub fn deliveries(&self) -> u64 {
+        self.lock().deliveries
     }
 
     /// Client `id` is gone: it leaves its room (and its rooms may go).
@@ -188,11 +197,18 @@ impl Inner {
                 // No receiver (an empty room) is not an error.
                 Effect::Broadcast(event) => {
                     if let Some(tx) = self.channels.get(&event.room) {
-                        let _ = tx.send(Arc::new(to_wire(event)));
+                        let receivers = tx.send(Arc::new(to_wire(event))).unwrap_or(0);
+                        self.deliveries += receivers as u64;
                     }
                 }
-                Effect::Tell(id, event) if id == me => mine.events.push(to_wire(event)),
-                Effect::Tell(id, event) => self.deliver(id, Direct::Event(to_wire(event))),
+                Effect::Tell(id, event) if id == me => {
+                    self.deliveries += 1;
+                    mine.events.push(to_wire(event))
+                }
+                Effect::Tell(id, event) => {
+                    self.deliveries += 1;
+                    self.deliver(id, Direct::Event(to_wire(event)))
+                }
                 Effect::Move(id, room) => {
                     let Some(tx) = self.channels.get(&room) else {
                         continue;

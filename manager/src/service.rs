@@ -243,7 +243,7 @@ impl ManagerService {
     /// Refuse an upload of `size` bytes as `owner`'s `name` that would take
     /// them past their quota. The version it replaces counts as freed
     /// unless a snapshot keeps it.
-    fn check_quota(&self, owner: &str, name: &str, size: u64) -> Result<()> {
+    pub(crate) fn check_quota(&self, owner: &str, name: &str, size: u64) -> Result<()> {
         let (quota, _) = self.quota_of(owner)?;
         if quota == Quota::default() {
             return Ok(());
@@ -280,6 +280,12 @@ impl ManagerService {
         let account = self.accounts.get(&session.login)?;
         Ok(account.is_some_and(|a| a.admin)
             || self.state.config.admin.as_deref() == Some(session.login.as_str()))
+    }
+
+    /// Refuse a viewer (who may list and restore only) an action that
+    /// writes: `what` says which, for the message.
+    pub(crate) fn may_write(&self, session: &Session, what: &str) -> Result<()> {
+        crate::auth::may_write(&self.accounts, session, what)
     }
 
     /// `login`'s quota and usage.
@@ -427,6 +433,12 @@ impl ManagerService {
         })
     }
 
+    /// The cluster status now (ClusterStatus without a request), for
+    /// `/metrics`.
+    pub fn status_now(&self) -> Result<pb::ClusterStatusReply> {
+        self.status()
+    }
+
     fn status(&self) -> Result<pb::ClusterStatusReply> {
         let sessions = self
             .tokens
@@ -456,6 +468,7 @@ impl ManagerService {
                         now.saturating_duration_since(t).as_millis() as u64
                     }),
                     sessions: sessions.get(&m.node.id).copied().unwrap_or(0) as u32,
+                    http: m.report.http.clone(),
                 })
                 .collect();
             let up = membership
@@ -549,6 +562,7 @@ impl Manager for ManagerService {
             used: req.used,
             active: req.active_transfers,
             peak_rss: req.peak_rss,
+            http: req.http,
         };
         let proof = match self.state.transport.is_tls() {
             true => crate::membership::Proof::Certificate(peer.as_deref()),
@@ -576,6 +590,10 @@ impl Manager for ManagerService {
         self.state.secret.check(&request)?;
         let user = self.user(&request)?;
         let req = request.into_inner();
+        // A preview only says where a file is (resume, restore paths).
+        if !req.preview {
+            self.may_write(&user, "back up files")?;
+        }
         Ok(Response::new(
             self.blocking(move |s| s.place(&user.login, req)).await?,
         ))
@@ -704,6 +722,7 @@ impl Manager for ManagerService {
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::RemoveReply> {
         let user = self.user(&request)?;
+        self.may_write(&user, "delete files")?;
         let name = request.into_inner().name;
         let (login, path) = (user.login.clone(), name.clone());
         let removed = self

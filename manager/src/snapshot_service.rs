@@ -31,6 +31,8 @@ const MAX_LABEL_LEN: usize = 256;
 pub struct SnapshotService {
     state: Arc<State>,
     auth: Authenticator,
+    /// For the role check: viewers may not record or forget snapshots.
+    accounts: Arc<crate::accounts::Accounts>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -38,8 +40,16 @@ type ReplyStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> 
 
 impl SnapshotService {
     /// Serve the snapshots of `state`, checking users with `auth`.
-    pub fn new(state: Arc<State>, auth: Authenticator) -> Self {
-        SnapshotService { state, auth }
+    pub fn new(
+        state: Arc<State>,
+        auth: Authenticator,
+        accounts: Arc<crate::accounts::Accounts>,
+    ) -> Self {
+        SnapshotService {
+            state,
+            auth,
+            accounts,
+        }
     }
 
     fn user<T>(&self, request: &Request<T>) -> Result<Session> {
@@ -255,6 +265,7 @@ impl Snapshots for SnapshotService {
         request: Request<Streaming<pb::CreateSnapshotRequest>>,
     ) -> Reply<pb::SnapshotInfo> {
         let user = self.user(&request)?;
+        crate::auth::may_write(&self.accounts, &user, "record snapshots")?;
         let owner = user.login;
         let mut stream = request.into_inner();
         let begin = match stream.message().await? {
@@ -404,6 +415,7 @@ impl Snapshots for SnapshotService {
 
     async fn forget(&self, request: Request<pb::ForgetRequest>) -> Reply<pb::ForgetReply> {
         let user = self.user(&request)?;
+        crate::auth::may_write(&self.accounts, &user, "forget snapshots")?;
         let owner = user.login;
         let mut ids = request.into_inner().ids;
         ids.sort();

@@ -195,6 +195,19 @@ impl Tokens {
         counts
     }
 
+    /// Logins with a live token used within the last `idle`: the users
+    /// connected now (the web console's "online").
+    pub fn active_logins(&self, now_ms: i64, idle: Duration) -> std::collections::HashSet<String> {
+        let since = now_ms.saturating_sub(idle.as_millis().min(i64::MAX as u128) as i64);
+        self.by_key
+            .iter()
+            .filter(|(key, r)| {
+                r.is_live(now_ms) && self.last_seen.get(*key).is_some_and(|&t| t >= since)
+            })
+            .map(|(_, r)| r.login.clone())
+            .collect()
+    }
+
     /// Live tokens at `now_ms`.
     pub fn live(&self, now_ms: i64) -> usize {
         self.by_key.values().filter(|r| r.is_live(now_ms)).count()

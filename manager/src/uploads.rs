@@ -121,6 +121,11 @@ impl Uploads {
         closed
     }
 
+    /// Whose uploads are open now: the users transferring.
+    pub fn owners(&self) -> std::collections::HashSet<String> {
+        self.by_id.values().map(|u| u.owner.clone()).collect()
+    }
+
     /// Number of open uploads.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -38,6 +38,10 @@ pub struct Args {
     /// Config file, listen address, data directory, cluster secret.
     #[command(flatten)]
     pub node: NodeArgs,
+    /// Address of the HTTP API, console and `/metrics` (`127.0.0.1:8081`
+    /// in nodes/); empty or `off` turns HTTP off [default: off].
+    #[arg(long, env = "DUPLA_HTTP")]
+    pub http: Option<String>,
     /// Address other nodes reach this server at (default: the listen address).
     #[arg(long, env = "DUPLA_ADVERTISE")]
     pub advertise: Option<String>,
@@ -75,6 +79,8 @@ pub struct Args {
 pub struct FileConfig {
     /// Address to listen on.
     pub listen: Option<String>,
+    /// Address of the HTTP API and `/metrics`; empty or "off": none.
+    pub http: Option<String>,
     /// Address to advertise.
     pub advertise: Option<String>,
     /// Manager address.
@@ -106,6 +112,10 @@ pub struct FileConfig {
 pub struct Config {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     pub listen: String,
+    /// Address of the HTTP API (JSON under `/api/`, `/metrics`,
+    /// `/healthz`); empty or `off` serves no HTTP. Plain HTTP: bind it
+    /// to loopback or put a TLS proxy in front (docs/web.md).
+    pub http: String,
     /// Address to advertise; `None` means the bound listen address.
     pub advertise: Option<String>,
     /// Manager address.
@@ -150,6 +160,7 @@ impl Config {
             DEFAULT_LISTEN,
         )?;
         let config = Config {
+            http: args.http.or(file.http).unwrap_or_default(),
             listen: node.listen,
             advertise: args.advertise.or(file.advertise),
             manager: pick(args.manager, file.manager, || DEFAULT_MANAGER.into()),
@@ -198,6 +209,7 @@ impl Config {
     pub fn for_test(data: PathBuf, manager: String, secret: &str) -> Config {
         Config {
             listen: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
             advertise: None,
             manager,
             data,

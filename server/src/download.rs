@@ -81,6 +81,7 @@ pub async fn open(
     let (tx, rx) = mpsc::channel(DOWNLOAD_DEPTH_CHUNKS);
     tokio::spawn(async move {
         let _transfer = node.active.enter();
+        crate::metrics::Traffic::add(&node.traffic.downloads, 1);
         let header = DownloadResponse {
             msg: Some(download_response::Msg::Header(entry)),
         };
@@ -92,6 +93,12 @@ pub async fn open(
                 msg: Some(download_response::Msg::Chunk(chunk)),
             });
             let failed = message.is_err();
+            if let Ok(DownloadResponse {
+                msg: Some(download_response::Msg::Chunk(chunk)),
+            }) = &message
+            {
+                crate::metrics::Traffic::add(&node.traffic.bytes_out, chunk.data.len() as u64);
+            }
             if tx.send(message.map_err(Status::from)).await.is_err() || failed {
                 return;
             }

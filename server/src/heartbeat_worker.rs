@@ -30,6 +30,7 @@ pub async fn run(node: Arc<StorageNode>, mut interval: Duration, mut shutdown: S
             used: node.store.used(),
             active_transfers: node.active.get(),
             peak_rss: peak_rss(),
+            http: node.http_url.get().cloned().unwrap_or_default(),
         });
         let mut manager = node.manager();
         let beat = tokio::time::timeout(HEARTBEAT_TIMEOUT, manager.heartbeat(request));

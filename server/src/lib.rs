@@ -14,6 +14,7 @@ pub mod faults;
 pub mod fetch;
 pub mod gc;
 pub mod heartbeat_worker;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod node;
@@ -39,6 +40,8 @@ use tokio::task::JoinHandle;
 pub struct Running {
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// Address of its HTTP API, when it has one.
+    pub http: Option<SocketAddr>,
     /// Its stable id.
     pub id: String,
     /// Resolves when it has shut down.
@@ -93,6 +96,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     node.idle_timeout = config.idle_timeout;
     node.faults = config.faults.clone();
     let node = Arc::new(node);
+    // Latency per RPC, shown at the HTTP /metrics.
+    let metrics = dupla::metrics::Metrics::new("server");
+    // Before the first heartbeat, so the manager learns the HTTP URL at once.
+    let http = http::start(
+        node.clone(),
+        &config.http,
+        &config.data,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let http_addr = http.as_ref().map(|h| h.addr);
     let service = StorageServer::new(service::StorageService::new(node.clone()))
         // Requests are chunk-sized; replies (receipts, download headers)
         // may carry a large file's chunk list.
@@ -103,7 +118,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     health
         .set_serving::<StorageServer<service::StorageService>>()
         .await;
-    let router = router.add_service(service);
+    let router = router.add_service(dupla::metrics::Timed::new(service, metrics.clone()));
     tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
         capacity = config.capacity, manager = %config.manager, tls = transport.is_tls(),
         "storage server listening");
@@ -131,13 +146,21 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         let result = faults.serve(router, listener, shutdown).await;
         let _ = heartbeats.await;
         let _ = collector.await;
+        if let Some(http) = http {
+            let _ = http.task.await;
+        }
         if let Some(scrubs) = scrubs {
             let _ = scrubs.await;
         }
         tracing::info!(%addr, "storage server stopped");
         result
     });
-    Ok(Running { addr, id, task })
+    Ok(Running {
+        addr,
+        http: http_addr,
+        id,
+        task,
+    })
 }
 
 /// Run the server until `shutdown` fires.

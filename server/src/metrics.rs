@@ -1,6 +1,9 @@
-//! What a server reports about itself: transfers in flight and peak memory.
+//! What a server reports about itself: transfers in flight, bytes moved,
+//! scrub progress and peak memory. Plain atomics updated where the work
+//! happens; `/metrics` copies them into the node's Prometheus registry at
+//! each scrape (see `http.rs`), and heartbeats read them too.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Count of uploads, downloads and pipeline hops in progress.
@@ -27,6 +30,37 @@ impl ActiveTransfers {
 impl Drop for TransferGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Bytes and transfers through this server since it started.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// File bytes received from clients (gRPC and HTTP uploads).
+    pub bytes_in: AtomicU64,
+    /// File bytes sent to clients (gRPC and HTTP downloads).
+    pub bytes_out: AtomicU64,
+    /// Uploads this server finished as the entry.
+    pub uploads: AtomicU64,
+    /// Downloads this server started.
+    pub downloads: AtomicU64,
+    /// Scrub passes finished.
+    pub scrub_passes: AtomicU64,
+    /// Bytes re-hashed by scrubs.
+    pub scrub_bytes: AtomicU64,
+    /// Corrupt chunks scrubs found.
+    pub scrub_corrupt: AtomicU64,
+}
+
+impl Traffic {
+    /// Add `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The value of `counter` now.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }
 

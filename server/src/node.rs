@@ -39,6 +39,11 @@ pub struct StorageNode {
     pub idle_timeout: std::time::Duration,
     /// Faults injected on the write path (tests only; none by default).
     pub faults: crate::faults::FaultPlan,
+    /// Bytes moved and scrub progress, for `/metrics`.
+    pub traffic: crate::metrics::Traffic,
+    /// Base URL of this server's HTTP API, once it listens (heartbeats
+    /// tell the manager, which tells the web console).
+    pub http_url: std::sync::OnceLock<String>,
     /// Corrupt chunks quarantined here whose report to the manager failed:
     /// retried after each successful heartbeat, so none is forgotten.
     unreported: std::sync::Mutex<Vec<Hash>>,
@@ -77,6 +82,8 @@ impl StorageNode {
             gc_grace: std::time::Duration::from_secs(crate::config::DEFAULT_GC_GRACE_SECS),
             idle_timeout: crate::pipeline::IDLE_TIMEOUT,
             faults: crate::faults::FaultPlan::none(),
+            traffic: Default::default(),
+            http_url: std::sync::OnceLock::new(),
             unreported: std::sync::Mutex::new(Vec::new()),
             manager,
             transport,

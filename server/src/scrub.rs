@@ -145,6 +145,10 @@ pub async fn pass(node: &Arc<StorageNode>, rate: u64) -> Result<ScrubReport> {
         corrupt = corrupt.len(),
         "scrub pass done"
     );
+    use crate::metrics::Traffic;
+    Traffic::add(&node.traffic.scrub_passes, 1);
+    Traffic::add(&node.traffic.scrub_bytes, report.checked_bytes);
+    Traffic::add(&node.traffic.scrub_corrupt, corrupt.len() as u64);
     report.corrupt = corrupt.iter().map(Hash::to_bytes).collect();
     Ok(report)
 }

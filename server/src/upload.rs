@@ -124,8 +124,11 @@ async fn store_and_commit(
         declared: None,
         tap: node.faults.tap(Step::ClientStream),
         idle: node.idle_timeout,
+        received: 0,
     };
-    let mut holders = pipeline::run(node, plan, &mut source).await?;
+    let ran = pipeline::run(node, plan, &mut source).await;
+    crate::metrics::Traffic::add(&node.traffic.bytes_in, source.received);
+    let mut holders = ran?;
     let declared = source
         .declared
         .ok_or_else(|| Error::Internal("upload finished without its end marker".into()))?;
@@ -166,6 +169,7 @@ async fn store_and_commit(
         }))
         .await?
         .into_inner();
+    crate::metrics::Traffic::add(&node.traffic.uploads, 1);
     tracing::info!(upload = %place.upload_id, name = %begin.name, size = begin.size, copies, "upload committed");
     Ok(UploadReceipt {
         entry: committed.entry,
@@ -214,6 +218,8 @@ struct UploadSource {
     declared: Option<Hash>,
     tap: Tap,
     idle: std::time::Duration,
+    /// File bytes that came through the stream (for `/metrics`).
+    received: u64,
 }
 
 #[tonic::async_trait]
@@ -229,6 +235,7 @@ impl ChunkSource for UploadSource {
                     self.lengths.push(chunk.held_length);
                 } else {
                     self.whole.update(&chunk.data);
+                    self.received += chunk.data.len() as u64;
                     self.lengths.push(chunk.data.len() as u32);
                 }
                 self.chunks.push(Hash::from_slice(&chunk.hash, "chunk hash")?);

@@ -18,6 +18,8 @@ pub const TEST_SECRET: &str = "test-cluster-secret";
 pub struct NodeHandle {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its HTTP API listens (every test node has one, on a free port).
+    pub http: Option<SocketAddr>,
     /// Server id (empty for the manager).
     pub id: String,
     /// Its data directory.
@@ -110,7 +112,13 @@ impl TestCluster {
         faults: impl Fn(usize) -> FaultPlan,
     ) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
-        let manager = start_manager(root.path().join("manager"), "127.0.0.1:0", tls).await;
+        let manager = start_manager(
+            root.path().join("manager"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            tls,
+        )
+        .await;
         let transport = match tls {
             true => dupla::rpc::Transport::tls(
                 std::fs::read_to_string(manager.data.join(dupla::tls::CA_CERT_FILE))
@@ -132,6 +140,7 @@ impl TestCluster {
                 .start_server_in(
                     cluster.root.path().join(format!("server-{i}")),
                     "127.0.0.1:0",
+                    "127.0.0.1:0",
                     faults(i),
                 )
                 .await;
@@ -141,13 +150,20 @@ impl TestCluster {
         cluster
     }
 
-    async fn start_server_in(&self, data: PathBuf, listen: &str, faults: FaultPlan) -> NodeHandle {
+    async fn start_server_in(
+        &self,
+        data: PathBuf,
+        listen: &str,
+        http: &str,
+        faults: FaultPlan,
+    ) -> NodeHandle {
         let mut config = dupla_server::Config::for_test(
             data.clone(),
             self.manager.addr.to_string(),
             TEST_SECRET,
         );
         config.listen = listen.into();
+        config.http = http.into();
         config.faults = faults.clone();
         config.insecure = !self.transport.is_tls();
         if let Some(idle) = self.idle_timeout {
@@ -159,6 +175,7 @@ impl TestCluster {
             .expect("server starts");
         NodeHandle {
             addr: running.addr,
+            http: running.http,
             id: running.id,
             data,
             faults,
@@ -176,7 +193,9 @@ impl TestCluster {
     pub async fn add_server_with_faults(&mut self, faults: FaultPlan) -> usize {
         let i = self.servers.len();
         let data = self.root.path().join(format!("server-{i}"));
-        let server = self.start_server_in(data, "127.0.0.1:0", faults).await;
+        let server = self
+            .start_server_in(data, "127.0.0.1:0", "127.0.0.1:0", faults)
+            .await;
         self.servers.push(server);
         i
     }
@@ -370,7 +389,11 @@ impl TestCluster {
         } else {
             FaultPlan::new()
         };
-        self.servers[i] = self.start_server_in(data, &listen, faults).await;
+        // Its HTTP API comes back on its old port too.
+        let http = self.servers[i]
+            .http
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        self.servers[i] = self.start_server_in(data, &listen, &http, faults).await;
     }
 
     /// Restart stopped server `i` with its data directory on a new port
@@ -379,7 +402,7 @@ impl TestCluster {
         assert!(!self.servers[i].is_running(), "server {i} is running");
         let data = self.servers[i].data.clone();
         self.servers[i] = self
-            .start_server_in(data, "127.0.0.1:0", FaultPlan::none())
+            .start_server_in(data, "127.0.0.1:0", "127.0.0.1:0", FaultPlan::none())
             .await;
     }
 
@@ -414,7 +437,12 @@ impl TestCluster {
         assert!(!self.manager.is_running(), "the manager is running");
         let data = self.manager.data.clone();
         let listen = self.manager.addr.to_string();
-        self.manager = start_manager(data, &listen, self.transport.is_tls()).await;
+        // The HTTP API comes back on its old port too.
+        let http = self
+            .manager
+            .http
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        self.manager = start_manager(data, &listen, &http, self.transport.is_tls()).await;
     }
 
     /// Path of the chunk with `hash` in server `i`'s store.
@@ -427,15 +455,28 @@ impl TestCluster {
             .join(hex)
     }
 
+    /// Base URL of the manager's HTTP API and console.
+    pub fn manager_http(&self) -> String {
+        let addr = self.manager.http.expect("test managers serve HTTP");
+        format!("http://{addr}")
+    }
+
+    /// Base URL of server `i`'s HTTP API.
+    pub fn server_http(&self, i: usize) -> String {
+        let addr = self.servers[i].http.expect("test servers serve HTTP");
+        format!("http://{addr}")
+    }
+
     /// Root of the cluster's temporary directories.
     pub fn root(&self) -> &std::path::Path {
         self.root.path()
     }
 }
 
-async fn start_manager(data: PathBuf, listen: &str, tls: bool) -> NodeHandle {
+async fn start_manager(data: PathBuf, listen: &str, http: &str, tls: bool) -> NodeHandle {
     let mut config = dupla_manager::Config::for_test(data.clone(), TEST_SECRET);
     config.listen = listen.into();
+    config.http = http.into();
     config.insecure = !tls;
     let (handle, shutdown) = shutdown::channel();
     // After a restart in the same process, connection tasks of the stopped
@@ -453,6 +494,7 @@ async fn start_manager(data: PathBuf, listen: &str, tls: bool) -> NodeHandle {
     };
     NodeHandle {
         addr: running.addr,
+        http: running.http,
         id: String::new(),
         data,
         faults: FaultPlan::none(),

@@ -45,15 +45,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Copy `nodes/<node>/node.toml` into `dest/<node>/` and return that directory.
+/// Copy `nodes/<node>/node.toml` into `dest/<node>/` and return that
+/// directory. Its fixed HTTP port (8080–8083) becomes a free one, as tests
+/// pass a free `--listen`: test clusters run side by side and beside a demo.
 pub fn copy_node_dir(node: &str, dest: &Path) -> PathBuf {
     let dir = dest.join(node);
     std::fs::create_dir_all(&dir).expect("node dir");
-    std::fs::copy(
-        nodes_dir().join(node).join("node.toml"),
-        dir.join("node.toml"),
-    )
-    .expect("copy node.toml");
+    let text =
+        std::fs::read_to_string(nodes_dir().join(node).join("node.toml")).expect("read node.toml");
+    let text: String = text
+        .lines()
+        .map(|line| match line.starts_with("http = ") {
+            true => "http = \"127.0.0.1:0\"".to_string(),
+            false => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("node.toml"), text + "\n").expect("copy node.toml");
     dir
 }
 

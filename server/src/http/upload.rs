@@ -1,0 +1,381 @@
+//! Resumable HTTP uploads (docs/web.md, "Uploads"): `POST /api/uploads`
+//! stages a file of a given name and size; `PUT /api/uploads/{id}?offset=N`
+//! appends the bytes from N (where the last request stopped: `GET` says);
+//! the request that brings the last byte sends the whole file through
+//! `Storage/Upload` on this very server, so it takes the same path as the
+//! `dupla` client's: placement, two copies, blake3 on every chunk and on
+//! the whole file, commit only when both copies are durable.
+
+use super::Api;
+use crate::node::StorageNode;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use dupla::rpc::UserCredentials;
+use dupla::v1::{upload_request, UploadBegin, UploadEnd, UploadRequest};
+use dupla::web::{bearer, grpc_request, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use dupla::{name, Error, Hash, Result};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+
+/// Chunks read ahead of the gRPC upload stream: bounds memory per upload.
+const UPLOAD_CHANNEL_CHUNKS: usize = 4;
+
+/// Start an upload.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUpload {
+    /// Catalog name: a relative `/`-separated path.
+    pub name: String,
+    /// Exact size in bytes.
+    pub size: u64,
+    /// blake3 of the whole file (64 hex digits), if the uploader knows it:
+    /// the server then refuses to commit other bytes.
+    #[serde(default)]
+    pub blake3: Option<String>,
+}
+
+/// An upload in progress, or just finished.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct UploadState {
+    /// Id to continue it with.
+    pub id: String,
+    /// Catalog name.
+    pub name: String,
+    /// Exact size in bytes.
+    pub size: u64,
+    /// Bytes staged: send the rest from here.
+    pub offset: u64,
+    /// The file is committed with two copies (the last request only).
+    pub done: bool,
+    /// The committed file, when `done`.
+    pub file: Option<Committed>,
+}
+
+/// A committed file, as the write path's receipt says.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Committed {
+    /// Catalog name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the whole file, hex.
+    pub blake3: String,
+    /// Catalog version.
+    pub version: u64,
+    /// Servers holding a copy (gRPC addresses), primary first.
+    pub holders: Vec<String>,
+    /// Durable copies written.
+    pub copies: u32,
+}
+
+/// Where a range starts.
+#[derive(Deserialize, IntoParams)]
+pub struct Offset {
+    /// Byte offset of this request's body in the file; must equal the
+    /// staged length (409 `stale` otherwise, with the right offset).
+    pub offset: u64,
+}
+
+/// The caller behind a request: login and role per the manager.
+pub(crate) async fn caller(
+    node: &StorageNode,
+    token: Option<&str>,
+) -> Result<(String, String, UserCredentials)> {
+    let token = token.ok_or_else(|| {
+        Error::Unauthenticated(
+            "not logged in: send `Authorization: Bearer <token>` (POST /api/login at the manager)"
+                .into(),
+        )
+    })?;
+    let request = grpc_request(Some(token), None, dupla::v1::WhoAmIRequest {});
+    let credentials = UserCredentials::of(&request)?;
+    let reply = dupla::v1::accounts_client::AccountsClient::new(node.manager_channel.clone())
+        .who_am_i(request)
+        .await
+        .map_err(Error::from_status)?
+        .into_inner();
+    let user = reply
+        .user
+        .ok_or_else(|| Error::Internal("WhoAmI answered no user".into()))?;
+    Ok((user.login, user.role, credentials))
+}
+
+#[utoipa::path(post, path = "/api/uploads", tag = "transfers",
+    request_body = NewUpload,
+    responses(
+        (status = 200, description = "Staged; PUT the bytes", body = UploadState),
+        (status = 400, body = dupla::web::ErrorBody), (status = 401, body = dupla::web::ErrorBody),
+        (status = 403, description = "Viewers may not back up", body = dupla::web::ErrorBody)),
+    security(("bearer" = [])))]
+/// Stage a new upload.
+pub async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiJson(new): ApiJson<NewUpload>,
+) -> ApiResult<Json<UploadState>> {
+    let (login, role, _) = caller(&api.node, bearer(&headers)).await?;
+    if role == "viewer" {
+        return Err(Error::PermissionDenied(format!(
+            "{login} is a viewer: viewers may list and restore, not back up files; ask an admin for the user role"
+        ))
+        .into());
+    }
+    name::validate(&new.name)?;
+    if let Some(hash) = &new.blake3 {
+        Hash::from_hex(hash)?;
+    }
+    if new.size > api.node.store.capacity() {
+        return Err(Error::Exhausted(format!(
+            "{} bytes is more than this server offers ({} bytes)",
+            new.size,
+            api.node.store.capacity()
+        ))
+        .into());
+    }
+    let meta = super::staging::Meta {
+        owner: login,
+        name: new.name.clone(),
+        size: new.size,
+        blake3: new.blake3,
+    };
+    let staging = api.staging.clone();
+    let id = tokio::task::spawn_blocking(move || staging.create(&meta))
+        .await
+        .map_err(|e| Error::Internal(format!("staging: {e}")))??;
+    Ok(Json(UploadState {
+        id,
+        name: new.name,
+        size: new.size,
+        offset: 0,
+        done: false,
+        file: None,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/uploads/{id}", tag = "transfers",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 200, description = "Where to resume", body = UploadState),
+        (status = 404, body = dupla::web::ErrorBody)),
+    security(("bearer" = [])))]
+/// Where a staged upload stands: resume from `offset`.
+pub async fn status(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<UploadState>> {
+    let (login, _, _) = caller(&api.node, bearer(&headers)).await?;
+    let meta = api.staging.get(&id, &login)?;
+    // After a dropped connection the old request may still be writing what
+    // arrived: the offset is read once it is done.
+    let _settled = api.staging.settle(&id).await;
+    let offset = api.staging.offset(&id)?;
+    Ok(Json(UploadState {
+        id,
+        name: meta.name,
+        size: meta.size,
+        offset,
+        done: false,
+        file: None,
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/uploads/{id}", tag = "transfers",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 204, description = "Cancelled, staged bytes deleted"),
+        (status = 404, body = dupla::web::ErrorBody)),
+    security(("bearer" = [])))]
+/// Cancel a staged upload.
+pub async fn cancel(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let (login, _, _) = caller(&api.node, bearer(&headers)).await?;
+    api.staging.get(&id, &login)?;
+    let _busy = api.staging.settle(&id).await;
+    api.staging.remove(&id)?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/uploads/{id}", tag = "transfers",
+    params(("id" = String, Path, description = "Upload id"), Offset),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The file's bytes from `offset` on (all the rest, or a part)"),
+    responses(
+        (status = 200, description = "Bytes staged; `done` once the file is committed", body = UploadState),
+        (status = 409, description = "Wrong offset (`stale`): the message and GET give the right one", body = dupla::web::ErrorBody),
+        (status = 413, description = "More bytes than the declared size", body = dupla::web::ErrorBody)),
+    security(("bearer" = [])))]
+/// Send bytes of a staged upload from `offset`. The request that completes
+/// the file commits it through the write path and answers with the file.
+pub async fn put_range(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(at): ApiQuery<Offset>,
+    body: Body,
+) -> ApiResult<Json<UploadState>> {
+    // Token, ownership and offset are checked before a byte of the body is read.
+    let (login, _, credentials) = caller(&api.node, bearer(&headers)).await?;
+    let meta = api.staging.get(&id, &login)?;
+    // Requests on one upload take turns: one cut off by a dropped
+    // connection finishes writing what arrived before the next one reads
+    // the offset.
+    let _busy = api.staging.settle(&id).await;
+    let staged = api.staging.offset(&id)?;
+    if at.offset != staged {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "stale",
+            format!("{id} has {staged} bytes staged: send from offset={staged}"),
+        ));
+    }
+    let offset = append(&api, &id, staged, meta.size, body).await?;
+    if offset < meta.size {
+        return Ok(Json(UploadState {
+            id,
+            name: meta.name,
+            size: meta.size,
+            offset,
+            done: false,
+            file: None,
+        }));
+    }
+    let committed = commit(&api.node, &api.staging.part(&id), &meta, credentials).await?;
+    api.staging.remove(&id)?;
+    Ok(Json(UploadState {
+        id,
+        name: meta.name,
+        size: meta.size,
+        offset,
+        done: true,
+        file: Some(committed),
+    }))
+}
+
+/// Append `body` to the staged part of `id`, at most up to `size`; the new
+/// length. A body cut short keeps what arrived (the next request resumes
+/// there); one longer than the file is refused and leaves nothing of it.
+async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiResult<u64> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(api.staging.part(id))
+        .await
+        .map_err(Error::from)?;
+    let mut offset = staged;
+    let mut stream = body.into_data_stream();
+    let mut cut_short = None;
+    while let Some(data) = stream.next().await {
+        let data = match data {
+            Ok(data) => data,
+            Err(e) => {
+                cut_short = Some(e.to_string());
+                break;
+            }
+        };
+        if offset + data.len() as u64 > size {
+            file.set_len(staged).await.map_err(Error::from)?;
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the upload is {size} bytes; this request sent past its end"),
+            ));
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+            .await
+            .map_err(Error::from)?;
+        // Not counted in `bytes_in` here: the commit sends the file
+        // through Storage/Upload, which counts it once.
+        offset += data.len() as u64;
+    }
+    // Durable before it counts as staged: the offset a later request reads
+    // must never point past bytes a crash could lose.
+    file.sync_data().await.map_err(Error::from)?;
+    if let Some(reason) = cut_short {
+        tracing::info!(upload = %id, offset, %reason, "HTTP upload cut short; it resumes from here");
+    }
+    Ok(offset)
+}
+
+/// Send the staged file through `Storage/Upload` on this server, as the
+/// user; the committed file.
+async fn commit(
+    node: &Arc<StorageNode>,
+    part: &std::path::Path,
+    meta: &super::staging::Meta,
+    credentials: UserCredentials,
+) -> Result<Committed> {
+    let (tx, rx) = tokio::sync::mpsc::channel(UPLOAD_CHANNEL_CHUNKS);
+    let begin = UploadRequest {
+        msg: Some(upload_request::Msg::Begin(UploadBegin {
+            name: meta.name.clone(),
+            size: meta.size,
+            ..Default::default()
+        })),
+    };
+    tx.send(begin)
+        .await
+        .map_err(|_| Error::Internal("upload channel closed".into()))?;
+    let file = std::fs::File::open(part)?;
+    let declared = meta.blake3.as_deref().map(Hash::from_hex).transpose()?;
+    // Content-defined chunks, as the `dupla` client cuts them, so the
+    // same file backed up both ways shares its chunks.
+    let reader = tokio::task::spawn_blocking(move || feed(file, declared, tx));
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    credentials.attach(&mut request);
+    let receipt = node
+        .peer(&node.addr)?
+        .upload(request)
+        .await
+        .map_err(Error::from_status);
+    let fed = reader
+        .await
+        .map_err(|e| Error::Internal(format!("staged file reader: {e}")))?;
+    let receipt = receipt?.into_inner();
+    fed?;
+    let entry = receipt
+        .entry
+        .ok_or_else(|| Error::Internal("receipt without its entry".into()))?;
+    Ok(Committed {
+        name: entry.name,
+        size: entry.size,
+        blake3: hex::encode(&entry.blake3),
+        version: entry.version,
+        holders: entry.holders.into_iter().map(|h| h.addr).collect(),
+        copies: receipt.copies,
+    })
+}
+
+/// Read the staged file chunk by chunk into the upload stream, then its
+/// end marker with the declared (or computed) blake3.
+fn feed(
+    file: std::fs::File,
+    declared: Option<Hash>,
+    tx: tokio::sync::mpsc::Sender<UploadRequest>,
+) -> Result<()> {
+    let mut whole = blake3::Hasher::new();
+    let reader = std::io::BufReader::new(file);
+    for (index, data) in dupla::chunk::Chunker::new(reader).enumerate() {
+        let data = data?;
+        whole.update(&data);
+        let chunk = dupla::chunk::make(index as u64, data);
+        let message = UploadRequest {
+            msg: Some(upload_request::Msg::Chunk(chunk)),
+        };
+        if tx.blocking_send(message).is_err() {
+            return Ok(()); // the upload call failed: its error says why
+        }
+    }
+    let hash = declared.unwrap_or_else(|| Hash::from(whole.finalize()));
+    let end = UploadRequest {
+        msg: Some(upload_request::Msg::End(UploadEnd {
+            blake3: hash.to_bytes(),
+        })),
+    };
+    let _ = tx.blocking_send(end);
+    Ok(())
+}
