@@ -149,12 +149,20 @@ pub fn validate_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-/// Check every field of a registration, naming the first bad one.
+/// Check every field of a registration, naming the first bad one. The
+/// profile (names, age, gender) is optional — the social shell registers
+/// with a login and a password only — but checked when given: empty text
+/// and age 0 mean "not given".
 pub fn validate(new: &NewAccount) -> Result<()> {
     validate_login(&new.login)?;
-    validate_text("first names", &new.first_names, MAX_NAME_CHARS)?;
-    validate_text("last names", &new.last_names, MAX_NAME_CHARS)?;
-    if !AGE_RANGE.contains(&new.age) {
+    let given = |text: &str| !text.is_empty();
+    if given(&new.first_names) {
+        validate_text("first names", &new.first_names, MAX_NAME_CHARS)?;
+    }
+    if given(&new.last_names) {
+        validate_text("last names", &new.last_names, MAX_NAME_CHARS)?;
+    }
+    if new.age != 0 && !AGE_RANGE.contains(&new.age) {
         return Err(Error::InvalidInput(format!(
             "age: a whole number from {} to {}, got {}",
             AGE_RANGE.start(),
@@ -162,7 +170,9 @@ pub fn validate(new: &NewAccount) -> Result<()> {
             new.age
         )));
     }
-    validate_text("gender", &new.gender, MAX_GENDER_CHARS)?;
+    if given(&new.gender) {
+        validate_text("gender", &new.gender, MAX_GENDER_CHARS)?;
+    }
     validate_password(&new.password)
 }
 

@@ -49,6 +49,9 @@ struct Inner {
     tokens: Arc<Mutex<Tokens>>,
     auth: Authenticator,
     hub: Arc<Hub>,
+    /// The social graph and presence, cleared of an account when it goes.
+    social: Arc<crate::social::Social>,
+    presence: Arc<crate::presence::Presence>,
     throttle: Mutex<LoginThrottle>,
     /// Registrations per source address.
     registrations: Mutex<RateLimits>,
@@ -69,6 +72,7 @@ impl AccountsService {
         accounts: Arc<Accounts>,
         tokens: Arc<Mutex<Tokens>>,
         hub: Arc<Hub>,
+        (social, presence): (Arc<crate::social::Social>, Arc<crate::presence::Presence>),
     ) -> Self {
         AccountsService {
             inner: Arc::new(Inner {
@@ -77,6 +81,8 @@ impl AccountsService {
                 accounts,
                 tokens,
                 hub,
+                social,
+                presence,
                 throttle: Mutex::new(LoginThrottle::new()),
                 registrations: Mutex::new(RateLimits::new(REGISTERS_PER_SEC, REGISTER_BURST)),
                 hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
@@ -274,6 +280,9 @@ impl Inner {
             .expect("tokens lock poisoned")
             .revoke_user(login)?;
         self.hub.kick_login(login, reason);
+        // Friendships, invitations, posts and memberships go with it.
+        self.social.forget_user(login)?;
+        self.presence.forget("", login)?;
         let files = self.state.forget_owner(login)?;
         tracing::info!(%login, files, "account deleted with its files");
         Ok(account)
@@ -436,7 +445,10 @@ mod tests {
         );
         let tokens = Arc::new(Mutex::new(Tokens::load(kv.clone(), 0).unwrap()));
         let hub = Arc::new(Hub::new(config.chat.clone()));
-        let service = AccountsService::new(state, Arc::new(Accounts::new(kv)), tokens, hub);
+        let accounts = Arc::new(Accounts::new(kv.clone()));
+        let social = Arc::new(crate::social::Social::new(kv.clone(), accounts.clone()));
+        let presence = Arc::new(crate::presence::Presence::new(kv));
+        let service = AccountsService::new(state, accounts, tokens, hub, (social, presence));
         let inner = service.inner;
         let mut req = pb::RegisterRequest {
             login: "alice".into(),

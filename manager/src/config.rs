@@ -23,6 +23,9 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_SESSIONS: usize = 10;
 /// Default idle time after which a session stops counting: 5 minutes.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
+/// Where the embedded MQTT broker listens when no `broker` is configured:
+/// loopback (it has no authentication), beside the manager's 50050.
+pub const DEFAULT_BROKER_LISTEN: &str = "127.0.0.1:50059";
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
@@ -35,6 +38,22 @@ pub struct Args {
     /// Config file, listen address, database directory, cluster secret.
     #[command(flatten)]
     pub node: NodeArgs,
+    /// Host to listen on, as the assignment's `./server HOST PORT`: with
+    /// PORT, the same as `--listen HOST:PORT`.
+    #[arg(requires = "port", conflicts_with = "listen")]
+    pub host: Option<String>,
+    /// Port to listen on (with HOST).
+    #[arg(requires = "host")]
+    pub port: Option<u16>,
+    /// The MQTT broker social messages travel through, `mqtt://host:port`
+    /// (Mosquitto, ActiveMQ...); servers without their own `broker` use it.
+    /// Unset: the manager runs its embedded broker on `--broker-listen`.
+    #[arg(long, env = "DUPLA_BROKER")]
+    pub broker: Option<String>,
+    /// Where the embedded MQTT broker listens when no broker is configured
+    /// [default: 127.0.0.1:50059].
+    #[arg(long, env = "DUPLA_BROKER_LISTEN")]
+    pub broker_listen: Option<String>,
     /// Seconds of heartbeat silence before a server is suspect.
     #[arg(long, env = "DUPLA_SUSPECT_AFTER_SECS")]
     pub suspect_after_secs: Option<f64>,
@@ -109,6 +128,10 @@ pub struct FileConfig {
     /// Names the manager's certificate carries besides the listen host and
     /// loopback: the addresses servers and clients dial it at.
     pub tls_names: Option<Vec<String>>,
+    /// The MQTT broker of the social messages, `mqtt://host:port`.
+    pub broker: Option<String>,
+    /// Listen address of the embedded broker (when `broker` is unset).
+    pub broker_listen: Option<String>,
 }
 
 /// Resolved manager settings.
@@ -150,6 +173,12 @@ pub struct Config {
     /// Names the manager's TLS certificate carries besides its listen host
     /// and loopback (needed when it listens on 0.0.0.0).
     pub tls_names: Vec<String>,
+    /// The MQTT broker social messages travel through between servers
+    /// (`mqtt://host:port`); `None` runs the embedded one on
+    /// `broker_listen`, so a one-machine cluster needs nothing installed.
+    pub broker: Option<String>,
+    /// Listen address of the embedded broker.
+    pub broker_listen: String,
 }
 
 /// Limits of the chat rooms. Not in node.toml: the defaults suit any
@@ -190,6 +219,10 @@ impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
         let file: FileConfig = args.node.load_file()?;
+        let mut args = args;
+        if let (Some(host), Some(port)) = (&args.host, args.port) {
+            args.node.listen = Some(format!("{host}:{port}"));
+        }
         let node = args.node.resolve(
             file.listen,
             file.data,
@@ -238,6 +271,11 @@ impl Config {
             },
             chat: ChatLimits::default(),
             tls_names: args.tls_names.or(file.tls_names).unwrap_or_default(),
+            broker: args.broker.or(file.broker),
+            broker_listen: args
+                .broker_listen
+                .or(file.broker_listen)
+                .unwrap_or_else(|| DEFAULT_BROKER_LISTEN.into()),
         };
         config.validate()?;
         Ok(config)
@@ -261,6 +299,8 @@ impl Config {
             quota: Quota::default(),
             chat: ChatLimits::default(),
             tls_names: Vec::new(),
+            broker: None,
+            broker_listen: "127.0.0.1:0".into(),
         }
     }
 

@@ -12,9 +12,11 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod embedded_broker;
 pub mod enrolment;
 pub mod gate;
 pub mod membership;
+pub mod presence;
 pub mod repair;
 pub mod repair_worker;
 pub mod room_hub;
@@ -24,6 +26,8 @@ pub mod service;
 pub mod sessions;
 pub mod snapshot_service;
 pub mod snapshots;
+pub mod social;
+pub mod social_service;
 pub mod state;
 pub mod throttle;
 pub mod tokens;
@@ -39,6 +43,7 @@ use dupla::v1::enrolment_server::EnrolmentServer;
 use dupla::v1::manager_server::ManagerServer;
 use dupla::v1::rooms_server::RoomsServer;
 use dupla::v1::snapshots_server::SnapshotsServer;
+use dupla::v1::social_graph_server::SocialGraphServer;
 use dupla::Result;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -69,7 +74,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     // Accounts and tokens share the catalog's database; rooms live in memory.
     let accounts = Arc::new(accounts::Accounts::new(kv.clone()));
     let tokens = Arc::new(Mutex::new(tokens::Tokens::load(
-        kv,
+        kv.clone(),
         dupla::clock::unix_ms(),
     )?));
     if state.catalog.has_legacy()? {
@@ -82,6 +87,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         snapshot_service::snapshot_adopted(&state)?;
     }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
+    // The social graph shares the database too; presence says who has a
+    // message stream open, and where.
+    let social = Arc::new(social::Social::new(kv.clone(), accounts.clone()));
+    let presence = Arc::new(presence::Presence::new(kv.clone()));
+    let (broker_url, embedded_broker) = match &config.broker {
+        Some(url) => (url.clone(), None),
+        None => {
+            let broker = embedded_broker::start(&config.broker_listen, shutdown.clone()).await?;
+            (format!("mqtt://{}", broker.addr), Some(broker.task))
+        }
+    };
     let authenticator = auth::Authenticator::new(tokens.clone());
     // Gates check the secret or token on the headers, before the large
     // catalog limit lets a body in (see gate.rs).
@@ -101,8 +117,22 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         accounts.clone(),
         tokens.clone(),
         hub.clone(),
+        (social.clone(), presence.clone()),
     ))
     .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
+    let social_service = gate::Gate::new(
+        SocialGraphServer::new(social_service::SocialGraphService::new(
+            social,
+            presence,
+            tokens.clone(),
+            state.clone(),
+            broker_url.clone(),
+        ))
+        .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES),
+        state.secret.clone(),
+        authenticator.clone(),
+        |_| gate::Need::Secret,
+    );
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(
@@ -139,6 +169,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             "dupla.v1.Rooms",
             "dupla.v1.Snapshots",
             "dupla.v1.Enrolment",
+            "dupla.v1.SocialGraph",
         ],
     )?;
     health
@@ -158,11 +189,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .add_service(snapshot_service)
         .add_service(accounts_service)
         .add_service(rooms_service)
+        .add_service(social_service)
         .add_optional_service(enrolment);
-    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), "manager listening");
+    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), broker = %broker_url, "manager listening");
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;
+        if let Some(broker) = embedded_broker {
+            let _ = broker.await;
+        }
         tracing::info!(%addr, "manager stopped");
         result
     });
