@@ -204,6 +204,15 @@ pub enum Command {
     Users(UsersArgs),
     /// Chat: rooms and private messages (commands start with #; #help lists them)
     Chat,
+    /// The social network's scripted client (manager at HOST PORT): one
+    /// command a line on stdin (register, login, invite, post, send,
+    /// create-group...; docs/social.md), one reply a line on stdout
+    Shell {
+        /// The manager's host
+        host: String,
+        /// The manager's port
+        port: u16,
+    },
 }
 
 /// Options of `dupla forget`.

@@ -34,6 +34,7 @@ pub mod resume;
 pub mod scrub;
 pub mod session;
 pub mod session_store;
+pub mod shell;
 pub mod snapshot_backup;
 pub mod snapshot_restore;
 pub mod snapshots;
@@ -201,6 +202,14 @@ impl App {
             Command::Whoami => account::whoami(client, out).await,
             Command::Users(args) => account::users(client, &args, out).await,
             Command::Chat => chat::command(client).await,
+            // Its own users, each logged in by the script: no saved session.
+            Command::Shell { host, port } => {
+                let config = Config {
+                    manager: format!("{host}:{port}"),
+                    ..self.config.clone()
+                };
+                shell::run(anonymous_client(&config)).await
+            }
         }
     }
 
