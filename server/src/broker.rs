@@ -22,7 +22,7 @@ use prost::Message as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -42,6 +42,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Pause before reconnecting, doubled after each failure up to the max.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Failed reconnections after which a server that took its broker from
+/// the manager asks the manager again.
+const RECHECK_AFTER_FAILURES: u32 = 3;
 
 /// The topic of messages for the streams on server `id`.
 pub fn server_topic(id: &str) -> String {
@@ -82,9 +85,15 @@ pub fn parse_url(url: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// Senders waiting for the broker's acknowledgement.
+/// The current MQTT client, and the senders waiting for the broker's
+/// acknowledgement.
 #[derive(Default)]
 struct Waiters {
+    /// The client of the current connection (replaced when the manager
+    /// names another broker).
+    client: Option<AsyncClient>,
+    /// Its broker's URL.
+    url: String,
     /// Publishes handed to the event loop, not yet given a packet id, in
     /// the order the loop sends them.
     queued: VecDeque<oneshot::Sender<Result<()>>>,
@@ -106,8 +115,6 @@ impl Waiters {
 /// (which runs the connection).
 #[derive(Default)]
 pub struct BrokerLink {
-    client: OnceLock<AsyncClient>,
-    url: OnceLock<String>,
     /// Connected and subscribed.
     ready: AtomicBool,
     /// This server's stale presence was cleared at the manager: streams
@@ -132,10 +139,6 @@ impl BrokerLink {
         self.reset.load(Ordering::SeqCst)
     }
 
-    fn url(&self) -> &str {
-        self.url.get().map_or("(not yet known)", String::as_str)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().expect("broker waiters lock poisoned")
     }
@@ -143,29 +146,33 @@ impl BrokerLink {
     /// Publish `envelope` on `topic` and wait for the broker to take it.
     /// `Unavailable` (nothing was sent, or its fate is unknown) otherwise.
     pub async fn publish(&self, topic: String, envelope: &pb::BrokerEnvelope) -> Result<()> {
-        let down = || {
+        let down = |url: &str| {
             Error::Unavailable(format!(
-                "the message broker {} is unreachable: nothing was sent; try again in a moment",
-                self.url()
+                "the message broker {url} is unreachable: nothing was sent; try again in a moment"
             ))
         };
-        let client = self.client.get().filter(|_| self.is_ready()).ok_or_else(down)?;
         let (tx, rx) = oneshot::channel();
-        {
+        let url = {
             // Queued under the lock, so the queue's order is the order in
             // which the event loop sends and numbers the publishes.
             let mut waiters = self.lock();
+            let url = waiters.url.clone();
+            let client = waiters
+                .client
+                .as_ref()
+                .filter(|_| self.is_ready())
+                .ok_or_else(|| down(&url))?;
             client
                 .try_publish(topic, QoS::AtLeastOnce, false, envelope.encode_to_vec())
-                .map_err(|_| down())?;
+                .map_err(|_| down(&url))?;
             waiters.queued.push_back(tx);
-        }
+            url
+        };
         match tokio::time::timeout(PUBLISH_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(down()),
+            Ok(Err(_)) => Err(down(&url)),
             Err(_) => Err(Error::Unavailable(format!(
-                "the message broker {} did not acknowledge the message in {} s; it may not have been delivered",
-                self.url(),
+                "the message broker {url} did not acknowledge the message in {} s; it may not have been delivered",
                 PUBLISH_TIMEOUT.as_secs()
             ))),
         }
@@ -193,37 +200,59 @@ pub const SOCIAL_SERVICE: &str = "dupla.v1.Social";
 
 impl Worker {
     /// Clear stale presence, learn the broker, then keep connected until
-    /// `shutdown`.
+    /// `shutdown`. A broker named by the manager is asked for again after
+    /// a few failed reconnections (a restarted manager's embedded broker
+    /// may listen on another port).
     pub async fn run(self, mut shutdown: Shutdown) {
         let status = tonic_health::ServingStatus::NotServing;
         self.health.set_service_status(SOCIAL_SERVICE, status).await;
-        let url = tokio::select! {
+        let mut url = tokio::select! {
             _ = shutdown.wait() => return,
             url = self.prepare() => url,
         };
-        let (host, port) = match parse_url(&url) {
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.wait() => None,
+                next = self.connection(&url) => next,
+            };
+            match next {
+                Some(other) => {
+                    tracing::info!(old = %url, new = %other, "the manager names another message broker");
+                    url = other;
+                }
+                None => break,
+            }
+        }
+        self.link.ready.store(false, Ordering::SeqCst);
+        self.link.lock().fail_all("this server is shutting down");
+    }
+
+    /// Keep connected to `url` (forever), or return the other broker the
+    /// manager names after repeated failures.
+    async fn connection(&self, url: &str) -> Option<String> {
+        let (host, port) = match parse_url(url) {
             Ok(address) => address,
             Err(e) => {
                 tracing::error!(error = %e, "no social messages on this server");
-                return;
+                return std::future::pending().await;
             }
         };
-        let _ = self.link.url.set(url.clone());
         let mut options = MqttOptions::new(format!("dupla-server-{}", self.server_id), host, port);
         options
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         let (client, mut events) = AsyncClient::new(options, REQUEST_QUEUE);
-        let _ = self.link.client.set(client.clone());
+        {
+            let mut waiters = self.link.lock();
+            waiters.client = Some(client.clone());
+            waiters.url = url.to_string();
+        }
         tracing::info!(broker = %url, "connecting to the message broker");
         let mut pause = RECONNECT_MIN;
+        let mut failures = 0u32;
         loop {
-            let event = tokio::select! {
-                _ = shutdown.wait() => break,
-                event = events.poll() => event,
-            };
-            match event {
+            match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     let filters = [server_topic(&self.server_id), BROADCAST_TOPIC.to_string()]
                         .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce));
@@ -233,6 +262,7 @@ impl Worker {
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     pause = RECONNECT_MIN;
+                    failures = 0;
                     self.link.ready.store(true, Ordering::SeqCst);
                     let status = tonic_health::ServingStatus::Serving;
                     self.health.set_service_status(SOCIAL_SERVICE, status).await;
@@ -272,16 +302,19 @@ impl Worker {
                     } else {
                         tracing::debug!(broker = %url, error = %e, "message broker still unreachable");
                     }
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(pause) => {}
+                    failures += 1;
+                    if self.configured.is_none() && failures % RECHECK_AFTER_FAILURES == 0 {
+                        if let Ok(other) = self.manager_broker().await {
+                            if other != url {
+                                return Some(other);
+                            }
+                        }
                     }
+                    tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RECONNECT_MAX);
                 }
             }
         }
-        self.link.ready.store(false, Ordering::SeqCst);
-        self.link.lock().fail_all("this server is shutting down");
     }
 
     /// Clear this server's stale presence at the manager and learn the
@@ -310,11 +343,17 @@ impl Worker {
             server_id: self.server_id.clone(),
         });
         graph.reset_server(request).await?;
-        if let Some(url) = &self.configured {
-            return Ok(url.clone());
+        match &self.configured {
+            Some(url) => Ok(url.clone()),
+            None => self.manager_broker().await,
         }
+    }
+
+    /// The broker the manager names.
+    async fn manager_broker(&self) -> Result<String> {
         let request = self.node.secret.request(pb::BrokerRequest {});
-        Ok(graph.broker(request).await?.into_inner().url)
+        let reply = self.node.social_graph().broker(request).await?;
+        Ok(reply.into_inner().url)
     }
 }
 
