@@ -24,8 +24,10 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10;
 /// Default idle time after which a session stops counting: 5 minutes.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 /// Where the embedded MQTT broker listens when no `broker` is configured:
-/// loopback (it has no authentication), beside the manager's 50050.
-pub const DEFAULT_BROKER_LISTEN: &str = "127.0.0.1:50059";
+/// loopback (it has no authentication) on a port of the system's choosing
+/// (servers ask the manager where it is, so several clusters on one
+/// machine never collide).
+pub const DEFAULT_BROKER_LISTEN: &str = "127.0.0.1:0";
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
@@ -51,7 +53,8 @@ pub struct Args {
     #[arg(long, env = "DUPLA_BROKER")]
     pub broker: Option<String>,
     /// Where the embedded MQTT broker listens when no broker is configured
-    /// [default: 127.0.0.1:50059].
+    /// [default: 127.0.0.1:0, a free loopback port the servers learn from
+    /// the manager].
     #[arg(long, env = "DUPLA_BROKER_LISTEN")]
     pub broker_listen: Option<String>,
     /// Seconds of heartbeat silence before a server is suspect.

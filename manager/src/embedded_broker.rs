@@ -61,6 +61,18 @@ pub struct EmbeddedBroker {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// The URL servers are told to use for a broker bound to `addr`: on an
+/// unspecified address (0.0.0.0), the manager's first TLS name (what other
+/// machines reach it by) stands for the host.
+pub fn advertised(addr: SocketAddr, tls_names: &[String]) -> String {
+    match tls_names.first() {
+        Some(name) if addr.ip().is_unspecified() => {
+            format!("mqtt://{}:{}", dupla::tls::host_of(name), addr.port())
+        }
+        _ => format!("mqtt://{addr}"),
+    }
+}
+
 /// Bind `listen` and serve until `shutdown`.
 pub async fn start(listen: &str, shutdown: Shutdown) -> Result<EmbeddedBroker> {
     let listener = dupla::rpc::bind(listen).await?;
