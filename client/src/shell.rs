@@ -353,7 +353,9 @@ impl Shell {
                 .into_inner();
             match stream.message().await? {
                 Some(m) if m.kind == pb::message::Kind::Ready as i32 => Ok(stream),
-                _ => Err(Status::unavailable("the message stream closed as it opened")),
+                _ => Err(Status::unavailable(
+                    "the message stream closed as it opened",
+                )),
             }
         })
         .await;
@@ -397,7 +399,9 @@ impl Shell {
         Ok(match command {
             "logout" => {
                 let mut accounts = client.manager_accounts().await.map_err(status)?;
-                accounts.logout(client.request(pb::LogoutRequest {})).await?;
+                accounts
+                    .logout(client.request(pb::LogoutRequest {}))
+                    .await?;
                 self.users.remove(user);
                 vec!["Bye!".into()]
             }
@@ -476,7 +480,10 @@ impl Shell {
                     group: arg(1),
                     text: arg(2),
                 };
-                let reply = social.send_group(client.request(request)).await?.into_inner();
+                let reply = social
+                    .send_group(client.request(request))
+                    .await?
+                    .into_inner();
                 match outcome_of(reply.outcome) {
                     pb::Outcome::NoSuchGroup => vec!["No such group exist".into()],
                     pb::Outcome::Ok => self.sent(reply).await,
@@ -590,14 +597,23 @@ mod tests {
             Some((vec!["alice", "bob"], "hello   world"))
         );
         assert_eq!(split_words("alice", 2), None);
-        assert_eq!(split_words("alice bob", 2), Some((vec!["alice", "bob"], "")));
+        assert_eq!(
+            split_words("alice bob", 2),
+            Some((vec!["alice", "bob"], ""))
+        );
         assert_eq!(split_words("", 1), None);
     }
 
     #[test]
     fn refusals_are_worded_as_the_assignment() {
-        assert_eq!(refusal(pb::Outcome::AlreadyFriend, "bob"), "bob is already your friend");
-        assert_eq!(refusal(pb::Outcome::NotMember, "g"), "You are not the member of g");
+        assert_eq!(
+            refusal(pb::Outcome::AlreadyFriend, "bob"),
+            "bob is already your friend"
+        );
+        assert_eq!(
+            refusal(pb::Outcome::NotMember, "g"),
+            "You are not the member of g"
+        );
         assert_eq!(refusal(pb::Outcome::GroupExists, "g"), "g already exist");
     }
 
@@ -624,7 +640,10 @@ mod tests {
         inbox.arrive("carol", &group);
         assert_eq!(
             inbox.take_lines(),
-            ["<<<alice->bob: hello world>>>", "<<<alice->GROUP<friends>: hello world>>>"]
+            [
+                "<<<alice->bob: hello world>>>",
+                "<<<alice->GROUP<friends>: hello world>>>"
+            ]
         );
         assert!(inbox.missing(&[("2".into(), "carol".into())]).is_empty());
         assert_eq!(inbox.missing(&[("2".into(), "bob".into())]).len(), 1);

@@ -114,7 +114,10 @@ async fn accept_loop(listener: TcpListener, mut shutdown: Shutdown) {
 }
 
 /// Read one packet, waiting for more bytes as needed; `None` at a clean EOF.
-async fn read_packet(socket: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<Packet>> {
+async fn read_packet(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<Packet>> {
     loop {
         match Packet::read(buf, MAX_PACKET_BYTES) {
             Ok(packet) => return Ok(Some(packet)),
@@ -142,7 +145,11 @@ async fn write_packet(socket: &mut TcpStream, packet: &Packet) -> std::io::Resul
 
 /// One client connection: CONNECT, then packets both ways until either
 /// side closes.
-async fn serve(mut socket: TcpStream, router: Shared, mut shutdown: Shutdown) -> std::io::Result<()> {
+async fn serve(
+    mut socket: TcpStream,
+    router: Shared,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(4096);
     match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut socket, &mut buf)).await {
@@ -253,7 +260,11 @@ fn route(router: &Shared, publish: &Publish) {
         };
         let mut copy = Publish::from_bytes(
             publish.topic.clone(),
-            if *qos == QoS::AtMostOnce { QoS::AtMostOnce } else { publish.qos },
+            if *qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                publish.qos
+            },
             publish.payload.clone(),
         );
         copy.retain = false;

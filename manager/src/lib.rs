@@ -95,7 +95,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         Some(url) => (url.clone(), None),
         None => {
             let broker = embedded_broker::start(&config.broker_listen, shutdown.clone()).await?;
-            (embedded_broker::advertised(broker.addr, &config.tls_names), Some(broker.task))
+            (
+                embedded_broker::advertised(broker.addr, &config.tls_names),
+                Some(broker.task),
+            )
         }
     };
     let authenticator = auth::Authenticator::new(tokens.clone());

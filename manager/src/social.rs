@@ -100,7 +100,10 @@ fn prefix(part: &str) -> Vec<u8> {
 
 /// The second part of a `a \0 b` key.
 fn second(key: &[u8]) -> String {
-    let at = key.iter().position(|b| *b == 0).map_or(key.len(), |i| i + 1);
+    let at = key
+        .iter()
+        .position(|b| *b == 0)
+        .map_or(key.len(), |i| i + 1);
     String::from_utf8_lossy(&key[at..]).into_owned()
 }
 
@@ -257,8 +260,7 @@ impl Social {
             text: text.to_string(),
             posted_unix_ms: dupla::clock::unix_ms(),
         };
-        let value =
-            serde_json::to_vec(&post).map_err(|e| Error::Internal(format!("post: {e}")))?;
+        let value = serde_json::to_vec(&post).map_err(|e| Error::Internal(format!("post: {e}")))?;
         let mut post_key = prefix(me);
         post_key.extend_from_slice(&seq.to_be_bytes());
         let mut batch = Batch::new();
@@ -399,7 +401,9 @@ mod tests {
                 login: login.to_string(),
                 ..Default::default()
             };
-            accounts.create(new.into_account("x".into(), false)).unwrap();
+            accounts
+                .create(new.into_account("x".into(), false))
+                .unwrap();
         }
         Social::new(kv, accounts)
     }

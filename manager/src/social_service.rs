@@ -126,7 +126,11 @@ impl SocialGraphService {
             .collect())
     }
 
-    fn check_direct(&self, me: String, req: pb::SendRequest) -> Result<(Outcome, String, Vec<pb::Recipient>)> {
+    fn check_direct(
+        &self,
+        me: String,
+        req: pb::SendRequest,
+    ) -> Result<(Outcome, String, Vec<pb::Recipient>)> {
         social::validate_text(&req.text)?;
         if !self.social.user_exists(&req.to)? {
             return Ok((Outcome::NoSuchUser, me, vec![]));
@@ -141,7 +145,11 @@ impl SocialGraphService {
         Ok((Outcome::Ok, me, recipients))
     }
 
-    fn check_group(&self, me: String, req: pb::SendGroupRequest) -> Result<(Outcome, String, Vec<pb::Recipient>)> {
+    fn check_group(
+        &self,
+        me: String,
+        req: pb::SendGroupRequest,
+    ) -> Result<(Outcome, String, Vec<pb::Recipient>)> {
         social::validate_text(&req.text)?;
         if !self.social.group_exists(&req.group)? {
             return Ok((Outcome::NoSuchGroup, me, vec![]));
@@ -185,7 +193,10 @@ impl SocialGraph for SocialGraphService {
         reply(self.social.post(&me, &request.into_inner().text)?)
     }
 
-    async fn receive_posts(&self, request: Request<pb::SocialListRequest>) -> Reply<pb::PostsReply> {
+    async fn receive_posts(
+        &self,
+        request: Request<pb::SocialListRequest>,
+    ) -> Reply<pb::PostsReply> {
         let posts = self
             .social
             .friends_posts(&self.user(&request)?)?

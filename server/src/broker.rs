@@ -105,7 +105,11 @@ impl Waiters {
     /// Fail every waiting send (the connection dropped: their fate is
     /// unknown, and a clean session will not resend them).
     fn fail_all(&mut self, why: &str) {
-        for waiter in self.queued.drain(..).chain(self.sent.drain().map(|(_, w)| w)) {
+        for waiter in self
+            .queued
+            .drain(..)
+            .chain(self.sent.drain().map(|(_, w)| w))
+        {
             let _ = waiter.send(Err(Error::Unavailable(why.to_string())));
         }
     }
@@ -292,9 +296,9 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => {
                     let was_ready = self.link.ready.swap(false, Ordering::SeqCst);
-                    self.link
-                        .lock()
-                        .fail_all(&format!("the connection to the message broker {url} dropped: {e}"));
+                    self.link.lock().fail_all(&format!(
+                        "the connection to the message broker {url} dropped: {e}"
+                    ));
                     if was_ready {
                         tracing::warn!(broker = %url, error = %e, "message broker lost; reconnecting");
                         let status = tonic_health::ServingStatus::NotServing;
@@ -364,7 +368,10 @@ mod tests {
     #[test]
     fn broker_urls() {
         assert_eq!(parse_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
-        assert_eq!(parse_url("tcp://10.0.0.1").unwrap(), ("10.0.0.1".into(), 1883));
+        assert_eq!(
+            parse_url("tcp://10.0.0.1").unwrap(),
+            ("10.0.0.1".into(), 1883)
+        );
         assert_eq!(parse_url("h:7").unwrap(), ("h".into(), 7));
         assert_eq!(parse_url("mqtt://[::1]:9").unwrap(), ("::1".into(), 9));
         assert!(parse_url("mqtts://h:1").is_err());

@@ -94,9 +94,7 @@ impl StorageNode {
     }
 
     /// The manager's social graph (cheap clone of the shared channel).
-    pub fn social_graph(
-        &self,
-    ) -> dupla::v1::social_graph_client::SocialGraphClient<Channel> {
+    pub fn social_graph(&self) -> dupla::v1::social_graph_client::SocialGraphClient<Channel> {
         dupla::v1::social_graph_client::SocialGraphClient::new(self.manager_channel.clone())
     }
 

@@ -162,10 +162,7 @@ impl Social for SocialService {
             .await
     }
 
-    async fn list_invites(
-        &self,
-        request: Request<pb::SocialListRequest>,
-    ) -> Reply<pb::NamesReply> {
+    async fn list_invites(&self, request: Request<pb::SocialListRequest>) -> Reply<pb::NamesReply> {
         self.forward(request, |mut g, r| async move { g.list_invites(r).await })
             .await
     }
@@ -178,10 +175,7 @@ impl Social for SocialService {
             .await
     }
 
-    async fn list_friends(
-        &self,
-        request: Request<pb::SocialListRequest>,
-    ) -> Reply<pb::NamesReply> {
+    async fn list_friends(&self, request: Request<pb::SocialListRequest>) -> Reply<pb::NamesReply> {
         self.forward(request, |mut g, r| async move { g.list_friends(r).await })
             .await
     }

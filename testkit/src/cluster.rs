@@ -116,8 +116,13 @@ impl TestCluster {
         n: usize,
         setup: impl Fn(&mut dupla_manager::Config) + Send + Sync + 'static,
     ) -> TestCluster {
-        Self::start_servers_with(n, false, |_| FaultPlan::none(), Some(std::sync::Arc::new(setup)))
-            .await
+        Self::start_servers_with(
+            n,
+            false,
+            |_| FaultPlan::none(),
+            Some(std::sync::Arc::new(setup)),
+        )
+        .await
     }
 
     async fn start_servers(

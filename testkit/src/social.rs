@@ -32,11 +32,7 @@ impl SocialUser {
     /// Register `login` (login and password only) at the manager `manager`,
     /// log in, and open the message stream on the assigned server; `dial`
     /// makes channels (plain text or TLS).
-    pub async fn join(
-        manager: Channel,
-        login: &str,
-        dial: impl Fn(&str) -> Channel,
-    ) -> SocialUser {
+    pub async fn join(manager: Channel, login: &str, dial: impl Fn(&str) -> Channel) -> SocialUser {
         let mut accounts = AccountsClient::new(manager);
         accounts
             .register(RegisterRequest {

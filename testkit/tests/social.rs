@@ -25,14 +25,18 @@ async fn join(cluster: &TestCluster, login: &str) -> SocialUser {
 async fn befriend(a: &mut SocialUser, b: &mut SocialUser) {
     let reply = a
         .social
-        .invite(a.req(pb::InviteRequest { id: b.login.clone() }))
+        .invite(a.req(pb::InviteRequest {
+            id: b.login.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(reply.outcome, pb::Outcome::Ok as i32);
     let reply = b
         .social
-        .accept_invite(b.req(pb::AcceptInviteRequest { id: a.login.clone() }))
+        .accept_invite(b.req(pb::AcceptInviteRequest {
+            id: a.login.clone(),
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -56,7 +60,10 @@ async fn send_group(
         group: group.into(),
         text: text.into(),
     });
-    from.social.send_group(request).await.map(|r| r.into_inner())
+    from.social
+        .send_group(request)
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// Send, retrying while the sender's server answers UNAVAILABLE (a
@@ -66,7 +73,9 @@ async fn send_when_ready(from: &mut SocialUser, to: &str, text: &str) -> pb::Sen
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match send(from, to, text).await {
-            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+            Err(status)
+                if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             result => return result.unwrap(),
@@ -76,7 +85,12 @@ async fn send_when_ready(from: &mut SocialUser, to: &str, text: &str) -> pb::Sen
 
 async fn friends(user: &mut SocialUser) -> Vec<String> {
     let request = user.req(pb::SocialListRequest {});
-    user.social.list_friends(request).await.unwrap().into_inner().names
+    user.social
+        .list_friends(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .names
 }
 
 /// Wait until every server says its Social service is SERVING (its broker
@@ -93,7 +107,11 @@ async fn wait_for_social(cluster: &TestCluster) {
             if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{} never served Social: {status:?}", server.addr);
+            assert!(
+                Instant::now() < deadline,
+                "{} never served Social: {status:?}",
+                server.addr
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -113,8 +131,20 @@ async fn graph_and_messages_across_servers_with_the_embedded_broker() {
         assert_eq!(reply.outcome, pb::Outcome::Ok as i32);
         assert_eq!(reply.recipients, ["bob"]);
         let got = bob.next_message().await;
-        assert_eq!((got.kind, got.from.as_str(), got.to.as_str(), got.text.as_str()),
-            (pb::message::Kind::Direct as i32, "ann", "bob", "hello world"));
+        assert_eq!(
+            (
+                got.kind,
+                got.from.as_str(),
+                got.to.as_str(),
+                got.text.as_str()
+            ),
+            (
+                pb::message::Kind::Direct as i32,
+                "ann",
+                "bob",
+                "hello world"
+            )
+        );
         assert_eq!(got.id, reply.id);
 
         // A group spread over both servers: one publish, both get it.
@@ -126,7 +156,10 @@ async fn graph_and_messages_across_servers_with_the_embedded_broker() {
         assert_eq!(reply.recipients, ["ann", "bob"]);
         for user in [&mut ann, &mut bob] {
             let got = user.next_message().await;
-            assert_eq!((got.from.as_str(), got.group.as_str(), got.text.as_str()), ("ann", "g", "to all"));
+            assert_eq!(
+                (got.from.as_str(), got.group.as_str(), got.text.as_str()),
+                ("ann", "g", "to all")
+            );
         }
 
         // Refusals, worded by outcome.
@@ -144,22 +177,40 @@ async fn graph_and_messages_across_servers_with_the_embedded_broker() {
         assert_eq!(bob.next_message().await.text, "still there?");
 
         // Logout takes bob offline at once; deleting him undoes the friendship.
-        let mut accounts = dupla::v1::accounts_client::AccountsClient::new(dial(&cluster.manager_addr()));
-        accounts.logout(bob.req(pb::LogoutRequest {})).await.unwrap();
+        let mut accounts =
+            dupla::v1::accounts_client::AccountsClient::new(dial(&cluster.manager_addr()));
+        accounts
+            .logout(bob.req(pb::LogoutRequest {}))
+            .await
+            .unwrap();
         let reply = send(&mut ann, "bob", "gone?").await.unwrap();
         assert_eq!(reply.outcome, pb::Outcome::NotOnline as i32);
         let login = accounts
-            .login(pb::LoginRequest { login: "bob".into(), password: SOCIAL_PASSWORD.into() })
+            .login(pb::LoginRequest {
+                login: "bob".into(),
+                password: SOCIAL_PASSWORD.into(),
+            })
             .await
             .unwrap()
             .into_inner();
         accounts
-            .unregister(bearer(&login.token, pb::UnregisterRequest { password: SOCIAL_PASSWORD.into() }))
+            .unregister(bearer(
+                &login.token,
+                pb::UnregisterRequest {
+                    password: SOCIAL_PASSWORD.into(),
+                },
+            ))
             .await
             .unwrap();
         assert!(friends(&mut ann).await.is_empty());
         let members = ann.req(pb::SocialListRequest {});
-        let groups = ann.social.list_groups(members).await.unwrap().into_inner().names;
+        let groups = ann
+            .social
+            .list_groups(members)
+            .await
+            .unwrap()
+            .into_inner()
+            .names;
         assert_eq!(groups, ["g"]);
     })
     .await
@@ -182,7 +233,8 @@ async fn cross_server_delivery_through_mosquitto() {
         for login in ["ann", "bob", "cat"] {
             users.push(join(&cluster, login).await);
         }
-        let servers: std::collections::HashSet<_> = users.iter().map(|u| u.server.clone()).collect();
+        let servers: std::collections::HashSet<_> =
+            users.iter().map(|u| u.server.clone()).collect();
         assert_eq!(servers.len(), 3, "each user on their own server");
         let [mut ann, mut bob, mut cat] = <[SocialUser; 3]>::try_from(users).ok().unwrap();
         befriend(&mut ann, &mut bob).await;
@@ -191,10 +243,14 @@ async fn cross_server_delivery_through_mosquitto() {
         assert_eq!(bob.next_message().await.text, "via mosquitto");
         send(&mut ann, "cat", "you too").await.unwrap();
         assert_eq!(cat.next_message().await.text, "you too");
-        let create = cat.req(pb::GroupRequest { group: "trio".into() });
+        let create = cat.req(pb::GroupRequest {
+            group: "trio".into(),
+        });
         cat.social.create_group(create).await.unwrap();
         for user in [&mut ann, &mut bob] {
-            let request = user.req(pb::GroupRequest { group: "trio".into() });
+            let request = user.req(pb::GroupRequest {
+                group: "trio".into(),
+            });
             user.social.join_group(request).await.unwrap();
         }
         let reply = send_group(&mut bob, "trio", "all three").await.unwrap();
