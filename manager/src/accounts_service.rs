@@ -218,6 +218,14 @@ impl Inner {
             let loads = sessions::loads(&self.state, &counts, Instant::now());
             let assignment = sessions::assign(&loads, config.max_sessions);
             let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
+            if over && config.refuse_over_capacity {
+                tracing::warn!(login = %account.login, servers = loads.len(),
+                    max_sessions = config.max_sessions, "login refused: every server is full");
+                return Err(Error::Exhausted(format!(
+                    "every application server already serves its {} users (max_sessions) and none can be started; try again later, or ask the operator to start another server",
+                    config.max_sessions
+                )));
+            }
             let server = assignment.map(|a| a.node);
             let (token, record) = tokens.issue(&account.login, server, config.token_ttl, now_ms)?;
             (token, record, over)

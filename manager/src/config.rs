@@ -73,6 +73,11 @@ pub struct Args {
     /// its server's load [default: 300].
     #[arg(long, env = "DUPLA_SESSION_IDLE_SECS")]
     pub session_idle_secs: Option<f64>,
+    /// When every server already holds `max_sessions` sessions, refuse
+    /// logins (RESOURCE_EXHAUSTED) instead of overfilling the least loaded
+    /// server [default: false, overfill].
+    #[arg(long, env = "DUPLA_REFUSE_OVER_CAPACITY")]
+    pub refuse_over_capacity: Option<bool>,
     /// Login reserved for the administrator: `Register` refuses it (only
     /// `dupla-manager admin create` makes it, and grants the role).
     #[arg(long, env = "DUPLA_ADMIN")]
@@ -122,6 +127,8 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     /// Seconds without a call before a session stops counting.
     pub session_idle_secs: Option<f64>,
+    /// Refuse logins when every server is full (see `Args`).
+    pub refuse_over_capacity: Option<bool>,
     /// Login reserved for the administrator (see `Args::admin`).
     pub admin: Option<String>,
     /// Default bytes per user; 0: unlimited.
@@ -165,6 +172,11 @@ pub struct Config {
     /// open chat) is disconnected: it no longer counts toward its server's
     /// `max_sessions`. The token itself stays valid until it expires.
     pub session_idle: Duration,
+    /// When every live server already has `max_sessions` sessions: refuse
+    /// the login with a clear error (true), or send the user to the least
+    /// loaded server anyway (false, the default: nothing can launch
+    /// another server yet, and `dupla bench chat` logs in hundreds).
+    pub refuse_over_capacity: bool,
     /// A login reserved for the administrator: `Register` refuses it, so
     /// nobody takes it before the operator's `dupla-manager admin create`.
     /// It grants nothing by itself.
@@ -267,6 +279,10 @@ impl Config {
                 DEFAULT_SESSION_IDLE,
                 "session_idle_secs",
             )?,
+            refuse_over_capacity: args
+                .refuse_over_capacity
+                .or(file.refuse_over_capacity)
+                .unwrap_or(false),
             admin: args.admin.or(file.admin),
             quota: Quota {
                 bytes: args.quota_bytes.or(file.quota_bytes).unwrap_or(0),
@@ -298,6 +314,7 @@ impl Config {
             token_ttl: DEFAULT_TOKEN_TTL,
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle: DEFAULT_SESSION_IDLE,
+            refuse_over_capacity: false,
             admin: None,
             quota: Quota::default(),
             chat: ChatLimits::default(),

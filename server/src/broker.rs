@@ -307,7 +307,8 @@ impl Worker {
                         tracing::debug!(broker = %url, error = %e, "message broker still unreachable");
                     }
                     failures += 1;
-                    if self.configured.is_none() && failures.is_multiple_of(RECHECK_AFTER_FAILURES) {
+                    if self.configured.is_none() && failures.is_multiple_of(RECHECK_AFTER_FAILURES)
+                    {
                         if let Ok(other) = self.manager_broker().await {
                             if other != url {
                                 return Some(other);

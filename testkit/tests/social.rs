@@ -308,3 +308,41 @@ async fn broker_killed_and_restarted_mid_conversation() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_full_cluster_refuses_logins_when_told_to() {
+    bounded(async {
+        let cluster = TestCluster::start_configured(1, |c| {
+            c.max_sessions = 1;
+            c.refuse_over_capacity = true;
+        })
+        .await;
+        wait_for_social(&cluster).await;
+        let ann = join(&cluster, "ann").await;
+        let mut accounts =
+            dupla::v1::accounts_client::AccountsClient::new(dial(&cluster.manager_addr()));
+        accounts
+            .register(pb::RegisterRequest {
+                login: "bob".into(),
+                password: SOCIAL_PASSWORD.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let login = || pb::LoginRequest {
+            login: "bob".into(),
+            password: SOCIAL_PASSWORD.into(),
+        };
+        let status = accounts.login(login()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("max_sessions"), "{status:?}");
+        // A session that ends makes room.
+        accounts
+            .logout(ann.req(pb::LogoutRequest {}))
+            .await
+            .unwrap();
+        let reply = accounts.login(login()).await.unwrap().into_inner();
+        assert!(!reply.over_capacity);
+    })
+    .await
+}
