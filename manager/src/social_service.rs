@@ -98,16 +98,18 @@ impl SocialGraphService {
     fn online(&self, login: &str) -> Result<Vec<pb::Recipient>> {
         let streams = self.presence.streams(login)?;
         let now = Instant::now();
-        let live_token = |s: &Stream| {
-            self.tokens
-                .lock()
-                .expect("tokens lock poisoned")
-                .is_known(&s.token_key)
+        // One lock at a time: login takes the tokens lock, then the
+        // membership's; taking them the other way round could deadlock.
+        let live: Vec<Stream> = {
+            let tokens = self.tokens.lock().expect("tokens lock poisoned");
+            streams
+                .into_iter()
+                .filter(|s| tokens.is_known(&s.token_key))
+                .collect()
         };
         let membership = self.state.lock_membership();
-        let mut servers: Vec<String> = streams
+        let mut servers: Vec<String> = live
             .iter()
-            .filter(|s| live_token(s))
             .filter(|s| {
                 membership
                     .get(&s.server_id)
@@ -115,6 +117,7 @@ impl SocialGraphService {
             })
             .map(|s| s.server_id.clone())
             .collect();
+        drop(membership);
         servers.sort();
         servers.dedup();
         Ok(servers
