@@ -317,16 +317,23 @@ impl Shell {
         let client = self.anonymous.clone().with_token(reply.token);
         match self.open_stream(&client, login, &server.addr).await {
             Ok((social, stream)) => {
-                // A second login of the same user replaces the first.
-                self.users.insert(
-                    login.to_string(),
-                    User {
-                        client,
-                        social,
-                        password: password.to_string(),
-                        stream,
-                    },
-                );
+                // A second login of the same user replaces the first, whose
+                // token is logged out in the background.
+                let user = User {
+                    client,
+                    social,
+                    password: password.to_string(),
+                    stream,
+                };
+                if let Some(old) = self.users.insert(login.to_string(), user) {
+                    let client = old.client.clone();
+                    drop(old);
+                    tokio::spawn(async move {
+                        if let Ok(mut accounts) = client.manager_accounts().await {
+                            let _ = accounts.logout(client.request(pb::LogoutRequest {})).await;
+                        }
+                    });
+                }
                 vec!["Success!".into()]
             }
             Err(message) => vec![message],
