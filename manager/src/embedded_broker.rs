@@ -284,3 +284,73 @@ impl Drop for Gone {
         r.subscriptions.retain(|(c, _, _)| *c != self.1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{AsyncClient, Event, MqttOptions};
+
+    /// A client of `addr` and its event loop, driven by a task that hands
+    /// every incoming publish and acknowledgement to the returned channel.
+    fn client(id: &str, addr: SocketAddr) -> (AsyncClient, mpsc::Receiver<Packet>) {
+        let options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        let (client, mut events) = AsyncClient::new(options, 16);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(packet) = event {
+                    if tx.send(packet).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (client, rx)
+    }
+
+    /// The next packet matching `wanted`, skipping the others.
+    async fn next(rx: &mut mpsc::Receiver<Packet>, wanted: fn(&Packet) -> bool) -> Packet {
+        let wait = async {
+            loop {
+                let packet = rx.recv().await.expect("the client's event loop ended");
+                if wanted(&packet) {
+                    return packet;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("no packet in 10 s")
+    }
+
+    #[tokio::test]
+    async fn routes_by_filter_and_acknowledges_qos1() {
+        let (_handle, shutdown) = dupla::shutdown::channel();
+        let broker = start("127.0.0.1:0", shutdown).await.unwrap();
+        let (sub, mut sub_rx) = client("sub", broker.addr);
+        sub.subscribe("a/+/c", QoS::AtLeastOnce).await.unwrap();
+        next(&mut sub_rx, |p| matches!(p, Packet::SubAck(_))).await;
+        let (publisher, mut pub_rx) = client("pub", broker.addr);
+        publisher
+            .publish("a/b/d", QoS::AtLeastOnce, false, b"no".to_vec())
+            .await
+            .unwrap();
+        publisher
+            .publish("a/b/c", QoS::AtLeastOnce, false, b"yes".to_vec())
+            .await
+            .unwrap();
+        // Both publishes are acknowledged to the publisher...
+        for _ in 0..2 {
+            next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_))).await;
+        }
+        // ...and only the matching one reaches the subscriber.
+        let Packet::Publish(got) = next(&mut sub_rx, |p| matches!(p, Packet::Publish(_))).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("a/b/c", &b"yes"[..])
+        );
+    }
+}
