@@ -218,6 +218,9 @@ impl Inner {
             let loads = sessions::loads(&self.state, &counts, Instant::now());
             let assignment = sessions::assign(&loads, config.max_sessions);
             let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
+            // Every server is full. This is where a launcher (issue 9,
+            // part 4) would start a server and assign the user to it; with
+            // none, either refuse or overfill, as configured.
             if over && config.refuse_over_capacity {
                 tracing::warn!(login = %account.login, servers = loads.len(),
                     max_sessions = config.max_sessions, "login refused: every server is full");
