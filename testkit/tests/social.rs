@@ -171,6 +171,11 @@ async fn graph_and_messages_across_servers_with_the_embedded_broker() {
         // The manager restarts: the graph and the presence survive it.
         cluster.restart_manager().await;
         cluster.wait_for_up(2).await;
+        // Its embedded broker listens on a new port: both servers (the
+        // recipient's too) must have found it before a message can cross.
+        // They saw the old one close long before their heartbeats returned,
+        // so SERVING here is the new connection.
+        wait_for_social(&cluster).await;
         assert_eq!(friends(&mut ann).await, ["bob"]);
         let reply = send_when_ready(&mut ann, "bob", "still there?").await;
         assert_eq!(reply.outcome, pb::Outcome::Ok as i32);
