@@ -26,8 +26,11 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How long a line waits for its message to reach the recipients logged in
-/// here before the next line runs anyway (and at end of input, how long
-/// those still due are waited for).
+/// here before the next line runs anyway. A delivery takes milliseconds;
+/// the margin keeps a script's output in order on a loaded machine.
+pub const LINE_DELIVERY_WAIT: Duration = Duration::from_secs(5);
+/// At end of input, how long messages still due are waited for (and each
+/// user's logout may take).
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(1);
 /// How long login waits for the message stream to open.
 pub const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -510,7 +513,7 @@ impl Shell {
             .filter(|r| self.users.contains_key(r))
             .map(|r| (reply.id.clone(), r))
             .collect();
-        let missing = self.inbox.wait_for(due, DELIVERY_WAIT).await;
+        let missing = self.inbox.wait_for(due, LINE_DELIVERY_WAIT).await;
         self.overdue.extend(missing);
         vec!["Success!".into()]
     }
