@@ -44,18 +44,31 @@ pub const MAX_POSTS_LISTED: usize = 1000;
 /// How a social request ended (see the command table in docs/social.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Done.
     Ok,
+    /// An invitation to oneself.
     SelfInvite,
+    /// They are friends already.
     AlreadyFriend,
+    /// The caller invited them already.
     AlreadyInvited,
+    /// They invited the caller: accepting is the way.
     InvitedYou,
+    /// No account has that login.
     NoSuchUser,
+    /// There is no invitation to accept.
     NotInvited,
+    /// A message to someone who is not a friend.
     NotFriend,
+    /// A message to a friend with no open message stream.
     NotOnline,
+    /// The group name is taken.
     GroupExists,
+    /// No group has that name.
     NoSuchGroup,
+    /// The caller is a member already.
     AlreadyMember,
+    /// A group message from someone outside the group.
     NotMember,
 }
 
