@@ -345,3 +345,45 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "secret = \"s\"\n").unwrap();
+        let mut argv = vec!["dupla-manager", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Config::load(Args::try_parse_from(argv).map_err(|e| Error::InvalidInput(e.to_string()))?)
+    }
+
+    #[test]
+    fn host_port_positional_is_listen() {
+        let config = load(&["0.0.0.0", "8888"]).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8888");
+        assert!(load(&["0.0.0.0"]).is_err(), "a host needs a port");
+        assert!(load(&["0.0.0.0", "8888", "--listen", "127.0.0.1:1"]).is_err());
+        assert_eq!(load(&[]).unwrap().listen, DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn broker_and_over_capacity_settings() {
+        let config = load(&[]).unwrap();
+        assert_eq!(
+            (config.broker, config.broker_listen.as_str()),
+            (None, DEFAULT_BROKER_LISTEN)
+        );
+        assert!(!config.refuse_over_capacity);
+        let config = load(&[
+            "--broker",
+            "mqtt://h:1883",
+            "--refuse-over-capacity",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(config.broker.as_deref(), Some("mqtt://h:1883"));
+        assert!(config.refuse_over_capacity);
+    }
+}
