@@ -32,6 +32,7 @@ pub mod remove;
 pub mod restore;
 pub mod resume;
 pub mod scrub;
+pub mod servers;
 pub mod session;
 pub mod session_store;
 pub mod shell;
@@ -179,6 +180,7 @@ impl App {
             Command::Ls { pattern } => list::command(client, &pattern, out).await,
             Command::Rm { name } => remove::command(client, &name, out).await,
             Command::Status => status::command(client, out).await,
+            Command::Servers { action } => servers::command(client, action.as_ref(), out).await,
             Command::Scrub => scrub::command(client, out).await,
             Command::Hello { names } => hello::command(client, &names, out).await,
             Command::Time { samples } => time::command(client, samples, out).await,

@@ -59,6 +59,8 @@ struct Inner {
     /// Password hashes computed or verified so far (tests check that
     /// refused guesses cost no hashing).
     hashes: AtomicU64,
+    /// Launches a server when every one is full (issue 9, part 4).
+    elastic: Option<Arc<crate::elastic::Elastic>>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -87,8 +89,17 @@ impl AccountsService {
                 registrations: Mutex::new(RateLimits::new(REGISTERS_PER_SEC, REGISTER_BURST)),
                 hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
                 hashes: AtomicU64::new(0),
+                elastic: None,
             }),
         }
+    }
+
+    /// Launch servers through `elastic` when every one is full.
+    pub fn with_elastic(mut self, elastic: Arc<crate::elastic::Elastic>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_elastic is called before the service is cloned")
+            .elastic = Some(elastic);
+        self
     }
 }
 
@@ -211,27 +222,49 @@ impl Inner {
             .throttled_password_check(&req.login, &req.password, source)
             .await?;
         let config = &self.state.config;
-        let now_ms = clock::unix_ms();
-        let (token, record, over_capacity) = {
-            let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
-            let counts = tokens.sessions_per_server(now_ms, config.session_idle);
-            let loads = sessions::loads(&self.state, &counts, Instant::now());
-            let assignment = sessions::assign(&loads, config.max_sessions);
-            let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
-            // Every server is full. This is where a launcher (issue 9,
-            // part 4) would start a server and assign the user to it; with
-            // none, either refuse or overfill, as configured.
-            if over && config.refuse_over_capacity {
-                tracing::warn!(login = %account.login, servers = loads.len(),
-                    max_sessions = config.max_sessions, "login refused: every server is full");
-                return Err(Error::Exhausted(format!(
-                    "every application server already serves its {} users (max_sessions) and none can be started; try again later, or ask the operator to start another server",
-                    config.max_sessions
-                )));
+        let elastic = self.elastic.as_ref().filter(|e| e.enabled());
+        let mut launched = false;
+        let (token, record, over_capacity) = loop {
+            // Some(issued), or None: every server is full and one may be
+            // launched (at most once per login), with the tokens unlocked.
+            let attempt = {
+                let now_ms = clock::unix_ms();
+                let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
+                let counts = tokens.sessions_per_server(now_ms, config.session_idle);
+                let loads = sessions::loads(&self.state, &counts, Instant::now());
+                let assignment = sessions::assign(&loads, config.max_sessions);
+                let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
+                if over && !launched && elastic.is_some() {
+                    None
+                } else if over && config.refuse_over_capacity {
+                    tracing::warn!(login = %account.login, servers = loads.len(),
+                        max_sessions = config.max_sessions, "login refused: every server is full");
+                    return Err(Error::Exhausted(format!(
+                        "every application server already serves its {} users (max_sessions) and none can be started; try again later, or ask the operator to start another server",
+                        config.max_sessions
+                    )));
+                } else {
+                    let server = assignment.map(|a| a.node);
+                    let (token, record) =
+                        tokens.issue(&account.login, server, config.token_ttl, now_ms)?;
+                    Some((token, record, over))
+                }
+            };
+            if let Some(issued) = attempt {
+                break issued;
             }
-            let server = assignment.map(|a| a.node);
-            let (token, record) = tokens.issue(&account.login, server, config.token_ttl, now_ms)?;
-            (token, record, over)
+            // Launch, then choose again: the new server is empty, so it
+            // takes the user.
+            launched = true;
+            let started = Instant::now();
+            if let Some(elastic) = elastic {
+                match elastic.make_room().await {
+                    Ok(id) => tracing::info!(login = %account.login, launched = ?id,
+                        wait_ms = started.elapsed().as_millis() as u64, "room made for a login"),
+                    Err(e) => tracing::warn!(login = %account.login, error = %e,
+                        "every server is full and none could be launched"),
+                }
+            }
         };
         // An account deleted while its password was being checked gets no
         // token (deletion revokes tokens, but this one may be newer).

@@ -28,6 +28,97 @@ pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 /// (servers ask the manager where it is, so several clusters on one
 /// machine never collide).
 pub const DEFAULT_BROKER_LISTEN: &str = "127.0.0.1:0";
+/// How long a launched server has to send its first heartbeat before the
+/// launch counts as failed (a cold start of `dupla-server` takes well
+/// under a second; a cloud VM may take a minute: raise it for those).
+pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A launched server with no session for this long is retired.
+pub const DEFAULT_IDLE_RETIRE: Duration = Duration::from_secs(600);
+/// Servers up below which none is retired.
+pub const DEFAULT_MIN_SERVERS: usize = 1;
+/// Launched servers alive at once, at most: a runaway of logins (or of
+/// `dupla bench chat`) cannot start servers without bound.
+pub const DEFAULT_MAX_LAUNCHED: usize = 8;
+
+/// How the manager starts a storage server when every one is full.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// Never launch (the default): logins overfill or are refused.
+    #[default]
+    None,
+    /// Start `dupla-server` on this machine from a template node directory.
+    Local,
+    /// Run the operator's `launch_command` with `launch ID` / `retire ID`.
+    Command,
+}
+
+impl std::str::FromStr for LauncherKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(LauncherKind::None),
+            "local" => Ok(LauncherKind::Local),
+            "command" => Ok(LauncherKind::Command),
+            other => Err(format!(
+                "launcher {other:?}: expected \"none\", \"local\" or \"command\""
+            )),
+        }
+    }
+}
+
+impl LauncherKind {
+    /// The name node.toml and `dupla status` use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LauncherKind::None => "none",
+            LauncherKind::Local => "local",
+            LauncherKind::Command => "command",
+        }
+    }
+}
+
+/// Elastic application servers: launching when every server is full,
+/// retiring launched servers that stay idle (docs/social.md, "Elastic
+/// application servers").
+#[derive(Clone, Debug)]
+pub struct Elastic {
+    /// Which launcher; `None` turns elasticity off.
+    pub launcher: LauncherKind,
+    /// `local`: node directory whose node.toml a launched server copies
+    /// (its capacity, rates, broker...); listen, data, manager and secret
+    /// are the launcher's own.
+    pub launch_template: Option<PathBuf>,
+    /// `local`: the `dupla-server` binary; default: beside the manager's
+    /// own executable.
+    pub server_binary: Option<PathBuf>,
+    /// `command`: the operator's program, run as `PROGRAM launch ID` and
+    /// `PROGRAM retire ID`.
+    pub launch_command: Option<PathBuf>,
+    /// How long a launch may take to its first heartbeat.
+    pub launch_timeout: Duration,
+    /// A launched server without sessions this long is drained and retired.
+    pub idle_retire: Duration,
+    /// Never retire below this many servers up.
+    pub min_servers: usize,
+    /// Launched servers alive at once, at most.
+    pub max_launched: usize,
+}
+
+impl Default for Elastic {
+    fn default() -> Self {
+        Elastic {
+            launcher: LauncherKind::None,
+            launch_template: None,
+            server_binary: None,
+            launch_command: None,
+            launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
+            idle_retire: DEFAULT_IDLE_RETIRE,
+            min_servers: DEFAULT_MIN_SERVERS,
+            max_launched: DEFAULT_MAX_LAUNCHED,
+        }
+    }
+}
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
@@ -78,6 +169,24 @@ pub struct Args {
     /// server [default: false, overfill].
     #[arg(long, env = "DUPLA_REFUSE_OVER_CAPACITY")]
     pub refuse_over_capacity: Option<bool>,
+    /// How to start a storage server when every one is full: "none"
+    /// [default], "local" or "command".
+    #[arg(long, env = "DUPLA_LAUNCHER")]
+    pub launcher: Option<LauncherKind>,
+    /// `local` launcher: the node directory launched servers copy their
+    /// node.toml from.
+    #[arg(long, env = "DUPLA_LAUNCH_TEMPLATE")]
+    pub launch_template: Option<PathBuf>,
+    /// `command` launcher: the program run as `PROGRAM launch|retire ID`.
+    #[arg(long, env = "DUPLA_LAUNCH_COMMAND")]
+    pub launch_command: Option<PathBuf>,
+    /// Seconds a launched server may stay without sessions before it is
+    /// drained and retired [default: 600].
+    #[arg(long, env = "DUPLA_IDLE_RETIRE_SECS")]
+    pub idle_retire_secs: Option<f64>,
+    /// Servers up below which none is retired [default: 1].
+    #[arg(long, env = "DUPLA_MIN_SERVERS")]
+    pub min_servers: Option<usize>,
     /// Login reserved for the administrator: `Register` refuses it (only
     /// `dupla-manager admin create` makes it, and grants the role).
     #[arg(long, env = "DUPLA_ADMIN")]
@@ -142,6 +251,22 @@ pub struct FileConfig {
     pub broker: Option<String>,
     /// Listen address of the embedded broker (when `broker` is unset).
     pub broker_listen: Option<String>,
+    /// "none", "local" or "command" (see [`LauncherKind`]).
+    pub launcher: Option<LauncherKind>,
+    /// `local`: template node directory, relative to the manager's.
+    pub launch_template: Option<PathBuf>,
+    /// `local`: the `dupla-server` binary (default: beside the manager's).
+    pub server_binary: Option<PathBuf>,
+    /// `command`: the operator's launch/retire program.
+    pub launch_command: Option<PathBuf>,
+    /// Seconds a launch may take to its first heartbeat.
+    pub launch_timeout_secs: Option<f64>,
+    /// Seconds without sessions before a launched server retires.
+    pub idle_retire_secs: Option<f64>,
+    /// Servers up below which none is retired.
+    pub min_servers: Option<usize>,
+    /// Launched servers alive at once, at most.
+    pub max_launched: Option<usize>,
 }
 
 /// Resolved manager settings.
@@ -194,6 +319,8 @@ pub struct Config {
     pub broker: Option<String>,
     /// Listen address of the embedded broker.
     pub broker_listen: String,
+    /// Launching and retiring storage servers.
+    pub elastic: Elastic,
 }
 
 /// Limits of the chat rooms. Not in node.toml: the defaults suit any
@@ -295,6 +422,29 @@ impl Config {
                 .broker_listen
                 .or(file.broker_listen)
                 .unwrap_or_else(|| DEFAULT_BROKER_LISTEN.into()),
+            elastic: Elastic {
+                launcher: args.launcher.or(file.launcher).unwrap_or_default(),
+                launch_template: args.launch_template.or(file.launch_template),
+                server_binary: file.server_binary,
+                launch_command: args.launch_command.or(file.launch_command),
+                launch_timeout: pick_secs(
+                    None,
+                    file.launch_timeout_secs,
+                    DEFAULT_LAUNCH_TIMEOUT,
+                    "launch_timeout_secs",
+                )?,
+                idle_retire: pick_secs(
+                    args.idle_retire_secs,
+                    file.idle_retire_secs,
+                    DEFAULT_IDLE_RETIRE,
+                    "idle_retire_secs",
+                )?,
+                min_servers: args
+                    .min_servers
+                    .or(file.min_servers)
+                    .unwrap_or(DEFAULT_MIN_SERVERS),
+                max_launched: file.max_launched.unwrap_or(DEFAULT_MAX_LAUNCHED),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -321,6 +471,7 @@ impl Config {
             tls_names: Vec::new(),
             broker: None,
             broker_listen: "127.0.0.1:0".into(),
+            elastic: Elastic::default(),
         }
     }
 
@@ -336,6 +487,19 @@ impl Config {
             return Err(Error::InvalidInput(
                 "token_ttl_secs must be positive: a zero lifetime makes every login useless".into(),
             ));
+        }
+        match self.elastic.launcher {
+            LauncherKind::Local if self.elastic.launch_template.is_none() => {
+                return Err(Error::InvalidInput(
+                    "launcher = \"local\" needs launch_template, the node directory launched servers copy (e.g. \"../server-1\")".into(),
+                ))
+            }
+            LauncherKind::Command if self.elastic.launch_command.is_none() => {
+                return Err(Error::InvalidInput(
+                    "launcher = \"command\" needs launch_command, the program run as `PROGRAM launch ID` and `PROGRAM retire ID`".into(),
+                ))
+            }
+            _ => {}
         }
         if self.max_sessions == 0 {
             return Err(Error::InvalidInput(

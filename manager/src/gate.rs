@@ -154,7 +154,8 @@ impl http_body::Body for Limited {
 pub fn manager_rule(method: &str) -> Need {
     match method {
         "Heartbeat" | "Place" | "Commit" | "ReportCorrupt" | "Abort" | "ChunkRefs" => Need::Secret,
-        "Lookup" | "List" | "Remove" | "SetQuota" | "GetQuota" => Need::User,
+        "Lookup" | "List" | "Remove" | "SetQuota" | "GetQuota" | "LaunchServer" | "DrainServer"
+        | "RetireServer" => Need::User,
         _ => Need::Nothing,
     }
 }

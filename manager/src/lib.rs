@@ -12,9 +12,11 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod elastic;
 pub mod embedded_broker;
 pub mod enrolment;
 pub mod gate;
+pub mod launcher;
 pub mod membership;
 pub mod presence;
 pub mod repair;
@@ -102,6 +104,25 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         }
     };
     let authenticator = auth::Authenticator::new(tokens.clone());
+    // Launched servers dial the manager on loopback when it listens on
+    // every interface.
+    let dial_addr = match addr.ip().is_unspecified() {
+        true => format!("127.0.0.1:{}", addr.port()),
+        false => addr.to_string(),
+    };
+    let elastic = Arc::new(elastic::Elastic::new(
+        state.clone(),
+        kv.clone(),
+        tokens.clone(),
+        launcher::Launcher::new(
+            config.elastic.clone(),
+            dial_addr,
+            config.secret.to_string(),
+            config.insecure,
+            config.data.clone(),
+        ),
+    ));
+    elastic.restore()?;
     // Gates check the secret or token on the headers, before the large
     // catalog limit lets a body in (see gate.rs).
     let snapshot_service = gate::Gate::new(
@@ -115,13 +136,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         authenticator.clone(),
         gate::user_rule,
     );
-    let accounts_service = AccountsServer::new(accounts_service::AccountsService::new(
-        state.clone(),
-        accounts.clone(),
-        tokens.clone(),
-        hub.clone(),
-        (social.clone(), presence.clone()),
-    ))
+    let accounts_service = AccountsServer::new(
+        accounts_service::AccountsService::new(
+            state.clone(),
+            accounts.clone(),
+            tokens.clone(),
+            hub.clone(),
+            (social.clone(), presence.clone()),
+        )
+        .with_elastic(elastic.clone()),
+    )
     .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
     let social_service = gate::Gate::new(
         SocialGraphServer::new(social_service::SocialGraphService::new(
@@ -149,14 +173,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         authenticator.clone(),
     );
     let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
+    let retirements = tokio::spawn(elastic::run(elastic.clone(), shutdown.clone()));
     let enrolment =
         ca.map(|ca| EnrolmentServer::new(enrolment::EnrolmentService::new(state.clone(), ca)));
     let service = gate::Gate::new(
-        ManagerServer::new(service::ManagerService::new(
-            state.clone(),
-            tokens,
-            catalog_accounts,
-        ))
+        ManagerServer::new(
+            service::ManagerService::new(state.clone(), tokens, catalog_accounts)
+                .with_elastic(elastic),
+        )
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
         state.secret.clone(),
@@ -198,6 +222,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;
+        let _ = retirements.await;
         if let Some(broker) = embedded_broker {
             let _ = broker.await;
         }
