@@ -99,8 +99,10 @@ pub struct IdleView {
 }
 
 /// Which launched servers to retire now: those idle for `idle_retire` or
-/// longer, longest idle first, while more than `min_servers` servers stay
-/// up (`up` counts every up, non-draining server, static ones included).
+/// longer, longest idle first, while at least `min_servers` servers stay
+/// up (`up` counts every up, non-draining server, static ones included),
+/// and never fewer than [`TARGET_COPIES`]: a drain gives each file two
+/// copies on *other* servers, which one remaining server cannot hold.
 pub fn to_retire(
     launched: &[IdleView],
     up: usize,
@@ -112,7 +114,7 @@ pub fn to_retire(
         .filter(|s| s.idle_for.is_some_and(|d| d >= idle_retire))
         .collect();
     idle.sort_by(|a, b| b.idle_for.cmp(&a.idle_for).then(a.id.cmp(&b.id)));
-    let room = up.saturating_sub(min_servers);
+    let room = up.saturating_sub(min_servers.max(TARGET_COPIES));
     idle.into_iter().take(room).map(|s| s.id.clone()).collect()
 }
 
@@ -550,6 +552,7 @@ mod tests {
     fn idle_servers_retire_longest_idle_first() {
         let servers = [view("a", Some(60)), view("b", Some(600)), view("c", None)];
         assert_eq!(to_retire(&servers, 4, 1, IDLE), ["b", "a"]);
+        assert_eq!(to_retire(&servers, 3, 1, IDLE), ["b"]);
     }
 
     #[test]
@@ -559,11 +562,21 @@ mod tests {
         assert_eq!(to_retire(&servers, 3, 2, IDLE), ["b"]);
         assert!(to_retire(&servers, 2, 2, IDLE).is_empty());
         assert!(to_retire(&servers, 1, 2, IDLE).is_empty());
+        assert_eq!(to_retire(&servers, 5, 3, IDLE), ["b", "a"]);
+    }
+
+    #[test]
+    fn two_servers_always_stay_for_the_two_copies() {
+        let servers = [view("a", Some(100)), view("b", Some(200))];
+        // min_servers = 1, but one server cannot hold a file's two copies.
+        assert_eq!(to_retire(&servers, 3, 1, IDLE), ["b"]);
+        assert!(to_retire(&servers, 2, 1, IDLE).is_empty());
+        assert!(to_retire(&servers, 2, 0, IDLE).is_empty());
     }
 
     #[test]
     fn ties_fall_to_the_id() {
         let servers = [view("b", Some(60)), view("a", Some(60))];
-        assert_eq!(to_retire(&servers, 3, 1, IDLE), ["a", "b"]);
+        assert_eq!(to_retire(&servers, 4, 1, IDLE), ["a", "b"]);
     }
 }
