@@ -41,6 +41,11 @@ pub const RETIRE_SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a launch checks for the new server's first heartbeat.
 const HEARTBEAT_POLL: Duration = Duration::from_millis(50);
 
+/// After a failed launch, logins do not try another for this long (they
+/// are refused or overfill at once instead of each waiting for a launch
+/// that is likely to fail the same way).
+pub const LAUNCH_RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// File versions read from the server→files index at a time while draining.
 const DRAIN_PAGE: usize = 256;
 
@@ -129,6 +134,8 @@ pub struct Elastic {
     busy: tokio::sync::Mutex<()>,
     /// When each launched server was last seen with no session.
     idle_since: Mutex<HashMap<String, Instant>>,
+    /// When the last launch failed.
+    failed_at: Mutex<Option<Instant>>,
 }
 
 impl Elastic {
@@ -146,6 +153,7 @@ impl Elastic {
             launcher,
             busy: tokio::sync::Mutex::new(()),
             idle_since: Mutex::new(HashMap::new()),
+            failed_at: Mutex::new(None),
         }
     }
 
@@ -223,7 +231,18 @@ impl Elastic {
         if self.has_room() {
             return Ok(None);
         }
-        self.launch_locked().await.map(Some)
+        let failed_at = *self.failed_at.lock().expect("failed_at lock poisoned");
+        if let Some(at) = failed_at.filter(|at| at.elapsed() < LAUNCH_RETRY_AFTER) {
+            return Err(Error::Unavailable(format!(
+                "the last launch failed {} s ago; the next is tried {} s after it",
+                at.elapsed().as_secs(),
+                LAUNCH_RETRY_AFTER.as_secs()
+            )));
+        }
+        let launched = self.launch_locked().await;
+        *self.failed_at.lock().expect("failed_at lock poisoned") =
+            launched.is_err().then(Instant::now);
+        launched.map(Some)
     }
 
     /// Launch a server now (an admin's `dupla servers launch`).

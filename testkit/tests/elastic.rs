@@ -145,6 +145,23 @@ fn restore_all(root: &Path, manager: &str, names: &[String], logs: &dyn Fn() -> 
     }
 }
 
+/// Kills, on drop, every process still running in a directory under
+/// `dir` (the launched servers, if the test fails before they retire).
+struct KillUnder(std::path::PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cwd = std::fs::read_link(entry.path().join("cwd"));
+            if cwd.is_ok_and(|cwd| cwd.starts_with(&self.0)) {
+                if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn full_servers_launch_more_and_idle_launched_servers_drain_and_retire() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +200,7 @@ fn full_servers_launch_more_and_idle_launched_servers_drain_and_retire() {
         &["--listen", &static_addr, "--manager", &manager_addr],
     );
     let launched_logs = manager_dir.join("data").join("launched");
+    let _cleanup = KillUnder(launched_logs.clone());
     let logs = || {
         let mut text = format!(
             "--- manager ---\n{}\n--- server-1 ---\n{}",
