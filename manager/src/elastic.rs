@@ -190,6 +190,15 @@ impl Elastic {
             .transpose()
     }
 
+    /// Whether `id` is a server the manager retired (its heartbeats are
+    /// refused).
+    pub fn is_retired(&self, id: &str) -> Result<bool> {
+        if !id.starts_with("launch-") {
+            return Ok(false);
+        }
+        Ok(self.record(id)?.is_some_and(|r| r.stage == Stage::Retired))
+    }
+
     fn save(&self, record: &Launched) -> Result<()> {
         let bytes = serde_json::to_vec(record)
             .map_err(|e| Error::Internal(format!("launched server record: {e}")))?;

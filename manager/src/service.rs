@@ -630,6 +630,21 @@ impl Manager for ManagerService {
             active: req.active_transfers,
             peak_rss: req.peak_rss,
         };
+        // A retired server that still runs (or a heartbeat that was in
+        // flight when it stopped) must not join again.
+        if let Some(elastic) = &self.elastic {
+            let id = node.id.clone();
+            let elastic = elastic.clone();
+            let retired = tokio::task::spawn_blocking(move || elastic.is_retired(&id))
+                .await
+                .map_err(|e| Status::internal(format!("retired check: {e}")))??;
+            if retired {
+                return Err(Status::failed_precondition(format!(
+                    "server {} was retired by the manager; it has no place in the cluster any more",
+                    node.id
+                )));
+            }
+        }
         let proof = match self.state.transport.is_tls() {
             true => crate::membership::Proof::Certificate(peer.as_deref()),
             false => crate::membership::Proof::Unavailable,

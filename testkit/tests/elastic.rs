@@ -369,3 +369,161 @@ fn full_servers_launch_more_and_idle_launched_servers_drain_and_retire() {
     }
     drop(second);
 }
+
+/// The `command` launcher and the admin's hand: `LaunchServer` runs the
+/// operator's script (`launch ID`), whose server the manager recognises by
+/// the id in its `data/node_id`; a restarted manager still knows it as its
+/// own; `DrainServer` stops new sessions going there; `RetireServer` runs
+/// `retire ID` and removes it, and a late heartbeat of it is refused. The
+/// operator's servers cannot be drained, and only admins may act.
+#[tokio::test]
+async fn admins_launch_drain_and_retire_through_the_command_launcher() {
+    use dupla::v1::{LaunchServerRequest, ServerActionRequest, ServerLifecycle, ServerOrigin};
+    use dupla_testkit::cluster::{TestCluster, TEST_SECRET};
+    use dupla_testkit::social::bearer;
+
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("launch.sh");
+    let calls = scripts.path().join("calls.log");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+set -eu
+echo "$1 $2" >> {calls}
+dir={root}/$2
+case $1 in
+launch)
+    mkdir -p "$dir/data"
+    echo "$2" > "$dir/data/node_id"
+    {bin} --listen 127.0.0.1:0 --data "$dir/data" --manager "$DUPLA_MANAGER" \
+        --secret {secret} --insecure > "$dir/server.log" 2>&1 < /dev/null &
+    echo $! > "$dir/pid"
+    ;;
+retire)
+    pid=$(cat "$dir/pid")
+    kill "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    ;;
+esac
+"#,
+            calls = calls.display(),
+            root = scripts.path().display(),
+            bin = procs::bin_dir().join("dupla-server").display(),
+            secret = TEST_SECRET,
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    let _cleanup = KillUnder(scripts.path().to_path_buf());
+
+    let command = script.clone();
+    let mut cluster = TestCluster::start_configured(2, move |config| {
+        config.elastic.launcher = dupla_manager::config::LauncherKind::Command;
+        config.elastic.launch_command = Some(command.clone());
+        // Retired by hand only, in this test.
+        config.elastic.idle_retire = Duration::from_secs(3600);
+    })
+    .await;
+    let admin = cluster.new_user("boss").await;
+    let user = cluster.new_user("pleb").await;
+    cluster.grant_admin("boss").await;
+    let mut manager = cluster.manager_client().await;
+
+    let denied = manager
+        .launch_server(bearer(&user, LaunchServerRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+
+    let launched = manager
+        .launch_server(bearer(&admin, LaunchServerRequest {}))
+        .await
+        .expect("launch")
+        .into_inner()
+        .server
+        .expect("the launched server");
+    let id = launched.node.clone().unwrap().id;
+    assert_eq!(launched.launched_by(), ServerOrigin::Manager);
+    assert_eq!(launched.lifecycle(), ServerLifecycle::Active);
+    assert!(launched.launch_ms > 0);
+
+    // A restarted manager still knows which server is its own.
+    cluster.restart_manager().await;
+    cluster
+        .wait_for_status(|s| {
+            s.servers.len() == 3
+                && s.servers
+                    .iter()
+                    .all(|s| s.state() == dupla::v1::ServerState::Up)
+                && s.servers.iter().any(|s| {
+                    s.node.as_ref().is_some_and(|n| n.id == id)
+                        && s.launched_by() == ServerOrigin::Manager
+                })
+        })
+        .await;
+    let mut manager = cluster.manager_client().await;
+
+    // The operator's servers are never drained.
+    let static_id = cluster.servers[0].id.clone();
+    let refused = manager
+        .drain_server(bearer(&admin, ServerActionRequest { id: static_id }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let drained = manager
+        .drain_server(bearer(&admin, ServerActionRequest { id: id.clone() }))
+        .await
+        .expect("drain")
+        .into_inner()
+        .server
+        .unwrap();
+    assert_eq!(drained.lifecycle(), ServerLifecycle::Draining);
+    // No login lands on a draining server.
+    for i in 0..4 {
+        cluster.new_user(&format!("user{i}")).await;
+    }
+    let status = cluster.status().await;
+    let draining = status
+        .servers
+        .iter()
+        .find(|s| s.node.as_ref().is_some_and(|n| n.id == id))
+        .unwrap();
+    assert_eq!(draining.sessions, 0, "{status:?}");
+
+    let retired = manager
+        .retire_server(bearer(&admin, ServerActionRequest { id: id.clone() }))
+        .await
+        .expect("retire")
+        .into_inner()
+        .server
+        .unwrap();
+    assert_eq!(retired.lifecycle(), ServerLifecycle::Retired);
+    let status = cluster.status().await;
+    assert_eq!(status.servers.len(), 2, "{status:?}");
+    assert_eq!(status.retired.len(), 1);
+    assert_eq!(status.launcher, "command");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(log, format!("launch {id}\nretire {id}\n"));
+
+    // A late heartbeat of the retired server is refused.
+    let mut request = tonic::Request::new(dupla::v1::HeartbeatRequest {
+        node: Some(dupla::v1::Node {
+            id: id.clone(),
+            addr: "127.0.0.1:9".into(),
+        }),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert(dupla::rpc::SECRET_METADATA, TEST_SECRET.parse().unwrap());
+    let refused = manager.heartbeat(request).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+}
