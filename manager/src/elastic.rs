@@ -92,6 +92,10 @@ pub struct Launched {
     pub retired_unix_ms: i64,
     /// Process id of a `local` server (to stop it after a manager restart).
     pub pid: Option<u32>,
+    /// Being drained in order to retire (not an admin's drain only): a
+    /// restarted manager finishes the retirement.
+    #[serde(default)]
+    pub retiring: bool,
 }
 
 /// What the retire decision knows of one launched, active server.
@@ -285,6 +289,7 @@ impl Elastic {
             launch_ms: 0,
             retired_unix_ms: 0,
             pid: None,
+            retiring: false,
         };
         // Recorded before it exists: a manager that dies mid-launch still
         // knows the server is its own.
@@ -340,24 +345,63 @@ impl Elastic {
     /// placements, and every file it holds copied until two other servers
     /// hold it. Returns the file versions given new copies.
     pub async fn drain(&self, id: &str) -> Result<u64> {
-        let record = self.own(id)?;
-        if record.stage == Stage::Retired {
+        self.start_draining(id, false)?;
+        self.finish_drain(id).await
+    }
+
+    /// Mark `id` draining (in membership and in its record).
+    fn start_draining(&self, id: &str, retiring: bool) -> Result<()> {
+        let mut record = self.own(id)?;
+        if matches!(record.stage, Stage::Retired | Stage::Failed) {
             return Err(Error::InvalidInput(format!(
-                "server {id} is retired already"
+                "server {id} is {:?} already",
+                record.stage
             )));
         }
         self.state.lock_membership().set_draining(id, true);
-        self.set_stage(id, Stage::Draining)?;
-        tracing::info!(%id, "draining");
+        record.stage = Stage::Draining;
+        record.retiring |= retiring;
+        self.save(&record)?;
+        tracing::info!(%id, retiring, "draining");
+        Ok(())
+    }
+
+    async fn finish_drain(&self, id: &str) -> Result<u64> {
         let moved = drain_files(&self.state, id).await?;
         tracing::info!(%id, moved, "drained: every file it held has two copies elsewhere");
         Ok(moved)
     }
 
-    /// Drain `id`, then stop it and remove it from membership.
+    /// Drain `id`, then stop it and remove it from membership (an admin's
+    /// `dupla servers retire`).
     pub async fn retire(&self, id: &str) -> Result<u64> {
         let _busy = self.busy.lock().await;
-        let moved = self.drain(id).await?;
+        self.start_draining(id, true)?;
+        self.retire_drained(id).await
+    }
+
+    /// Retire `id`, chosen as idle: once it is marked draining (no login
+    /// can land there any more), check that no session landed there
+    /// meanwhile; if one did, it stays.
+    async fn retire_idle(&self, id: &str) -> Result<()> {
+        let _busy = self.busy.lock().await;
+        self.start_draining(id, true)?;
+        if self.session_counts().get(id).copied().unwrap_or(0) > 0 {
+            self.state.lock_membership().set_draining(id, false);
+            if let Some(mut record) = self.record(id)? {
+                record.stage = Stage::Active;
+                record.retiring = false;
+                self.save(&record)?;
+            }
+            tracing::info!(%id, "not retired: a user logged in there meanwhile");
+            return Ok(());
+        }
+        self.retire_drained(id).await.map(|_| ())
+    }
+
+    /// Finish draining `id` (marked draining), stop it, forget it.
+    async fn retire_drained(&self, id: &str) -> Result<u64> {
+        let moved = self.finish_drain(id).await?;
         let record = self.own(id)?;
         self.launcher.stop(id, record.pid).await?;
         self.state.lock_membership().remove(id);
@@ -417,16 +461,25 @@ impl Elastic {
             (views, up)
         };
         let config = &self.state.config.elastic;
-        let mut chosen = to_retire(&views, up, config.min_servers, config.idle_retire);
-        chosen.extend(
-            records
-                .iter()
-                .filter(|r| r.stage == Stage::Draining)
-                .map(|r| r.id.clone()),
-        );
-        for id in chosen {
+        // Retirements a restart (or a failure) interrupted come first.
+        for record in records
+            .iter()
+            .filter(|r| r.stage == Stage::Draining && r.retiring)
+        {
+            let _busy = self.busy.lock().await;
+            // Looked at again under the lock: an admin's retire may have
+            // finished it meanwhile.
+            let current = self.record(&record.id)?;
+            if !current.is_some_and(|r| r.stage == Stage::Draining && r.retiring) {
+                continue;
+            }
+            if let Err(e) = self.retire_drained(&record.id).await {
+                tracing::warn!(id = %record.id, error = %e, "retire failed; will try again");
+            }
+        }
+        for id in to_retire(&views, up, config.min_servers, config.idle_retire) {
             tracing::info!(%id, "retiring an idle launched server");
-            if let Err(e) = self.retire(&id).await {
+            if let Err(e) = self.retire_idle(&id).await {
                 tracing::warn!(%id, error = %e, "retire failed; will try again");
             }
         }

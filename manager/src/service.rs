@@ -507,7 +507,9 @@ impl ManagerService {
         // Over capacity: no live server can take a session without going
         // past max_sessions (new logins still succeed, on the least loaded).
         let max_sessions = self.state.config.max_sessions;
-        let up_servers = servers.iter().filter(|s| s.state() == pb::ServerState::Up);
+        let up_servers = servers.iter().filter(|s| {
+            s.state() == pb::ServerState::Up && s.lifecycle() != pb::ServerLifecycle::Draining
+        });
         let over_capacity = up_servers
             .clone()
             .all(|s| s.sessions as usize >= max_sessions)
