@@ -550,4 +550,34 @@ mod tests {
         assert_eq!(config.broker.as_deref(), Some("mqtt://h:1883"));
         assert!(config.refuse_over_capacity);
     }
+
+    #[test]
+    fn elastic_settings() {
+        let config = load(&[]).unwrap();
+        assert_eq!(
+            config.elastic.launcher,
+            LauncherKind::None,
+            "off by default"
+        );
+        assert_eq!(config.elastic.idle_retire, DEFAULT_IDLE_RETIRE);
+        let config = load(&[
+            "--launcher",
+            "local",
+            "--launch-template",
+            "../server-1",
+            "--idle-retire-secs",
+            "2.5",
+            "--min-servers",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(config.elastic.launcher, LauncherKind::Local);
+        assert_eq!(config.elastic.idle_retire, Duration::from_millis(2500));
+        assert_eq!(config.elastic.min_servers, 3);
+        let missing = load(&["--launcher", "local"]).unwrap_err().to_string();
+        assert!(missing.contains("launch_template"), "{missing}");
+        let missing = load(&["--launcher", "command"]).unwrap_err().to_string();
+        assert!(missing.contains("launch_command"), "{missing}");
+        assert!(load(&["--launcher", "cloud"]).is_err());
+    }
 }

@@ -242,3 +242,62 @@ fn is_server_process(pid: u32) -> bool {
         .map(|cmd| String::from_utf8_lossy(&cmd).contains(SERVER_BINARY))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command_launcher(dir: &Path, script: &str) -> Launcher {
+        let program = dir.join("launch.sh");
+        std::fs::write(&program, script).unwrap();
+        let mut permissions = std::fs::metadata(&program).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&program, permissions).unwrap();
+        let config = Elastic {
+            launcher: LauncherKind::Command,
+            launch_command: Some(program),
+            ..Elastic::default()
+        };
+        Launcher::new(config, "127.0.0.1:1".into(), "s".into(), true, dir.into())
+    }
+
+    #[tokio::test]
+    async fn the_command_gets_the_action_the_id_and_the_manager() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let script = format!(
+            "#!/bin/sh\necho \"$1 $2 $DUPLA_MANAGER\" >> {}\n",
+            calls.display()
+        );
+        let launcher = command_launcher(dir.path(), &script);
+        assert_eq!(launcher.launch("launch-1").await.unwrap(), None);
+        launcher.stop("launch-1", None).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap(),
+            "launch launch-1 127.0.0.1:1\nretire launch-1 127.0.0.1:1\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_fails_the_launch_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let launcher =
+            command_launcher(dir.path(), "#!/bin/sh\necho 'quota exceeded' >&2\nexit 3\n");
+        let error = launcher.launch("launch-2").await.unwrap_err().to_string();
+        assert!(error.contains("quota exceeded"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_launcher_launches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let launcher = Launcher::new(
+            Elastic::default(),
+            "127.0.0.1:1".into(),
+            "s".into(),
+            true,
+            dir.path().into(),
+        );
+        assert!(launcher.launch("launch-3").await.is_err());
+        launcher.stop("launch-3", None).await.unwrap();
+    }
+}
