@@ -286,6 +286,37 @@ mod tests {
     }
 
     #[test]
+    fn uptime_restarts_after_down_and_draining_servers_take_nothing() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let t0 = Instant::now();
+        let beat = |m: &mut Membership, at| {
+            m.heartbeat(node("a"), Report::default(), at, Proof::Unavailable)
+                .unwrap();
+        };
+        beat(&mut m, t0);
+        beat(&mut m, t0 + Duration::from_secs(2));
+        assert_eq!(m.get("a").unwrap().up_since, Some(t0), "still the same run");
+        let back = t0 + Duration::from_secs(40);
+        beat(&mut m, back);
+        assert_eq!(
+            m.get("a").unwrap().up_since,
+            Some(back),
+            "down, then up again"
+        );
+        m.set_draining("a", true);
+        assert!(m.is_draining("a"));
+        assert!(
+            m.candidates(back).is_empty(),
+            "a draining server takes no placement"
+        );
+        m.set_draining("a", false);
+        assert_eq!(m.candidates(back).len(), 1);
+        m.set_draining("a", true);
+        assert!(m.remove("a").is_some());
+        assert!(!m.is_draining("a") && m.get("a").is_none());
+    }
+
+    #[test]
     fn address_change_is_reported() {
         let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
         let now = Instant::now();
