@@ -170,7 +170,7 @@ pub struct Args {
     #[arg(long, env = "DUPLA_REFUSE_OVER_CAPACITY")]
     pub refuse_over_capacity: Option<bool>,
     /// How to start a storage server when every one is full: "none"
-    /// [default], "local" or "command".
+    /// (the default), "local" or "command".
     #[arg(long, env = "DUPLA_LAUNCHER")]
     pub launcher: Option<LauncherKind>,
     /// `local` launcher: the node directory launched servers copy their

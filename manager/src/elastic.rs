@@ -10,7 +10,7 @@
 //! * **Draining** marks the server in membership (no new sessions, no new
 //!   placements), then walks the catalog's server→files index: every file
 //!   version it holds gets copies on other servers (the repair worker's
-//!   verified copy, [`crate::repair_worker::copy_file`]) until two other
+//!   verified copy, `repair_worker::copy_file`) until two other
 //!   up servers hold it, and only then is the draining server dropped from
 //!   its holders. A drain is complete when the index lists nothing for it.
 //! * **Retiring** stops the drained server through the launcher and removes
