@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dupla/v1/accounts.proto",
         "proto/dupla/v1/rooms.proto",
         "proto/dupla/v1/snapshots.proto",
+        "proto/dupla/v1/social.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;

@@ -161,6 +161,13 @@ pub enum Command {
     },
     /// Show every storage server and the catalog totals
     Status,
+    /// The storage servers (as status); admins launch, drain and retire
+    /// the manager's own servers by hand
+    Servers {
+        /// What to do; none shows the servers
+        #[command(subcommand)]
+        action: Option<ServersAction>,
+    },
     /// Have every live server re-hash all its chunks now, and wait; corrupt
     /// chunks are quarantined and re-replicated from their other copy
     Scrub,
@@ -206,6 +213,15 @@ pub enum Command {
     Quota(QuotaArgs),
     /// Chat: rooms and private messages (commands start with #; #help lists them)
     Chat,
+    /// The social network's scripted client (manager at HOST PORT): one
+    /// command a line on stdin (register, login, invite, post, send,
+    /// create-group...; docs/social.md), one reply a line on stdout
+    Shell {
+        /// The manager's host
+        host: String,
+        /// The manager's port
+        port: u16,
+    },
 }
 
 /// Options of `dupla forget`.
@@ -252,6 +268,24 @@ pub struct RegisterArgs {
     /// Read the password from the first line of standard input
     #[arg(long)]
     pub password_stdin: bool,
+}
+
+/// The admin's actions of `dupla servers`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServersAction {
+    /// Launch a storage server now with the manager's launcher
+    Launch,
+    /// Drain a server the manager launched: no new sessions or placements,
+    /// every file it holds copied so two other servers hold it
+    Drain {
+        /// The server's id, as `dupla status --json` shows it
+        id: String,
+    },
+    /// Drain a server the manager launched, then stop it and forget it
+    Retire {
+        /// The server's id
+        id: String,
+    },
 }
 
 /// Options of `dupla users`.

@@ -33,8 +33,10 @@ pub mod remove;
 pub mod restore;
 pub mod resume;
 pub mod scrub;
+pub mod servers;
 pub mod session;
 pub mod session_store;
+pub mod shell;
 pub mod snapshot_backup;
 pub mod snapshot_restore;
 pub mod snapshots;
@@ -179,6 +181,7 @@ impl App {
             Command::Ls { pattern } => list::command(client, &pattern, out).await,
             Command::Rm { name } => remove::command(client, &name, out).await,
             Command::Status => status::command(client, out).await,
+            Command::Servers { action } => servers::command(client, action.as_ref(), out).await,
             Command::Scrub => scrub::command(client, out).await,
             Command::Hello { names } => hello::command(client, &names, out).await,
             Command::Time { samples } => time::command(client, samples, out).await,
@@ -203,6 +206,14 @@ impl App {
             Command::Users(args) => account::users(client, &args, out).await,
             Command::Quota(args) => quota::command(client, &args, out).await,
             Command::Chat => chat::command(client).await,
+            // Its own users, each logged in by the script: no saved session.
+            Command::Shell { host, port } => {
+                let config = Config {
+                    manager: format!("{host}:{port}"),
+                    ..self.config.clone()
+                };
+                shell::run(anonymous_client(&config)).await
+            }
         }
     }
 

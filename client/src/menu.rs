@@ -28,6 +28,7 @@ const MENU: &str = concat!(
     " 14) chat (#exit comes back here)\n",
     " 15) list snapshots\n",
     " 16) restore a snapshot into a directory\n",
+    " 17) servers: list, or launch, drain, retire (admins)\n",
     "  0) quit",
 );
 
@@ -227,9 +228,26 @@ async fn choose(choice: &str, input: &mut Input, app: &App) -> anyhow::Result<Ch
         },
         "13" => Command::Whoami,
         "14" => return Ok(Choice::Chat),
+        // Servers: nothing lists them; the admin's actions take an id.
+        "17" => {
+            let question = "empty to list, or launch, drain ID, retire ID: ";
+            let words = answer(input, question).await?.unwrap_or_default();
+            let words: Vec<&str> = words.split_whitespace().collect();
+            let action = match words.as_slice() {
+                [] => None,
+                ["launch"] => Some(crate::cli::ServersAction::Launch),
+                ["drain", id] => Some(crate::cli::ServersAction::Drain { id: id.to_string() }),
+                ["retire", id] => Some(crate::cli::ServersAction::Retire { id: id.to_string() }),
+                _ => {
+                    println!("expected launch, drain ID or retire ID");
+                    return Ok(Choice::Nothing);
+                }
+            };
+            Command::Servers { action }
+        }
         "" => return Ok(Choice::Nothing),
         other => {
-            println!("{other:?} is not on the menu; type a number from 0 to 14");
+            println!("{other:?} is not on the menu; type a number from 0 to 17");
             return Ok(Choice::Nothing);
         }
     };

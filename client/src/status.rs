@@ -4,7 +4,10 @@
 use crate::output::{table, Output};
 use crate::session::Client;
 use dupla::size::format_size;
-use dupla::v1::{ClusterStatusReply, ClusterStatusRequest, ServerState, ServerStatus};
+use dupla::v1::{
+    ClusterStatusReply, ClusterStatusRequest, ServerLifecycle, ServerOrigin, ServerState,
+    ServerStatus,
+};
 use dupla::Result;
 use serde::Serialize;
 
@@ -34,6 +37,11 @@ pub struct StatusJson {
     /// Whether this client talks to the cluster over TLS (false: the
     /// cluster runs with `--insecure`, in plain text).
     pub tls: bool,
+    /// Servers the manager launched and has retired since (or whose launch
+    /// failed): no longer members.
+    pub retired: Vec<ServerJson>,
+    /// The manager's launcher: "none", "local" or "command".
+    pub launcher: String,
 }
 
 /// One server in `status --json`.
@@ -61,6 +69,33 @@ pub struct ServerJson {
     pub last_seen_ms_ago: u64,
     /// Connected client sessions assigned to it.
     pub sessions: u32,
+    /// Who started it: "operator" or "manager" (its launcher).
+    pub launched_by: String,
+    /// "active", "launching", "draining", "retired" or "failed".
+    pub lifecycle: String,
+    /// Seconds since its current run of heartbeats began (0 when not up).
+    pub uptime_secs: f64,
+    /// Launched by the manager: milliseconds from launch to first heartbeat.
+    pub launch_ms: u64,
+}
+
+/// The spelling of who started a server: "operator" or "manager".
+pub fn origin_name(origin: ServerOrigin) -> &'static str {
+    match origin {
+        ServerOrigin::Manager => "manager",
+        ServerOrigin::Operator | ServerOrigin::Unspecified => "operator",
+    }
+}
+
+/// The spelling of a server's lifecycle stage.
+pub fn lifecycle_name(lifecycle: ServerLifecycle) -> &'static str {
+    match lifecycle {
+        ServerLifecycle::Active | ServerLifecycle::Unspecified => "active",
+        ServerLifecycle::Launching => "launching",
+        ServerLifecycle::Draining => "draining",
+        ServerLifecycle::Retired => "retired",
+        ServerLifecycle::Failed => "failed",
+    }
 }
 
 /// The spelling of a server's state in `status` (the JSON contract):
@@ -89,6 +124,10 @@ impl From<&ServerStatus> for ServerJson {
             peak_rss: s.peak_rss,
             last_seen_ms_ago: s.last_seen_ms_ago,
             sessions: s.sessions,
+            launched_by: origin_name(s.launched_by()).into(),
+            lifecycle: lifecycle_name(s.lifecycle()).into(),
+            uptime_secs: s.uptime_ms as f64 / 1000.0,
+            launch_ms: s.launch_ms,
         }
     }
 }
@@ -107,6 +146,8 @@ impl From<&ClusterStatusReply> for StatusJson {
             max_sessions: r.max_sessions,
             over_capacity: r.over_capacity,
             tls: true,
+            retired: r.retired.iter().map(ServerJson::from).collect(),
+            launcher: r.launcher.clone(),
         }
     }
 }
@@ -160,6 +201,11 @@ fn render(status: &ClusterStatusReply) -> String {
                 format_size(j.peak_rss),
                 format!("{}/{}", j.sessions, status.max_sessions),
                 format!("{:.1}s ago", j.last_seen_ms_ago as f64 / 1000.0),
+                match j.lifecycle.as_str() {
+                    "active" => j.launched_by.clone(),
+                    stage => format!("{} ({stage})", j.launched_by),
+                },
+                format_uptime(j.uptime_secs),
             ]
         })
         .collect();
@@ -186,6 +232,17 @@ fn render(status: &ClusterStatusReply) -> String {
     } else {
         totals
     };
+    let launched = status
+        .retired
+        .iter()
+        .filter(|s| s.lifecycle() == ServerLifecycle::Retired)
+        .count();
+    let totals = match status.launcher.as_str() {
+        "" | "none" => totals,
+        launcher => {
+            format!("{totals}\nlauncher: {launcher}; {launched} launched servers retired so far")
+        }
+    };
     if rows.is_empty() {
         return format!("no storage server has registered yet\n{totals}");
     }
@@ -199,8 +256,21 @@ fn render(status: &ClusterStatusReply) -> String {
         "PEAK RSS",
         "SESSIONS",
         "LAST SEEN",
+        "LAUNCHED BY",
+        "UPTIME",
     ];
     format!("{}\n{totals}", table(&header, &rows))
+}
+
+/// An uptime as `3h05m`, `4m07s` or `12s`.
+fn format_uptime(secs: f64) -> String {
+    let secs = secs as u64;
+    match secs {
+        0 => "-".into(),
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]

@@ -278,6 +278,27 @@ impl manager_server::Manager for Fake {
         Err(Status::unimplemented("the fake has no quotas"))
     }
 
+    async fn launch_server(
+        &self,
+        _: Request<dupla::v1::LaunchServerRequest>,
+    ) -> Result<Response<dupla::v1::ServerActionReply>, Status> {
+        Err(Status::unimplemented("the fake has no launcher"))
+    }
+
+    async fn drain_server(
+        &self,
+        _: Request<dupla::v1::ServerActionRequest>,
+    ) -> Result<Response<dupla::v1::ServerActionReply>, Status> {
+        Err(Status::unimplemented("the fake has no launcher"))
+    }
+
+    async fn retire_server(
+        &self,
+        _: Request<dupla::v1::ServerActionRequest>,
+    ) -> Result<Response<dupla::v1::ServerActionReply>, Status> {
+        Err(Status::unimplemented("the fake has no launcher"))
+    }
+
     async fn get_quota(
         &self,
         _: Request<dupla::v1::GetQuotaRequest>,

@@ -210,12 +210,20 @@ pub fn validate_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-/// Check every field of a registration, naming the first bad one.
+/// Check every field of a registration, naming the first bad one. The
+/// profile (names, age, gender) is optional — the social shell registers
+/// with a login and a password only — but checked when given: empty text
+/// and age 0 mean "not given".
 pub fn validate(new: &NewAccount) -> Result<()> {
     validate_login(&new.login)?;
-    validate_text("first names", &new.first_names, MAX_NAME_CHARS)?;
-    validate_text("last names", &new.last_names, MAX_NAME_CHARS)?;
-    if !AGE_RANGE.contains(&new.age) {
+    let given = |text: &str| !text.is_empty();
+    if given(&new.first_names) {
+        validate_text("first names", &new.first_names, MAX_NAME_CHARS)?;
+    }
+    if given(&new.last_names) {
+        validate_text("last names", &new.last_names, MAX_NAME_CHARS)?;
+    }
+    if new.age != 0 && !AGE_RANGE.contains(&new.age) {
         return Err(Error::InvalidInput(format!(
             "age: a whole number from {} to {}, got {}",
             AGE_RANGE.start(),
@@ -223,7 +231,9 @@ pub fn validate(new: &NewAccount) -> Result<()> {
             new.age
         )));
     }
-    validate_text("gender", &new.gender, MAX_GENDER_CHARS)?;
+    if given(&new.gender) {
+        validate_text("gender", &new.gender, MAX_GENDER_CHARS)?;
+    }
     validate_password(&new.password)
 }
 
@@ -422,9 +432,16 @@ mod tests {
         assert!(with(|n| n.first_names = "  ".into()).starts_with("first names"));
         assert!(with(|n| n.last_names = "x".repeat(101)).starts_with("last names"));
         assert!(with(|n| n.last_names = "a\nb".into()).starts_with("last names"));
-        assert!(with(|n| n.age = 0).starts_with("age"));
         assert!(with(|n| n.age = 151).starts_with("age"));
-        assert!(with(|n| n.gender = String::new()).starts_with("gender"));
+        assert!(with(|n| n.gender = "x".repeat(33)).starts_with("gender"));
+        // The profile is optional (the social shell gives only a login and
+        // a password): empty text and age 0 mean "not given".
+        let bare = NewAccount {
+            login: "ada".into(),
+            password: "correct horse".into(),
+            ..Default::default()
+        };
+        assert!(validate(&bare).is_ok());
         assert!(with(|n| n.password = "short".into()).starts_with("password"));
         assert!(with(|n| n.password = "p".repeat(1025)).starts_with("password"));
         assert!(!format!("{:?}", new("ada")).contains("correct horse"));

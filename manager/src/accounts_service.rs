@@ -49,6 +49,9 @@ struct Inner {
     tokens: Arc<Mutex<Tokens>>,
     auth: Authenticator,
     hub: Arc<Hub>,
+    /// The social graph and presence, cleared of an account when it goes.
+    social: Arc<crate::social::Social>,
+    presence: Arc<crate::presence::Presence>,
     throttle: Mutex<LoginThrottle>,
     /// Registrations per source address.
     registrations: Mutex<RateLimits>,
@@ -56,6 +59,8 @@ struct Inner {
     /// Password hashes computed or verified so far (tests check that
     /// refused guesses cost no hashing).
     hashes: AtomicU64,
+    /// Launches a server when every one is full (issue 9, part 4).
+    elastic: Option<Arc<crate::elastic::Elastic>>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -69,6 +74,7 @@ impl AccountsService {
         accounts: Arc<Accounts>,
         tokens: Arc<Mutex<Tokens>>,
         hub: Arc<Hub>,
+        (social, presence): (Arc<crate::social::Social>, Arc<crate::presence::Presence>),
     ) -> Self {
         AccountsService {
             inner: Arc::new(Inner {
@@ -77,12 +83,23 @@ impl AccountsService {
                 accounts,
                 tokens,
                 hub,
+                social,
+                presence,
                 throttle: Mutex::new(LoginThrottle::new()),
                 registrations: Mutex::new(RateLimits::new(REGISTERS_PER_SEC, REGISTER_BURST)),
                 hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
                 hashes: AtomicU64::new(0),
+                elastic: None,
             }),
         }
+    }
+
+    /// Launch servers through `elastic` when every one is full.
+    pub fn with_elastic(mut self, elastic: Arc<crate::elastic::Elastic>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_elastic is called before the service is cloned")
+            .elastic = Some(elastic);
+        self
     }
 }
 
@@ -205,16 +222,49 @@ impl Inner {
             .throttled_password_check(&req.login, &req.password, source)
             .await?;
         let config = &self.state.config;
-        let now_ms = clock::unix_ms();
-        let (token, record, over_capacity) = {
-            let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
-            let counts = tokens.sessions_per_server(now_ms, config.session_idle);
-            let loads = sessions::loads(&self.state, &counts, Instant::now());
-            let assignment = sessions::assign(&loads, config.max_sessions);
-            let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
-            let server = assignment.map(|a| a.node);
-            let (token, record) = tokens.issue(&account.login, server, config.token_ttl, now_ms)?;
-            (token, record, over)
+        let elastic = self.elastic.as_ref().filter(|e| e.enabled());
+        let mut launched = false;
+        let (token, record, over_capacity) = loop {
+            // Some(issued), or None: every server is full and one may be
+            // launched (at most once per login), with the tokens unlocked.
+            let attempt = {
+                let now_ms = clock::unix_ms();
+                let mut tokens = self.tokens.lock().expect("tokens lock poisoned");
+                let counts = tokens.sessions_per_server(now_ms, config.session_idle);
+                let loads = sessions::loads(&self.state, &counts, Instant::now());
+                let assignment = sessions::assign(&loads, config.max_sessions);
+                let over = assignment.as_ref().is_some_and(|a| a.over_capacity);
+                if over && !launched && elastic.is_some() {
+                    None
+                } else if over && config.refuse_over_capacity {
+                    tracing::warn!(login = %account.login, servers = loads.len(),
+                        max_sessions = config.max_sessions, "login refused: every server is full");
+                    return Err(Error::Exhausted(format!(
+                        "every application server already serves its {} users (max_sessions) and none can be started; try again later, or ask the operator to start another server",
+                        config.max_sessions
+                    )));
+                } else {
+                    let server = assignment.map(|a| a.node);
+                    let (token, record) =
+                        tokens.issue(&account.login, server, config.token_ttl, now_ms)?;
+                    Some((token, record, over))
+                }
+            };
+            if let Some(issued) = attempt {
+                break issued;
+            }
+            // Launch, then choose again: the new server is empty, so it
+            // takes the user.
+            launched = true;
+            let started = Instant::now();
+            if let Some(elastic) = elastic {
+                match elastic.make_room().await {
+                    Ok(id) => tracing::info!(login = %account.login, launched = ?id,
+                        wait_ms = started.elapsed().as_millis() as u64, "room made for a login"),
+                    Err(e) => tracing::warn!(login = %account.login, error = %e,
+                        "every server is full and none could be launched"),
+                }
+            }
         };
         // An account deleted while its password was being checked gets no
         // token (deletion revokes tokens, but this one may be newer).
@@ -274,6 +324,9 @@ impl Inner {
             .expect("tokens lock poisoned")
             .revoke_user(login)?;
         self.hub.kick_login(login, reason);
+        // Friendships, invitations, posts and memberships go with it.
+        self.social.forget_user(login)?;
+        self.presence.forget("", login)?;
         let files = self.state.forget_owner(login)?;
         tracing::info!(%login, files, "account deleted with its files");
         Ok(account)
@@ -446,7 +499,10 @@ mod tests {
         );
         let tokens = Arc::new(Mutex::new(Tokens::load(kv.clone(), 0).unwrap()));
         let hub = Arc::new(Hub::new(config.chat.clone()));
-        let service = AccountsService::new(state, Arc::new(Accounts::new(kv)), tokens, hub);
+        let accounts = Arc::new(Accounts::new(kv.clone()));
+        let social = Arc::new(crate::social::Social::new(kv.clone(), accounts.clone()));
+        let presence = Arc::new(crate::presence::Presence::new(kv));
+        let service = AccountsService::new(state, accounts, tokens, hub, (social, presence));
         let inner = service.inner;
         let mut req = pb::RegisterRequest {
             login: "alice".into(),

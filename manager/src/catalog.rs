@@ -912,6 +912,12 @@ impl Catalog {
         self.kv.flush()
     }
 
+    /// Forget a retired server's identity (it holds no file any more).
+    pub fn forget_server(&self, id: &str) -> Result<()> {
+        self.kv.delete(SERVERS_TREE, id.as_bytes())?;
+        self.kv.flush()
+    }
+
     /// Servers known from earlier runs.
     pub fn servers(&self) -> Result<Vec<NodeRef>> {
         self.kv

@@ -23,6 +23,102 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_SESSIONS: usize = 10;
 /// Default idle time after which a session stops counting: 5 minutes.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
+/// Where the embedded MQTT broker listens when no `broker` is configured:
+/// loopback (it has no authentication) on a port of the system's choosing
+/// (servers ask the manager where it is, so several clusters on one
+/// machine never collide).
+pub const DEFAULT_BROKER_LISTEN: &str = "127.0.0.1:0";
+/// How long a launched server has to send its first heartbeat before the
+/// launch counts as failed (a cold start of `dupla-server` takes well
+/// under a second; a cloud VM may take a minute: raise it for those).
+pub const DEFAULT_LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A launched server with no session for this long is retired.
+pub const DEFAULT_IDLE_RETIRE: Duration = Duration::from_secs(600);
+/// Servers up below which none is retired.
+pub const DEFAULT_MIN_SERVERS: usize = 1;
+/// Launched servers alive at once, at most: a runaway of logins (or of
+/// `dupla bench chat`) cannot start servers without bound.
+pub const DEFAULT_MAX_LAUNCHED: usize = 8;
+
+/// How the manager starts a storage server when every one is full.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// Never launch (the default): logins overfill or are refused.
+    #[default]
+    None,
+    /// Start `dupla-server` on this machine from a template node directory.
+    Local,
+    /// Run the operator's `launch_command` with `launch ID` / `retire ID`.
+    Command,
+}
+
+impl std::str::FromStr for LauncherKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(LauncherKind::None),
+            "local" => Ok(LauncherKind::Local),
+            "command" => Ok(LauncherKind::Command),
+            other => Err(format!(
+                "launcher {other:?}: expected \"none\", \"local\" or \"command\""
+            )),
+        }
+    }
+}
+
+impl LauncherKind {
+    /// The name node.toml and `dupla status` use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LauncherKind::None => "none",
+            LauncherKind::Local => "local",
+            LauncherKind::Command => "command",
+        }
+    }
+}
+
+/// Elastic application servers: launching when every server is full,
+/// retiring launched servers that stay idle (docs/social.md, "Elastic
+/// application servers").
+#[derive(Clone, Debug)]
+pub struct Elastic {
+    /// Which launcher; `None` turns elasticity off.
+    pub launcher: LauncherKind,
+    /// `local`: node directory whose node.toml a launched server copies
+    /// (its capacity, rates, broker...); listen, data, manager and secret
+    /// are the launcher's own.
+    pub launch_template: Option<PathBuf>,
+    /// `local`: the `dupla-server` binary; default: beside the manager's
+    /// own executable.
+    pub server_binary: Option<PathBuf>,
+    /// `command`: the operator's program, run as `PROGRAM launch ID` and
+    /// `PROGRAM retire ID`.
+    pub launch_command: Option<PathBuf>,
+    /// How long a launch may take to its first heartbeat.
+    pub launch_timeout: Duration,
+    /// A launched server without sessions this long is drained and retired.
+    pub idle_retire: Duration,
+    /// Never retire below this many servers up.
+    pub min_servers: usize,
+    /// Launched servers alive at once, at most.
+    pub max_launched: usize,
+}
+
+impl Default for Elastic {
+    fn default() -> Self {
+        Elastic {
+            launcher: LauncherKind::None,
+            launch_template: None,
+            server_binary: None,
+            launch_command: None,
+            launch_timeout: DEFAULT_LAUNCH_TIMEOUT,
+            idle_retire: DEFAULT_IDLE_RETIRE,
+            min_servers: DEFAULT_MIN_SERVERS,
+            max_launched: DEFAULT_MAX_LAUNCHED,
+        }
+    }
+}
 
 /// Command line of `dupla-manager`.
 #[derive(Parser, Debug, Default)]
@@ -39,6 +135,23 @@ pub struct Args {
     /// in nodes/); empty or `off` turns HTTP off [default: off].
     #[arg(long, env = "DUPLA_HTTP")]
     pub http: Option<String>,
+    /// Host to listen on, as the assignment's `./server HOST PORT`: with
+    /// PORT, the same as `--listen HOST:PORT`.
+    #[arg(requires = "port", conflicts_with = "listen")]
+    pub host: Option<String>,
+    /// Port to listen on (with HOST).
+    #[arg(requires = "host")]
+    pub port: Option<u16>,
+    /// The MQTT broker social messages travel through, `mqtt://host:port`
+    /// (Mosquitto, ActiveMQ...); servers without their own `broker` use it.
+    /// Unset: the manager runs its embedded broker on `--broker-listen`.
+    #[arg(long, env = "DUPLA_BROKER")]
+    pub broker: Option<String>,
+    /// Where the embedded MQTT broker listens when no broker is configured
+    /// [default: 127.0.0.1:0, a free loopback port the servers learn from
+    /// the manager].
+    #[arg(long, env = "DUPLA_BROKER_LISTEN")]
+    pub broker_listen: Option<String>,
     /// Seconds of heartbeat silence before a server is suspect.
     #[arg(long, env = "DUPLA_SUSPECT_AFTER_SECS")]
     pub suspect_after_secs: Option<f64>,
@@ -55,6 +168,29 @@ pub struct Args {
     /// its server's load [default: 300].
     #[arg(long, env = "DUPLA_SESSION_IDLE_SECS")]
     pub session_idle_secs: Option<f64>,
+    /// When every server already holds `max_sessions` sessions, refuse
+    /// logins (RESOURCE_EXHAUSTED) instead of overfilling the least loaded
+    /// server [default: false, overfill].
+    #[arg(long, env = "DUPLA_REFUSE_OVER_CAPACITY")]
+    pub refuse_over_capacity: Option<bool>,
+    /// How to start a storage server when every one is full: "none"
+    /// (the default), "local" or "command".
+    #[arg(long, env = "DUPLA_LAUNCHER")]
+    pub launcher: Option<LauncherKind>,
+    /// `local` launcher: the node directory launched servers copy their
+    /// node.toml from.
+    #[arg(long, env = "DUPLA_LAUNCH_TEMPLATE")]
+    pub launch_template: Option<PathBuf>,
+    /// `command` launcher: the program run as `PROGRAM launch|retire ID`.
+    #[arg(long, env = "DUPLA_LAUNCH_COMMAND")]
+    pub launch_command: Option<PathBuf>,
+    /// Seconds a launched server may stay without sessions before it is
+    /// drained and retired [default: 600].
+    #[arg(long, env = "DUPLA_IDLE_RETIRE_SECS")]
+    pub idle_retire_secs: Option<f64>,
+    /// Servers up below which none is retired [default: 1].
+    #[arg(long, env = "DUPLA_MIN_SERVERS")]
+    pub min_servers: Option<usize>,
     /// Login reserved for the administrator: `Register` refuses it (only
     /// `dupla-manager admin create` makes it, and grants the role).
     #[arg(long, env = "DUPLA_ADMIN")]
@@ -106,6 +242,8 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     /// Seconds without a call before a session stops counting.
     pub session_idle_secs: Option<f64>,
+    /// Refuse logins when every server is full (see `Args`).
+    pub refuse_over_capacity: Option<bool>,
     /// Login reserved for the administrator (see `Args::admin`).
     pub admin: Option<String>,
     /// Default bytes per user; 0: unlimited.
@@ -115,6 +253,26 @@ pub struct FileConfig {
     /// Names the manager's certificate carries besides the listen host and
     /// loopback: the addresses servers and clients dial it at.
     pub tls_names: Option<Vec<String>>,
+    /// The MQTT broker of the social messages, `mqtt://host:port`.
+    pub broker: Option<String>,
+    /// Listen address of the embedded broker (when `broker` is unset).
+    pub broker_listen: Option<String>,
+    /// "none", "local" or "command" (see [`LauncherKind`]).
+    pub launcher: Option<LauncherKind>,
+    /// `local`: template node directory, relative to the manager's.
+    pub launch_template: Option<PathBuf>,
+    /// `local`: the `dupla-server` binary (default: beside the manager's).
+    pub server_binary: Option<PathBuf>,
+    /// `command`: the operator's launch/retire program.
+    pub launch_command: Option<PathBuf>,
+    /// Seconds a launch may take to its first heartbeat.
+    pub launch_timeout_secs: Option<f64>,
+    /// Seconds without sessions before a launched server retires.
+    pub idle_retire_secs: Option<f64>,
+    /// Servers up below which none is retired.
+    pub min_servers: Option<usize>,
+    /// Launched servers alive at once, at most.
+    pub max_launched: Option<usize>,
 }
 
 /// Resolved manager settings.
@@ -149,6 +307,11 @@ pub struct Config {
     /// open chat) is disconnected: it no longer counts toward its server's
     /// `max_sessions`. The token itself stays valid until it expires.
     pub session_idle: Duration,
+    /// When every live server already has `max_sessions` sessions: refuse
+    /// the login with a clear error (true), or send the user to the least
+    /// loaded server anyway (false, the default: nothing can launch
+    /// another server yet, and `dupla bench chat` logs in hundreds).
+    pub refuse_over_capacity: bool,
     /// A login reserved for the administrator: `Register` refuses it, so
     /// nobody takes it before the operator's `dupla-manager admin create`.
     /// It grants nothing by itself.
@@ -160,6 +323,14 @@ pub struct Config {
     /// Names the manager's TLS certificate carries besides its listen host
     /// and loopback (needed when it listens on 0.0.0.0).
     pub tls_names: Vec<String>,
+    /// The MQTT broker social messages travel through between servers
+    /// (`mqtt://host:port`); `None` runs the embedded one on
+    /// `broker_listen`, so a one-machine cluster needs nothing installed.
+    pub broker: Option<String>,
+    /// Listen address of the embedded broker.
+    pub broker_listen: String,
+    /// Launching and retiring storage servers.
+    pub elastic: Elastic,
 }
 
 /// Limits of the chat rooms. Not in node.toml: the defaults suit any
@@ -200,6 +371,10 @@ impl Config {
     /// Merge flags/env over `node.toml` over defaults.
     pub fn load(args: Args) -> Result<Config> {
         let file: FileConfig = args.node.load_file()?;
+        let mut args = args;
+        if let (Some(host), Some(port)) = (&args.host, args.port) {
+            args.node.listen = Some(format!("{host}:{port}"));
+        }
         let node = args.node.resolve(
             file.listen,
             file.data,
@@ -242,6 +417,10 @@ impl Config {
                 DEFAULT_SESSION_IDLE,
                 "session_idle_secs",
             )?,
+            refuse_over_capacity: args
+                .refuse_over_capacity
+                .or(file.refuse_over_capacity)
+                .unwrap_or(false),
             admin: args.admin.or(file.admin),
             quota: Quota {
                 bytes: args.quota_bytes.or(file.quota_bytes).unwrap_or(0),
@@ -249,6 +428,34 @@ impl Config {
             },
             chat: ChatLimits::default(),
             tls_names: args.tls_names.or(file.tls_names).unwrap_or_default(),
+            broker: args.broker.or(file.broker),
+            broker_listen: args
+                .broker_listen
+                .or(file.broker_listen)
+                .unwrap_or_else(|| DEFAULT_BROKER_LISTEN.into()),
+            elastic: Elastic {
+                launcher: args.launcher.or(file.launcher).unwrap_or_default(),
+                launch_template: args.launch_template.or(file.launch_template),
+                server_binary: file.server_binary,
+                launch_command: args.launch_command.or(file.launch_command),
+                launch_timeout: pick_secs(
+                    None,
+                    file.launch_timeout_secs,
+                    DEFAULT_LAUNCH_TIMEOUT,
+                    "launch_timeout_secs",
+                )?,
+                idle_retire: pick_secs(
+                    args.idle_retire_secs,
+                    file.idle_retire_secs,
+                    DEFAULT_IDLE_RETIRE,
+                    "idle_retire_secs",
+                )?,
+                min_servers: args
+                    .min_servers
+                    .or(file.min_servers)
+                    .unwrap_or(DEFAULT_MIN_SERVERS),
+                max_launched: file.max_launched.unwrap_or(DEFAULT_MAX_LAUNCHED),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -269,10 +476,14 @@ impl Config {
             token_ttl: DEFAULT_TOKEN_TTL,
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_idle: DEFAULT_SESSION_IDLE,
+            refuse_over_capacity: false,
             admin: None,
             quota: Quota::default(),
             chat: ChatLimits::default(),
             tls_names: Vec::new(),
+            broker: None,
+            broker_listen: "127.0.0.1:0".into(),
+            elastic: Elastic::default(),
         }
     }
 
@@ -289,11 +500,96 @@ impl Config {
                 "token_ttl_secs must be positive: a zero lifetime makes every login useless".into(),
             ));
         }
+        match self.elastic.launcher {
+            LauncherKind::Local if self.elastic.launch_template.is_none() => {
+                return Err(Error::InvalidInput(
+                    "launcher = \"local\" needs launch_template, the node directory launched servers copy (e.g. \"../server-1\")".into(),
+                ))
+            }
+            LauncherKind::Command if self.elastic.launch_command.is_none() => {
+                return Err(Error::InvalidInput(
+                    "launcher = \"command\" needs launch_command, the program run as `PROGRAM launch ID` and `PROGRAM retire ID`".into(),
+                ))
+            }
+            _ => {}
+        }
         if self.max_sessions == 0 {
             return Err(Error::InvalidInput(
                 "max_sessions must be at least 1".into(),
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "secret = \"s\"\n").unwrap();
+        let mut argv = vec!["dupla-manager", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Config::load(Args::try_parse_from(argv).map_err(|e| Error::InvalidInput(e.to_string()))?)
+    }
+
+    #[test]
+    fn host_port_positional_is_listen() {
+        let config = load(&["0.0.0.0", "8888"]).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8888");
+        assert!(load(&["0.0.0.0"]).is_err(), "a host needs a port");
+        assert!(load(&["0.0.0.0", "8888", "--listen", "127.0.0.1:1"]).is_err());
+        assert_eq!(load(&[]).unwrap().listen, DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn broker_and_over_capacity_settings() {
+        let config = load(&[]).unwrap();
+        assert_eq!(
+            (config.broker, config.broker_listen.as_str()),
+            (None, DEFAULT_BROKER_LISTEN)
+        );
+        assert!(!config.refuse_over_capacity);
+        let config = load(&[
+            "--broker",
+            "mqtt://h:1883",
+            "--refuse-over-capacity",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(config.broker.as_deref(), Some("mqtt://h:1883"));
+        assert!(config.refuse_over_capacity);
+    }
+
+    #[test]
+    fn elastic_settings() {
+        let config = load(&[]).unwrap();
+        assert_eq!(
+            config.elastic.launcher,
+            LauncherKind::None,
+            "off by default"
+        );
+        assert_eq!(config.elastic.idle_retire, DEFAULT_IDLE_RETIRE);
+        let config = load(&[
+            "--launcher",
+            "local",
+            "--launch-template",
+            "../server-1",
+            "--idle-retire-secs",
+            "2.5",
+            "--min-servers",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(config.elastic.launcher, LauncherKind::Local);
+        assert_eq!(config.elastic.idle_retire, Duration::from_millis(2500));
+        assert_eq!(config.elastic.min_servers, 3);
+        let missing = load(&["--launcher", "local"]).unwrap_err().to_string();
+        assert!(missing.contains("launch_template"), "{missing}");
+        let missing = load(&["--launcher", "command"]).unwrap_err().to_string();
+        assert!(missing.contains("launch_command"), "{missing}");
+        assert!(load(&["--launcher", "cloud"]).is_err());
     }
 }

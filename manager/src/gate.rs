@@ -155,7 +155,8 @@ pub fn manager_rule(method: &str) -> Need {
     match method {
         "Heartbeat" | "Place" | "Commit" | "ReportCorrupt" | "Abort" | "ReportStored"
         | "ChunkRefs" => Need::Secret,
-        "Lookup" | "List" | "Remove" | "SetQuota" | "GetQuota" => Need::User,
+        "Lookup" | "List" | "Remove" | "SetQuota" | "GetQuota" | "LaunchServer" | "DrainServer"
+        | "RetireServer" => Need::User,
         _ => Need::Nothing,
     }
 }

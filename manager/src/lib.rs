@@ -12,10 +12,14 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod elastic;
+pub mod embedded_broker;
 pub mod enrolment;
 pub mod gate;
 pub mod http;
+pub mod launcher;
 pub mod membership;
+pub mod presence;
 pub mod repair;
 pub mod repair_worker;
 pub mod room_hub;
@@ -25,6 +29,8 @@ pub mod service;
 pub mod sessions;
 pub mod snapshot_service;
 pub mod snapshots;
+pub mod social;
+pub mod social_service;
 pub mod state;
 pub mod throttle;
 pub mod tokens;
@@ -40,6 +46,7 @@ use dupla::v1::enrolment_server::EnrolmentServer;
 use dupla::v1::manager_server::ManagerServer;
 use dupla::v1::rooms_server::RoomsServer;
 use dupla::v1::snapshots_server::SnapshotsServer;
+use dupla::v1::social_graph_server::SocialGraphServer;
 use dupla::Result;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -72,7 +79,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     // Accounts and tokens share the catalog's database; rooms live in memory.
     let accounts = Arc::new(accounts::Accounts::new(kv.clone()));
     let tokens = Arc::new(Mutex::new(tokens::Tokens::load(
-        kv,
+        kv.clone(),
         dupla::clock::unix_ms(),
     )?));
     if state.catalog.has_legacy()? {
@@ -88,7 +95,40 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     // Latency per RPC of every dupla service, shown at the HTTP /metrics.
     let metrics = dupla::metrics::Metrics::new("manager");
     use dupla::metrics::Timed;
+    // The social graph shares the database too; presence says who has a
+    // message stream open, and where.
+    let social = Arc::new(social::Social::new(kv.clone(), accounts.clone()));
+    let presence = Arc::new(presence::Presence::new(kv.clone()));
+    let (broker_url, embedded_broker) = match &config.broker {
+        Some(url) => (url.clone(), None),
+        None => {
+            let broker = embedded_broker::start(&config.broker_listen, shutdown.clone()).await?;
+            (
+                embedded_broker::advertised(broker.addr, &config.tls_names),
+                Some(broker.task),
+            )
+        }
+    };
     let authenticator = auth::Authenticator::new(tokens.clone());
+    // Launched servers dial the manager on loopback when it listens on
+    // every interface.
+    let dial_addr = match addr.ip().is_unspecified() {
+        true => format!("127.0.0.1:{}", addr.port()),
+        false => addr.to_string(),
+    };
+    let elastic = Arc::new(elastic::Elastic::new(
+        state.clone(),
+        kv.clone(),
+        tokens.clone(),
+        launcher::Launcher::new(
+            config.elastic.clone(),
+            dial_addr,
+            config.secret.to_string(),
+            config.insecure,
+            config.data.clone(),
+        ),
+    ));
+    elastic.restore()?;
     // Gates check the secret or token on the headers, before the large
     // catalog limit lets a body in (see gate.rs).
     let snapshot_service = gate::Gate::new(
@@ -109,7 +149,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         accounts.clone(),
         tokens.clone(),
         hub.clone(),
-    );
+        (social.clone(), presence.clone()),
+    )
+    .with_elastic(elastic.clone());
     let http_api = http::Api {
         accounts: accounts_rpc.clone(),
         manager: service::ManagerService::new(state.clone(), tokens.clone(), accounts.clone()),
@@ -134,6 +176,19 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let http_addr = http.as_ref().map(|h| h.addr);
     let accounts_service =
         AccountsServer::new(accounts_rpc).max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
+    let social_service = gate::Gate::new(
+        SocialGraphServer::new(social_service::SocialGraphService::new(
+            social,
+            presence,
+            tokens.clone(),
+            state.clone(),
+            broker_url.clone(),
+        ))
+        .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES),
+        state.secret.clone(),
+        authenticator.clone(),
+        |_| gate::Need::Secret,
+    );
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
         RoomsServer::new(room_service::RoomsService::new(
@@ -147,14 +202,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         authenticator.clone(),
     );
     let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
+    let retirements = tokio::spawn(elastic::run(elastic.clone(), shutdown.clone()));
     let enrolment =
         ca.map(|ca| EnrolmentServer::new(enrolment::EnrolmentService::new(state.clone(), ca)));
     let service = gate::Gate::new(
-        ManagerServer::new(service::ManagerService::new(
-            state.clone(),
-            tokens,
-            catalog_accounts,
-        ))
+        ManagerServer::new(
+            service::ManagerService::new(state.clone(), tokens, catalog_accounts)
+                .with_elastic(elastic),
+        )
         .max_decoding_message_size(MAX_CATALOG_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
         state.secret.clone(),
@@ -170,6 +225,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             "dupla.v1.Rooms",
             "dupla.v1.Snapshots",
             "dupla.v1.Enrolment",
+            "dupla.v1.SocialGraph",
         ],
     )?;
     health
@@ -189,11 +245,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .add_service(Timed::new(snapshot_service, metrics.clone()))
         .add_service(Timed::new(accounts_service, metrics.clone()))
         .add_service(Timed::new(rooms_service, metrics.clone()))
+        .add_service(Timed::new(social_service, metrics.clone()))
         .add_optional_service(enrolment);
-    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), "manager listening");
+    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), broker = %broker_url, "manager listening");
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;
+        let _ = retirements.await;
+        if let Some(broker) = embedded_broker {
+            let _ = broker.await;
+        }
         if let Some(http) = http {
             let _ = http.task.await;
         }

@@ -73,12 +73,18 @@ pub struct Member {
     pub report: Report,
     /// When the last heartbeat arrived; `None` if not since this manager started.
     pub last_seen: Option<Instant>,
+    /// When its current run of heartbeats began (its first heartbeat after
+    /// being unknown or down): the uptime `dupla status` shows.
+    pub up_since: Option<Instant>,
 }
 
 /// Every known server, by id.
 #[derive(Debug)]
 pub struct Membership {
     members: BTreeMap<String, Member>,
+    /// Servers being drained before they retire: no new placements, no new
+    /// sessions, still readable (their files are copied from them).
+    draining: std::collections::BTreeSet<String>,
     suspect_after: Duration,
     down_after: Duration,
 }
@@ -88,6 +94,7 @@ impl Membership {
     pub fn new(suspect_after: Duration, down_after: Duration) -> Self {
         Membership {
             members: BTreeMap::new(),
+            draining: Default::default(),
             suspect_after,
             down_after,
         }
@@ -99,6 +106,7 @@ impl Membership {
             node,
             report: Report::default(),
             last_seen: None,
+            up_since: None,
         });
     }
 
@@ -123,6 +131,7 @@ impl Membership {
                 ));
             }
         }
+        let down_after = self.down_after;
         match self.members.get_mut(&node.id) {
             Some(member) => {
                 let changed = member.node.addr != node.addr;
@@ -131,6 +140,12 @@ impl Membership {
                         "server {} is known at {}: moving it to {} needs its own certificate (mTLS), and this call presented none",
                         node.id, member.node.addr, node.addr
                     ));
+                }
+                let was_down = member
+                    .last_seen
+                    .is_none_or(|seen| now.saturating_duration_since(seen) >= down_after);
+                if was_down {
+                    member.up_since = Some(now);
                 }
                 member.node = node;
                 member.report = report;
@@ -144,6 +159,7 @@ impl Membership {
                         node,
                         report,
                         last_seen: Some(now),
+                        up_since: Some(now),
                     },
                 );
                 Ok(true)
@@ -178,11 +194,32 @@ impl Membership {
         self.members.get(id)
     }
 
-    /// Servers that may take new data now, as placement candidates.
+    /// Whether `id` is being drained: it takes no new data nor sessions.
+    pub fn is_draining(&self, id: &str) -> bool {
+        self.draining.contains(id)
+    }
+
+    /// Start (true) or stop (false) draining `id`.
+    pub fn set_draining(&mut self, id: &str, draining: bool) {
+        if draining {
+            self.draining.insert(id.to_string());
+        } else {
+            self.draining.remove(id);
+        }
+    }
+
+    /// Forget a retired server: it is no longer a member at all.
+    pub fn remove(&mut self, id: &str) -> Option<Member> {
+        self.draining.remove(id);
+        self.members.remove(id)
+    }
+
+    /// Servers that may take new data now, as placement candidates: up,
+    /// and not being drained.
     pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
         self.members
             .values()
-            .filter(|m| self.liveness(m, now) == Liveness::Up)
+            .filter(|m| self.liveness(m, now) == Liveness::Up && !self.is_draining(&m.node.id))
             .map(|m| Candidate {
                 id: m.node.id.clone(),
                 free: m.report.capacity.saturating_sub(m.report.used),
@@ -248,6 +285,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.candidates(now)[0].free, 6);
+    }
+
+    #[test]
+    fn uptime_restarts_after_down_and_draining_servers_take_nothing() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let t0 = Instant::now();
+        let beat = |m: &mut Membership, at| {
+            m.heartbeat(node("a"), Report::default(), at, Proof::Unavailable)
+                .unwrap();
+        };
+        beat(&mut m, t0);
+        beat(&mut m, t0 + Duration::from_secs(2));
+        assert_eq!(m.get("a").unwrap().up_since, Some(t0), "still the same run");
+        let back = t0 + Duration::from_secs(40);
+        beat(&mut m, back);
+        assert_eq!(
+            m.get("a").unwrap().up_since,
+            Some(back),
+            "down, then up again"
+        );
+        m.set_draining("a", true);
+        assert!(m.is_draining("a"));
+        assert!(
+            m.candidates(back).is_empty(),
+            "a draining server takes no placement"
+        );
+        m.set_draining("a", false);
+        assert_eq!(m.candidates(back).len(), 1);
+        m.set_draining("a", true);
+        assert!(m.remove("a").is_some());
+        assert!(!m.is_draining("a") && m.get("a").is_none());
     }
 
     #[test]

@@ -189,11 +189,19 @@ pub fn plan_now(state: &State) -> Result<repair::RepairPlan> {
     ))
 }
 
+/// Have `task.target` copy the file version from `task.sources`, verified
+/// chunk by chunk and durable before it answers, then record the target as
+/// a holder (unless the version's holders changed meanwhile). Draining a
+/// server uses it too (`elastic.rs`). Returns the bytes copied.
+pub(crate) async fn copy_file(state: &Arc<State>, task: &RepairTask) -> Result<u64> {
+    repair_one(state, task).await
+}
+
 /// Have the target copy the file, then record it as a holder.
 async fn repair_one(state: &Arc<State>, task: &RepairTask) -> Result<u64> {
     let record = state
         .catalog
-        .get(&task.owner, &task.name)?
+        .get_version(&task.owner, &task.name, task.version)?
         .filter(|r| r.version == task.version)
         .ok_or_else(|| Error::Aborted("the file changed or went away".into()))?;
     let addr = |id: &str| {
@@ -239,7 +247,7 @@ fn record_holder(state: &State, task: &RepairTask, copied_bytes: u64) -> Result<
     let _writes = state.lock_catalog_writes();
     let mut current = state
         .catalog
-        .get(&task.owner, &task.name)?
+        .get_version(&task.owner, &task.name, task.version)?
         .filter(|r| r.version == task.version && r.holders == task.holders_before)
         .ok_or_else(|| Error::Aborted("the file changed while it was repaired".into()))?;
     current.holders = task.new_holders();

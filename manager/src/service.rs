@@ -34,6 +34,9 @@ pub struct ManagerService {
     accounts: Arc<Accounts>,
     tokens: Arc<Mutex<Tokens>>,
     auth: Authenticator,
+    /// Launched servers: their origin in status, the admin's launch,
+    /// drain and retire.
+    elastic: Option<Arc<crate::elastic::Elastic>>,
 }
 
 impl ManagerService {
@@ -45,7 +48,15 @@ impl ManagerService {
             accounts,
             auth: Authenticator::new(tokens.clone()),
             tokens,
+            elastic: None,
         }
+    }
+
+    /// Report launched servers, and let admins launch, drain and retire,
+    /// through `elastic`.
+    pub fn with_elastic(mut self, elastic: Arc<crate::elastic::Elastic>) -> Self {
+        self.elastic = Some(elastic);
+        self
     }
 
     /// Run `f` on the blocking pool: catalog reads and writes (sled, its
@@ -469,6 +480,20 @@ impl ManagerService {
                     }),
                     sessions: sessions.get(&m.node.id).copied().unwrap_or(0) as u32,
                     http: m.report.http.clone(),
+                    launched_by: pb::ServerOrigin::Operator.into(),
+                    lifecycle: match membership.is_draining(&m.node.id) {
+                        true => pb::ServerLifecycle::Draining,
+                        false => pb::ServerLifecycle::Active,
+                    }
+                    .into(),
+                    uptime_ms: match membership.liveness(m, now) {
+                        Liveness::Up => m
+                            .up_since
+                            .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+                        _ => 0,
+                    },
+                    launch_ms: 0,
+                    launched_unix_ms: 0,
                 })
                 .collect();
             let up = membership
@@ -491,10 +516,13 @@ impl ManagerService {
             let id = server.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
             server.files = counts.servers.get(id).map_or(0, |u| u.files);
         }
+        let (retired, launcher) = self.launched_status(&mut servers)?;
         // Over capacity: no live server can take a session without going
         // past max_sessions (new logins still succeed, on the least loaded).
         let max_sessions = self.state.config.max_sessions;
-        let up_servers = servers.iter().filter(|s| s.state() == pb::ServerState::Up);
+        let up_servers = servers.iter().filter(|s| {
+            s.state() == pb::ServerState::Up && s.lifecycle() != pb::ServerLifecycle::Draining
+        });
         let over_capacity = up_servers
             .clone()
             .all(|s| s.sessions as usize >= max_sessions)
@@ -510,7 +538,80 @@ impl ManagerService {
             sessions: sessions.values().sum::<usize>() as u64,
             max_sessions: max_sessions as u32,
             over_capacity,
+            retired,
+            launcher,
         })
+    }
+
+    /// Mark the servers the manager launched in `servers`; returns the
+    /// retired (or failed) ones and the launcher's name.
+    fn launched_status(
+        &self,
+        servers: &mut [pb::ServerStatus],
+    ) -> Result<(Vec<pb::ServerStatus>, String)> {
+        let Some(elastic) = &self.elastic else {
+            return Ok((Vec::new(), "none".into()));
+        };
+        let mut retired = Vec::new();
+        for record in elastic.records()? {
+            let lifecycle = pb::ServerLifecycle::from(record.stage);
+            match servers
+                .iter_mut()
+                .find(|s| s.node.as_ref().is_some_and(|n| n.id == record.id))
+            {
+                Some(server) => {
+                    server.launched_by = pb::ServerOrigin::Manager.into();
+                    if server.lifecycle() != pb::ServerLifecycle::Draining {
+                        server.lifecycle = lifecycle.into();
+                    }
+                    server.launch_ms = record.launch_ms;
+                    server.launched_unix_ms = record.launched_unix_ms;
+                }
+                None => retired.push(pb::ServerStatus {
+                    node: Some(pb::Node {
+                        id: record.id.clone(),
+                        addr: String::new(),
+                    }),
+                    state: pb::ServerState::Down.into(),
+                    launched_by: pb::ServerOrigin::Manager.into(),
+                    lifecycle: lifecycle.into(),
+                    launch_ms: record.launch_ms,
+                    launched_unix_ms: record.launched_unix_ms,
+                    last_seen_ms_ago: u64::MAX,
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok((retired, elastic.launcher_name().into()))
+    }
+
+    /// The caller must be an admin, and the manager have a launcher.
+    fn elastic_admin(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(Session, Arc<crate::elastic::Elastic>)> {
+        let session = self.auth.check(metadata)?;
+        if !self.is_admin(&session)? {
+            return Err(Error::PermissionDenied(format!(
+                "{} is not an admin; launching, draining and retiring servers needs the admin role",
+                session.login
+            )));
+        }
+        let elastic = self
+            .elastic
+            .clone()
+            .ok_or_else(|| Error::InvalidInput("this manager has no launcher".into()))?;
+        Ok((session, elastic))
+    }
+
+    /// The status of server `id` (live or retired), for an action's reply.
+    async fn server_status(&self, id: String) -> Result<Option<pb::ServerStatus>> {
+        let status = self.blocking(|s| s.status()).await?;
+        Ok(status
+            .servers
+            .into_iter()
+            .chain(status.retired)
+            .find(|s| s.node.as_ref().is_some_and(|n| n.id == id)))
     }
 }
 
@@ -564,6 +665,21 @@ impl Manager for ManagerService {
             peak_rss: req.peak_rss,
             http: req.http,
         };
+        // A retired server that still runs (or a heartbeat that was in
+        // flight when it stopped) must not join again.
+        if let Some(elastic) = &self.elastic {
+            let id = node.id.clone();
+            let elastic = elastic.clone();
+            let retired = tokio::task::spawn_blocking(move || elastic.is_retired(&id))
+                .await
+                .map_err(|e| Status::internal(format!("retired check: {e}")))??;
+            if retired {
+                return Err(Status::failed_precondition(format!(
+                    "server {} was retired by the manager; it has no place in the cluster any more",
+                    node.id
+                )));
+            }
+        }
         let proof = match self.state.transport.is_tls() {
             true => crate::membership::Proof::Certificate(peer.as_deref()),
             false => crate::membership::Proof::Unavailable,
@@ -771,6 +887,47 @@ impl Manager for ManagerService {
             })
             .await?;
         Ok(Response::new(reply))
+    }
+
+    async fn launch_server(
+        &self,
+        request: Request<pb::LaunchServerRequest>,
+    ) -> Reply<pb::ServerActionReply> {
+        let (admin, elastic) = self.elastic_admin(request.metadata())?;
+        tracing::info!(admin = %admin.login, "launch asked by an admin");
+        let id = elastic.launch_now().await?;
+        Ok(Response::new(pb::ServerActionReply {
+            server: self.server_status(id).await?,
+            moved_files: 0,
+        }))
+    }
+
+    async fn drain_server(
+        &self,
+        request: Request<pb::ServerActionRequest>,
+    ) -> Reply<pb::ServerActionReply> {
+        let (admin, elastic) = self.elastic_admin(request.metadata())?;
+        let id = request.into_inner().id;
+        tracing::info!(admin = %admin.login, %id, "drain asked by an admin");
+        let moved = elastic.drain(&id).await?;
+        Ok(Response::new(pb::ServerActionReply {
+            server: self.server_status(id).await?,
+            moved_files: moved,
+        }))
+    }
+
+    async fn retire_server(
+        &self,
+        request: Request<pb::ServerActionRequest>,
+    ) -> Reply<pb::ServerActionReply> {
+        let (admin, elastic) = self.elastic_admin(request.metadata())?;
+        let id = request.into_inner().id;
+        tracing::info!(admin = %admin.login, %id, "retire asked by an admin");
+        let moved = elastic.retire(&id).await?;
+        Ok(Response::new(pb::ServerActionReply {
+            server: self.server_status(id).await?,
+            moved_files: moved,
+        }))
     }
 
     async fn get_quota(&self, request: Request<pb::GetQuotaRequest>) -> Reply<pb::QuotaReply> {

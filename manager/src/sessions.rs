@@ -54,13 +54,14 @@ pub fn assign(servers: &[ServerLoad], max_sessions: usize) -> Option<Assignment>
     })
 }
 
-/// The `up` servers from `state`'s membership at `now`, with their session
+/// The `up` servers (not being drained) from `state`'s membership at `now`, with their session
 /// counts from `sessions` (server id → live sessions).
 pub fn loads(state: &State, sessions: &HashMap<String, usize>, now: Instant) -> Vec<ServerLoad> {
     let membership = state.lock_membership();
     membership
         .members()
         .filter(|m| membership.liveness(m, now) == Liveness::Up)
+        .filter(|m| !membership.is_draining(&m.node.id))
         .map(|m| ServerLoad {
             node: m.node.clone(),
             active: m.report.active,

@@ -71,6 +71,11 @@ pub struct Args {
     /// resumed that long) [default: 86400].
     #[arg(long, env = "DUPLA_GC_GRACE_SECS")]
     pub gc_grace_secs: Option<u64>,
+    /// The MQTT broker social messages travel through, `mqtt://host:port`
+    /// [default: the one the manager names: its embedded broker, or its own
+    /// `broker` setting].
+    #[arg(long, env = "DUPLA_BROKER")]
+    pub broker: Option<String>,
 }
 
 /// The keys of a server's `node.toml`.
@@ -105,6 +110,8 @@ pub struct FileConfig {
     pub gc_interval_secs: Option<u64>,
     /// Seconds an unused chunk is kept before it may be collected.
     pub gc_grace_secs: Option<u64>,
+    /// The MQTT broker of the social messages, `mqtt://host:port`.
+    pub broker: Option<String>,
 }
 
 /// Resolved server settings.
@@ -146,6 +153,10 @@ pub struct Config {
     /// Faults to inject on the write path: tests only, never read from
     /// `node.toml` or flags (none by default).
     pub faults: crate::faults::FaultPlan,
+    /// The MQTT broker that carries social messages between servers
+    /// (`mqtt://host:port`: Mosquitto, ActiveMQ...); `None` asks the
+    /// manager, which names its own setting or its embedded broker.
+    pub broker: Option<String>,
 }
 
 impl Config {
@@ -199,6 +210,7 @@ impl Config {
                     .unwrap_or(DEFAULT_GC_GRACE_SECS),
             ),
             faults: Default::default(),
+            broker: args.broker.or(file.broker),
         };
         config.validate()?;
         Ok(config)
@@ -224,6 +236,7 @@ impl Config {
             gc_interval: Duration::ZERO,
             gc_grace: Duration::from_secs(DEFAULT_GC_GRACE_SECS),
             faults: Default::default(),
+            broker: None,
         }
     }
 
@@ -237,6 +250,9 @@ impl Config {
             return Err(Error::InvalidInput(
                 "idle_timeout_secs must be above zero".into(),
             ));
+        }
+        if let Some(broker) = &self.broker {
+            crate::broker::parse_url(broker)?;
         }
         if self.repair_rate == 0 || self.scrub_rate == 0 {
             return Err(Error::InvalidInput(

@@ -7,6 +7,7 @@
 //! `chunk_store` (temp file, fsync, rename). A download: `service` →
 //! `download` (holder failover) → `chunk_store` or a peer's `fetch`.
 
+pub mod broker;
 pub mod chunk_store;
 pub mod config;
 pub mod download;
@@ -24,12 +25,15 @@ pub mod replicate;
 pub mod resume;
 pub mod scrub;
 pub mod service;
+pub mod social_hub;
+pub mod social_service;
 pub mod upload;
 
 pub use config::{Args, Config};
 
 use dupla::rpc::{MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use dupla::shutdown::Shutdown;
+use dupla::v1::social_server::SocialServer;
 use dupla::v1::storage_server::StorageServer;
 use dupla::Result;
 use std::net::SocketAddr;
@@ -113,12 +117,36 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         // may carry a large file's chunk list.
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES);
+    // Social: the streams open here, and the link to the message broker.
+    let hub = Arc::new(social_hub::Hub::new());
+    let link = Arc::new(broker::BrokerLink::new());
+    let social = SocialServer::new(social_service::SocialService::new(
+        node.clone(),
+        hub.clone(),
+        link.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(social_service::MAX_SOCIAL_REQUEST_BYTES);
     let mut server = transport.secure(dupla::rpc::server())?;
-    let (router, health) = dupla::rpc::common_router(&mut server, &["dupla.v1.Storage"])?;
+    let (router, health) =
+        dupla::rpc::common_router(&mut server, &["dupla.v1.Storage", broker::SOCIAL_SERVICE])?;
     health
         .set_serving::<StorageServer<service::StorageService>>()
         .await;
-    let router = router.add_service(dupla::metrics::Timed::new(service, metrics.clone()));
+    let router = router
+        .add_service(dupla::metrics::Timed::new(service, metrics.clone()))
+        .add_service(dupla::metrics::Timed::new(social, metrics.clone()));
+    let broker_worker = tokio::spawn(
+        broker::Worker {
+            link,
+            hub,
+            server_id: id.clone(),
+            configured: config.broker.clone(),
+            node: node.clone(),
+            health,
+        }
+        .run(shutdown.clone()),
+    );
     tracing::info!(%addr, %advertise, %id, data = %config.data.display(),
         capacity = config.capacity, manager = %config.manager, tls = transport.is_tls(),
         "storage server listening");
@@ -149,6 +177,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         if let Some(http) = http {
             let _ = http.task.await;
         }
+        let _ = broker_worker.await;
         if let Some(scrubs) = scrubs {
             let _ = scrubs.await;
         }

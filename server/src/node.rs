@@ -100,6 +100,11 @@ impl StorageNode {
         }
     }
 
+    /// The manager's social graph (cheap clone of the shared channel).
+    pub fn social_graph(&self) -> dupla::v1::social_graph_client::SocialGraphClient<Channel> {
+        dupla::v1::social_graph_client::SocialGraphClient::new(self.manager_channel.clone())
+    }
+
     /// A client for the manager (cheap clone of a shared channel).
     pub fn manager(&self) -> ManagerClient<Channel> {
         self.manager.clone()

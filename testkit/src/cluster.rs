@@ -50,6 +50,10 @@ impl NodeHandle {
     }
 }
 
+/// Settings a test gives the manager beyond [`dupla_manager::Config::for_test`]
+/// (a broker, a smaller `max_sessions`...), kept for its restarts.
+pub type ManagerSetup = std::sync::Arc<dyn Fn(&mut dupla_manager::Config) + Send + Sync>;
+
 /// Login of the user [`TestCluster::start`] registers and logs in.
 pub const TEST_USER: &str = "tester";
 
@@ -68,6 +72,8 @@ pub struct TestCluster {
     /// How test clients dial the cluster: plain text, or (after
     /// [`TestCluster::start_tls`]) TLS trusting the cluster's CA.
     pub transport: dupla::rpc::Transport,
+    /// Extra manager settings, applied at every (re)start.
+    manager_setup: Option<ManagerSetup>,
     root: TempDir,
 }
 
@@ -106,10 +112,34 @@ impl TestCluster {
         cluster
     }
 
+    /// Start a manager set up by `setup` and `n` servers, with no account
+    /// registered (the social tests give a broker and `max_sessions`).
+    pub async fn start_configured(
+        n: usize,
+        setup: impl Fn(&mut dupla_manager::Config) + Send + Sync + 'static,
+    ) -> TestCluster {
+        Self::start_servers_with(
+            n,
+            false,
+            |_| FaultPlan::none(),
+            Some(std::sync::Arc::new(setup)),
+        )
+        .await
+    }
+
     async fn start_servers(
         n: usize,
         tls: bool,
         faults: impl Fn(usize) -> FaultPlan,
+    ) -> TestCluster {
+        Self::start_servers_with(n, tls, faults, None).await
+    }
+
+    async fn start_servers_with(
+        n: usize,
+        tls: bool,
+        faults: impl Fn(usize) -> FaultPlan,
+        manager_setup: Option<ManagerSetup>,
     ) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let manager = start_manager(
@@ -117,6 +147,7 @@ impl TestCluster {
             "127.0.0.1:0",
             "127.0.0.1:0",
             tls,
+            manager_setup.as_ref(),
         )
         .await;
         let transport = match tls {
@@ -133,6 +164,7 @@ impl TestCluster {
             token: String::new(),
             idle_timeout: None,
             transport,
+            manager_setup,
             root,
         };
         for i in 0..n {
@@ -442,7 +474,14 @@ impl TestCluster {
             .manager
             .http
             .map_or_else(|| "off".to_string(), |a| a.to_string());
-        self.manager = start_manager(data, &listen, &http, self.transport.is_tls()).await;
+        self.manager = start_manager(
+            data,
+            &listen,
+            &http,
+            self.transport.is_tls(),
+            self.manager_setup.as_ref(),
+        )
+        .await;
     }
 
     /// Path of the chunk with `hash` in server `i`'s store.
@@ -473,11 +512,20 @@ impl TestCluster {
     }
 }
 
-async fn start_manager(data: PathBuf, listen: &str, http: &str, tls: bool) -> NodeHandle {
+async fn start_manager(
+    data: PathBuf,
+    listen: &str,
+    http: &str,
+    tls: bool,
+    setup: Option<&ManagerSetup>,
+) -> NodeHandle {
     let mut config = dupla_manager::Config::for_test(data.clone(), TEST_SECRET);
     config.listen = listen.into();
     config.http = http.into();
     config.insecure = !tls;
+    if let Some(setup) = setup {
+        setup(&mut config);
+    }
     let (handle, shutdown) = shutdown::channel();
     // After a restart in the same process, connection tasks of the stopped
     // manager may still hold its database (and its lock) for a moment.

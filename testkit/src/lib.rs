@@ -5,9 +5,11 @@
 
 pub mod chat;
 pub mod cluster;
+pub mod mosquitto;
 pub mod netns;
 pub mod procs;
 pub mod raw;
+pub mod social;
 
 pub use cluster::TestCluster;
 

@@ -191,6 +191,7 @@ fn grpcurl_lists_each_nodes_services_through_reflection() {
     let manager = list(&cluster.manager.addr);
     for service in [
         "dupla.v1.Manager",
+        "dupla.v1.SocialGraph",
         "dupla.v1.Greeter",
         "dupla.v1.Clock",
         "grpc.health.v1.Health",
@@ -204,6 +205,7 @@ fn grpcurl_lists_each_nodes_services_through_reflection() {
     let server = list(&cluster.servers[0].addr);
     for service in [
         "dupla.v1.Storage",
+        "dupla.v1.Social",
         "dupla.v1.Greeter",
         "dupla.v1.Clock",
         "grpc.health.v1.Health",

@@ -12,7 +12,6 @@ use dupla::kv::{Kv, SledKv};
 use dupla::rpc::Secret;
 use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::{AbortRequest, ClusterStatusRequest, LookupRequest, PlaceRequest};
-use tonic::transport::Channel;
 use dupla::Hash;
 use dupla_manager::catalog::{Catalog, FileRecord};
 use dupla_testkit::cluster::{TestCluster, TEST_SECRET, TEST_USER};
@@ -20,6 +19,7 @@ use dupla_testkit::{raw, test_bytes};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// Threads committing at once while loading (their flushes are grouped).
 const LOAD_THREADS: u64 = 16;
@@ -185,7 +185,8 @@ async fn measure(cluster: &TestCluster, files: u64) {
 
     // The same calls on an idle cluster: what the catalog costs, apart
     // from the CPU the uploads below take on the same cores.
-    let (mut idle_places, mut idle_lookups) = place_and_lookup(cluster, &mut manager, files, "idle").await;
+    let (mut idle_places, mut idle_lookups) =
+        place_and_lookup(cluster, &mut manager, files, "idle").await;
     report("place_idle", &mut idle_places);
     report("lookup_idle", &mut idle_lookups);
 
