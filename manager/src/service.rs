@@ -773,6 +773,7 @@ impl Manager for ManagerService {
             tracing::debug!(upload = %req.upload_id, "stored chunks of an unknown upload ignored");
             return Ok(Response::new(pb::ReportStoredReply {}));
         };
+        tracing::debug!(upload = %req.upload_id, %owner, chunks = chunks.len(), "chunks an upload brought recorded");
         let until = dupla::clock::unix_ms().max(0) as u64 + POSSESSION_TTL.as_millis() as u64;
         self.blocking(move |s| s.state.catalog.record_possession(&owner, &chunks, until))
             .await?;

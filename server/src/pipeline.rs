@@ -17,6 +17,7 @@ use crate::chunk_store::{Batch, Staged};
 use crate::faults::{FaultPlan, Step, Tap};
 use crate::node::StorageNode;
 use dupla::chunk::verify_streamed;
+use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::{store_request, Chunk, Node as WireNode, StoreBegin, StoreEnd, StoreRequest};
 use dupla::{Error, Hash, Result};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -26,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 /// Chunks queued towards the next node: enough to keep the link busy while
@@ -112,28 +114,98 @@ pub async fn run(
     };
     let mut staged = Batch::new(node.store.clone());
     let mut writes: Writes = FuturesOrdered::new();
-    let mut hashes = plan.prefix.clone();
+    let mut report = StoredReport {
+        node: ReportTo::of(node),
+        upload_id: plan.upload_id.clone(),
+        hashes: plan.prefix.clone(),
+        prefix: plan.prefix.len(),
+        settled: false,
+    };
     let mut lengths = plan.prefix_lengths.clone();
+    let reporter = report.node.clone();
     let received = receive(
         &node.faults,
+        &reporter,
         &plan,
         source,
         &mut downstream,
         &mut writes,
         &mut staged,
-        &mut hashes,
+        &mut report.hashes,
         &mut lengths,
     )
     .await;
     let from_peer = source.is_from_peer();
     let finished = finish(
-        node, &plan, received, downstream, writes, staged, &hashes, from_peer,
+        node,
+        &plan,
+        received,
+        downstream,
+        writes,
+        staged,
+        &report.hashes,
+        from_peer,
     )
     .await;
-    if finished.is_err() && hashes.len() > plan.prefix.len() {
-        report_stored(node, &plan.upload_id, &hashes[plan.prefix.len()..]).await;
+    if finished.is_err() {
+        report.send().await;
     }
+    report.settled = true;
     finished
+}
+
+/// What a report of stored chunks needs of the node, owned, so that it can
+/// be sent from a task of its own.
+#[derive(Clone)]
+struct ReportTo {
+    manager: ManagerClient<Channel>,
+    secret: dupla::rpc::Secret,
+    faults: FaultPlan,
+}
+
+impl ReportTo {
+    fn of(node: &StorageNode) -> ReportTo {
+        ReportTo {
+            manager: node.manager(),
+            secret: node.secret.clone(),
+            faults: node.faults.clone(),
+        }
+    }
+}
+
+/// The chunks this hop received for an upload, reported to the manager if
+/// the upload fails here: inline when this hop answers with the error, or
+/// from a task of its own when the call is cancelled (its peer vanished, so
+/// the handler is dropped mid-await and could not send it itself).
+struct StoredReport {
+    node: ReportTo,
+    upload_id: String,
+    hashes: Vec<Hash>,
+    /// Leading `hashes` of a resumed prefix: claimed already, not reported.
+    prefix: usize,
+    settled: bool,
+}
+
+impl StoredReport {
+    async fn send(&mut self) {
+        self.settled = true;
+        if self.hashes.len() > self.prefix {
+            report_stored(&self.node, &self.upload_id, &self.hashes[self.prefix..]).await;
+        }
+    }
+}
+
+impl Drop for StoredReport {
+    fn drop(&mut self) {
+        if self.settled || self.hashes.len() <= self.prefix {
+            return;
+        }
+        let (node, upload_id) = (self.node.clone(), std::mem::take(&mut self.upload_id));
+        let chunks = self.hashes.split_off(self.prefix);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { report_stored(&node, &upload_id, &chunks).await });
+        }
+    }
 }
 
 /// Tell the manager which chunks this failed upload brought here, each
@@ -141,7 +213,7 @@ pub async fn run(
 /// when they resume (and nobody else may). Waited for, so the entry's own
 /// report lands before the client hears of the failure; best effort (a
 /// lost report only means those chunks are sent again).
-async fn report_stored(node: &StorageNode, upload_id: &str, chunks: &[Hash]) {
+async fn report_stored(node: &ReportTo, upload_id: &str, chunks: &[Hash]) {
     if node.faults.is_killed() {
         return;
     }
@@ -153,7 +225,7 @@ async fn report_stored(node: &StorageNode, upload_id: &str, chunks: &[Hash]) {
             .map(Hash::to_bytes)
             .collect(),
     });
-    let mut manager = node.manager();
+    let mut manager = node.manager.clone();
     match tokio::time::timeout(REPORT_TIMEOUT, manager.report_stored(request)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
@@ -293,6 +365,7 @@ type Writes = FuturesOrdered<Pin<Box<dyn Future<Output = Result<Staged>> + Send>
 #[allow(clippy::too_many_arguments)]
 async fn receive(
     faults: &FaultPlan,
+    reporter: &ReportTo,
     plan: &Plan,
     source: &mut dyn ChunkSource,
     downstream: &mut Option<Downstream>,
@@ -302,6 +375,7 @@ async fn receive(
     lengths: &mut Vec<u32>,
 ) -> Result<()> {
     let mut index = plan.prefix.len() as u64;
+    let mut reported = plan.prefix.len();
     let mut received: u64 = lengths.iter().map(|&l| l as u64).sum();
     while let Some(chunk) = source.next_chunk().await? {
         let (hash, len) = verify_streamed(&chunk, index, received, plan.size)?;
@@ -326,6 +400,15 @@ async fn receive(
                 if staged.len() >= DURABLE_BATCH_CHUNKS {
                     let batch = staged.take();
                     staged.store().commit(batch).await?;
+                    // The uploader proved these chunks by sending them: say
+                    // so now, so a resume right after a crash of any hop
+                    // (this one included) may claim what is durable.
+                    let chunks = hashes[reported..].to_vec();
+                    reported = hashes.len();
+                    let (reporter, upload_id) = (reporter.clone(), plan.upload_id.clone());
+                    tokio::spawn(
+                        async move { report_stored(&reporter, &upload_id, &chunks).await },
+                    );
                     // Every chunk before those still being written is durable.
                     let chunk = index - writes.len() as u64;
                     faults.hit(Step::AfterWrite { chunk }).await?;

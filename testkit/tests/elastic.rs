@@ -96,8 +96,14 @@ fn wait_for(
 ) -> Value {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let status = status(root, manager);
-        if done(&status) {
+        // The manager may not listen yet (it makes its CA and starts its
+        // broker and HTTP first): a refused status is polled again.
+        let out = client(root, &["--manager", manager, "--json", "status"]);
+        let status: Value = match out.status.success() {
+            true => serde_json::from_slice(&out.stdout).expect("status is JSON"),
+            false => Value::Null,
+        };
+        if !status.is_null() && done(&status) {
             return status;
         }
         assert!(
