@@ -76,16 +76,6 @@ impl Shell {
     }
 }
 
-fn status(root: &Path, manager: &str) -> Value {
-    let out = client(root, &["--manager", manager, "--json", "status"]);
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status is JSON")
-}
-
 /// Poll `dupla status --json` until `done` holds (DEADLINE at most).
 fn wait_for(
     root: &Path,
