@@ -251,8 +251,10 @@ fn record_holder(state: &State, task: &RepairTask, copied_bytes: u64) -> Result<
         .filter(|r| r.version == task.version && r.holders == task.holders_before)
         .ok_or_else(|| Error::Aborted("the file changed while it was repaired".into()))?;
     current.holders = task.new_holders();
-    state.catalog.put(&current)?;
+    // The stats lock is held across the write: a status that sees the new
+    // holder (it reads the catalog, then the stats) also sees it counted.
     let mut stats = state.repair_stats.lock().expect("stats lock poisoned");
+    state.catalog.put(&current)?;
     stats.files += 1;
     stats.bytes += copied_bytes;
     Ok(())

@@ -456,7 +456,6 @@ impl ManagerService {
             .lock()
             .expect("tokens lock poisoned")
             .sessions_per_server(clock::unix_ms(), self.state.config.session_idle);
-        let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let now = Instant::now();
         // The servers first, and the membership lock released before the
         // catalog pass, so heartbeats never wait for it.
@@ -505,6 +504,10 @@ impl ManagerService {
         };
         // Counters kept with the records: no pass over the catalog.
         let counts = self.state.catalog.counts()?;
+        // Read after the catalog: a repair counts itself while it records
+        // its holder (`repair_worker::record_holder`), so a repaired file
+        // these counts show is always in the totals too.
+        let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let (mut under, mut under_bytes) = (0u64, 0u64);
         for (holders, usage) in &counts.holder_sets {
             if holders.iter().filter(|h| up.contains(*h)).count() < crate::repair::TARGET_COPIES {
