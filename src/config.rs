@@ -1,43 +1,41 @@
 //! Config helpers shared by every node: each node reads `./node.toml` from
 //! its own directory, and every key there can be overridden by a flag or a
-//! `DUPLA_*` environment variable (clap handles those two; this module
-//! handles the file and the merge).
+//! `DUPLA_*` environment variable.
+//!
+//! Each binary declares its settings once, as one struct of optional values
+//! that is at the same time its flags and variables (clap) and its
+//! `node.toml` keys (serde): [`load_layered`] reads the file into that
+//! struct, lays the command line over it ([`layered`]), and the binary then
+//! resolves the result into its typed `Config` with the defaults.
 
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The flags every node takes, flattened into each binary's `Args`; every
-/// one has a `node.toml` key of the same name.
-#[derive(clap::Args, Default, Clone)]
+/// The settings every node has, flattened into each binary's settings:
+/// each is a flag, a `DUPLA_*` variable and a `node.toml` key of the same
+/// name. `config` (which file) is a flag only.
+#[derive(clap::Args, Serialize, Deserialize, Default, Clone, Debug)]
 pub struct NodeArgs {
     /// Config file (default: ./node.toml if present).
     #[arg(long, env = "DUPLA_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on, host:port.
     #[arg(long, env = "DUPLA_LISTEN")]
     pub listen: Option<String>,
-    /// Data directory (the manager's database; a server's chunks and id).
+    /// Data directory (the manager's database; a server's chunks and id);
+    /// in node.toml, relative to the file's folder [default: data].
     #[arg(long, env = "DUPLA_DATA")]
     pub data: Option<PathBuf>,
     /// Cluster secret, the same on the manager and every server.
     #[arg(long, env = "DUPLA_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// Turn TLS off: every link in plain text (logged as a warning).
-    #[arg(long, env = "DUPLA_INSECURE")]
-    pub insecure: bool,
-}
-
-impl std::fmt::Debug for NodeArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeArgs")
-            .field("config", &self.config)
-            .field("listen", &self.listen)
-            .field("data", &self.data)
-            .field("secret", &self.secret.as_ref().map(|_| ".."))
-            .field("insecure", &self.insecure)
-            .finish()
-    }
+    #[arg(long, env = "DUPLA_INSECURE", num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: Option<bool>,
 }
 
 /// What every node resolves from [`NodeArgs`] and its `node.toml`.
@@ -55,7 +53,8 @@ pub struct NodeSettings {
 
 /// A secret setting (the cluster secret): its `Debug` never shows it, so
 /// logging a config cannot leak it. Reads as a `&str` where needed.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct SecretString(String);
 
 impl std::fmt::Debug for SecretString {
@@ -90,34 +89,78 @@ impl PartialEq<&str> for SecretString {
 }
 
 impl NodeArgs {
-    /// The node's `node.toml` (this `config`, or `./node.toml` if present).
-    pub fn load_file<T: DeserializeOwned + Default>(&self) -> Result<T> {
-        load_toml(self.config.as_deref())
+    /// The node's settings once laid over its file: listen address (or
+    /// `default_listen`), data directory (already made absolute by
+    /// [`load_layered`], else `data` beside the config file), secret and TLS.
+    pub fn resolve(&self, config_dir: &Path, default_listen: &str) -> NodeSettings {
+        NodeSettings {
+            listen: self.listen.clone().unwrap_or_else(|| default_listen.into()),
+            data: self
+                .data
+                .as_deref()
+                .map_or_else(|| config_dir.join("data"), |d| resolve(config_dir, d)),
+            secret: self.secret.clone().unwrap_or_default(),
+            insecure: self.insecure.unwrap_or(false),
+        }
     }
+}
 
-    /// Flags over the file's `listen`, `data`, `secret` and `insecure` over
-    /// defaults.
-    pub fn resolve(
-        &self,
-        listen: Option<String>,
-        data: Option<PathBuf>,
-        secret: Option<String>,
-        insecure: Option<bool>,
-        default_listen: &str,
-    ) -> Result<NodeSettings> {
-        let cwd = std::env::current_dir()?;
-        Ok(NodeSettings {
-            listen: pick(self.listen.clone(), listen, || default_listen.into()),
-            data: pick_path(
-                self.data.clone(),
-                data,
-                "data",
-                &cwd,
-                &config_dir(&cwd, self.config.as_deref()),
-            ),
-            secret: pick(self.secret.clone(), secret, String::new).into(),
-            insecure: self.insecure || insecure.unwrap_or(false),
-        })
+/// Settings read from a command line and a config file: `flags` (clap has
+/// read the flags and variables into it) over the file (`config`, or
+/// `./node.toml` if present), with the paths `rebase` lists made absolute:
+/// a flag's against the working directory, a file's against the file's
+/// folder. Returns the merged settings and that folder (where defaults of
+/// relative paths live).
+pub fn load_layered<T>(
+    flags: &T,
+    config: Option<&Path>,
+    rebase: impl Fn(&mut T, &Path),
+) -> Result<(T, PathBuf)>
+where
+    T: Serialize + DeserializeOwned + Default + Clone,
+{
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::InvalidInput(format!("cannot read the working directory: {e}")))?;
+    let dir = config_dir(&cwd, config);
+    let mut file: T = load_toml(config)?;
+    rebase(&mut file, &dir);
+    let mut flags = flags.clone();
+    rebase(&mut flags, &cwd);
+    Ok((layered(&flags, file)?, dir))
+}
+
+/// Make a path setting absolute against `base` (see [`load_layered`]).
+pub fn rebase_path(path: &mut Option<PathBuf>, base: &Path) {
+    if let Some(p) = path.as_mut() {
+        *p = resolve(base, p);
+    }
+}
+
+/// `over` laid over `under`: every setting `over` gives (not `None`)
+/// replaces `under`'s. Works on any settings struct through its serde
+/// form, so no binary repeats its fields to merge them.
+pub fn layered<T: Serialize + DeserializeOwned>(over: &T, under: T) -> Result<T> {
+    let bad = |e: serde_json::Error| Error::Internal(format!("merging settings: {e}"));
+    let over = serde_json::to_value(over).map_err(bad)?;
+    let mut merged = serde_json::to_value(under).map_err(bad)?;
+    if let (serde_json::Value::Object(over), serde_json::Value::Object(merged)) =
+        (over, &mut merged)
+    {
+        for (key, value) in over {
+            if !value.is_null() {
+                merged.insert(key, value);
+            }
+        }
+    }
+    serde_json::from_value(merged).map_err(bad)
+}
+
+/// The keys a settings struct accepts in a file: its fields, by their
+/// serde names (flattened parts included).
+fn known_keys<T: Serialize + Default>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -125,8 +168,9 @@ impl NodeArgs {
 pub const DEFAULT_CONFIG_FILE: &str = "node.toml";
 
 /// Read a TOML config file. A missing file is `Ok(T::default())` only when it
-/// is the default `node.toml`; a file named explicitly must exist.
-pub fn load_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
+/// is the default `node.toml`; a file named explicitly must exist. A key
+/// `T` does not have is refused, naming it (a typo must not be ignored).
+pub fn load_toml<T: Serialize + DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
     let (path, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
@@ -141,24 +185,34 @@ pub fn load_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
             )))
         }
     };
-    toml::from_str(&text)
-        .map_err(|e| Error::InvalidInput(format!("config {}: {e}", path.display())))
+    let invalid =
+        |e: toml::de::Error| Error::InvalidInput(format!("config {}: {e}", path.display()));
+    let table: toml::Table = toml::from_str(&text).map_err(invalid)?;
+    let known = known_keys::<T>();
+    if let Some(unknown) = table.keys().find(|k| !known.contains(k)) {
+        let mut known = known;
+        known.sort();
+        return Err(Error::InvalidInput(format!(
+            "config {}: unknown key `{unknown}`; the keys are {}",
+            path.display(),
+            known.join(", ")
+        )));
+    }
+    T::deserialize(table).map_err(invalid)
 }
 
 /// Longest duration a setting may give: ten years (a larger one is a typo,
 /// and would overflow the clock arithmetic it feeds).
 pub const MAX_SETTING_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
 
-/// A duration setting in seconds (fractions allowed): the first of flag/env
-/// value and file value, else `default`. A negative, not-a-number or
-/// absurdly large value is refused, naming `key`.
-pub fn pick_secs(
-    flag: Option<f64>,
-    file: Option<f64>,
+/// A duration setting in seconds (fractions allowed), else `default`. A
+/// negative, not-a-number or absurdly large value is refused, naming `key`.
+pub fn secs_setting(
+    value: Option<f64>,
     default: std::time::Duration,
     key: &str,
 ) -> Result<std::time::Duration> {
-    match flag.or(file) {
+    match value {
         None => Ok(default),
         Some(secs) if (0.0..=MAX_SETTING_SECS).contains(&secs) => {
             Ok(std::time::Duration::from_secs_f64(secs))
@@ -169,11 +223,6 @@ pub fn pick_secs(
     }
 }
 
-/// First of: flag/env value, file value, default.
-pub fn pick<T>(flag: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> T {
-    flag.or(file).unwrap_or_else(default)
-}
-
 /// The directory a config file's relative paths are relative to: the
 /// directory holding `config`, or `cwd` for the default `./node.toml`.
 pub fn config_dir(cwd: &Path, config: Option<&Path>) -> PathBuf {
@@ -181,22 +230,6 @@ pub fn config_dir(cwd: &Path, config: Option<&Path>) -> PathBuf {
         .and_then(Path::parent)
         .map(|dir| resolve(cwd, dir))
         .unwrap_or_else(|| cwd.to_path_buf())
-}
-
-/// A path setting: a flag's value is relative to the working directory, a
-/// config file's (and the default) to the config file's directory.
-pub fn pick_path(
-    flag: Option<PathBuf>,
-    file: Option<PathBuf>,
-    default: &str,
-    cwd: &Path,
-    config_dir: &Path,
-) -> PathBuf {
-    match (flag, file) {
-        (Some(flag), _) => resolve(cwd, &flag),
-        (None, Some(file)) => resolve(config_dir, &file),
-        (None, None) => resolve(config_dir, Path::new(default)),
-    }
 }
 
 /// Resolve `path` against `base` unless it is absolute.
@@ -211,55 +244,103 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn durations_in_seconds_are_checked() {
         use std::time::Duration;
         let default = Duration::from_secs(7);
-        assert_eq!(pick_secs(None, None, default, "k").unwrap(), default);
+        assert_eq!(secs_setting(None, default, "k").unwrap(), default);
         assert_eq!(
-            pick_secs(None, Some(1.5), default, "k").unwrap(),
+            secs_setting(Some(1.5), default, "k").unwrap(),
             Duration::from_millis(1500)
         );
-        assert_eq!(
-            pick_secs(Some(2.0), Some(1.5), default, "k").unwrap(),
-            Duration::from_secs(2)
-        );
         for bad in [-1.0, f64::NAN, f64::INFINITY, 1e30] {
-            let err = pick_secs(Some(bad), None, default, "idle_timeout_secs").unwrap_err();
+            let err = secs_setting(Some(bad), default, "idle_timeout_secs").unwrap_err();
             assert!(err.to_string().contains("idle_timeout_secs"), "{err}");
         }
     }
 
-    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
-    #[serde(deny_unknown_fields)]
+    /// A binary's settings, declared once: flags, variables and file keys.
+    #[derive(Parser, Serialize, Deserialize, Default, Clone, Debug)]
     struct Sample {
-        listen: Option<String>,
+        #[command(flatten)]
+        #[serde(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        capacity: Option<String>,
+        #[arg(long)]
+        rate: Option<f64>,
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let file = dir.join("node.toml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    fn load(argv: &[&str], file: &Path) -> Result<(Sample, PathBuf)> {
+        let mut flags = Sample::try_parse_from(argv).unwrap();
+        flags.node.config = Some(file.to_path_buf());
+        load_layered(&flags, Some(file), |s: &mut Sample, base| {
+            rebase_path(&mut s.node.data, base)
+        })
     }
 
     #[test]
-    fn explicit_missing_file_is_an_error_default_is_not() {
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "listen = \"127.0.0.1:6000\"\ncapacity = \"2GiB\"\nrate = 3\nsecret = \"s\"\n",
+        );
+        let (merged, _) = load(&["x", "--listen", "127.0.0.1:7000"], &file).unwrap();
+        assert_eq!(merged.node.listen.as_deref(), Some("127.0.0.1:7000"));
+        assert_eq!(merged.capacity.as_deref(), Some("2GiB"));
+        assert_eq!(merged.rate, Some(3.0), "an integer in the file is a number");
+        assert_eq!(merged.node.secret.as_deref(), Some("s"));
+        assert_eq!(merged.node.insecure, None);
+        let (merged, _) = load(&["x", "--insecure"], &file).unwrap();
+        assert_eq!(merged.node.insecure, Some(true), "a bare --insecure");
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_file_and_flag_paths_to_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "data = \"d\"\n");
+        let (merged, config_dir) = load(&["x"], &file).unwrap();
+        assert_eq!(config_dir, dir.path());
+        let settings = merged.node.resolve(&config_dir, "127.0.0.1:1");
+        assert_eq!(settings.data, dir.path().join("d"));
+        assert_eq!(settings.listen, "127.0.0.1:1");
+        let (merged, config_dir) = load(&["x", "--data", "elsewhere"], &file).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            merged.node.resolve(&config_dir, "").data,
+            cwd.join("elsewhere")
+        );
+        let file = write(dir.path(), "");
+        let (merged, config_dir) = load(&["x"], &file).unwrap();
+        assert_eq!(
+            merged.node.resolve(&config_dir, "").data,
+            dir.path().join("data")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_named_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "capacty = \"2GiB\"\n");
+        let err = load(&["x"], &file).unwrap_err().to_string();
+        assert!(err.contains("unknown key `capacty`"), "{err}");
+        assert!(
+            err.contains("capacity"),
+            "the message lists the keys: {err}"
+        );
+        let file = write(dir.path(), "config = \"other.toml\"\n");
+        assert!(load(&["x"], &file).is_err(), "config is a flag, not a key");
         let missing = Path::new("/nonexistent/dupla.toml");
         assert!(load_toml::<Sample>(Some(missing)).is_err());
-    }
-
-    #[test]
-    fn file_paths_are_relative_to_the_config_file() {
-        let cwd = Path::new("/work");
-        let dir = config_dir(cwd, Some(Path::new("nodes/server-1/node.toml")));
-        assert_eq!(dir, Path::new("/work/nodes/server-1"));
-        assert_eq!(
-            pick_path(None, Some("d".into()), "data", cwd, &dir),
-            Path::new("/work/nodes/server-1/d")
-        );
-        assert_eq!(
-            pick_path(Some("x".into()), Some("d".into()), "data", cwd, &dir),
-            Path::new("/work/x")
-        );
-        assert_eq!(
-            pick_path(None, None, "data", cwd, &dir),
-            Path::new("/work/nodes/server-1/data")
-        );
     }
 
     #[test]
@@ -268,16 +349,9 @@ mod tests {
             secret: Some("hunter2-cluster".into()),
             ..NodeArgs::default()
         };
-        let settings = args.resolve(None, None, None, None, "127.0.0.1:1").unwrap();
+        let settings = args.resolve(Path::new("/"), "127.0.0.1:1");
         assert_eq!(settings.secret, "hunter2-cluster");
         assert!(!format!("{settings:?}").contains("hunter2"));
         assert!(!format!("{args:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn flag_beats_file_beats_default() {
-        assert_eq!(pick(Some(1), Some(2), || 3), 1);
-        assert_eq!(pick(None, Some(2), || 3), 2);
-        assert_eq!(pick(None::<i32>, None, || 3), 3);
     }
 }

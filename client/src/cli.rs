@@ -36,19 +36,9 @@ pub struct Cli {
 /// which beats the key of the same name in node.toml, which beats the default.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
-    /// Manager address (host:port) [default: 127.0.0.1:50050]
-    #[arg(long, value_name = "ADDR", env = "DUPLA_MANAGER", global = true)]
-    pub manager: Option<String>,
-
-    /// Storage server to use as the entry for transfers, instead of the
-    /// least busy one the manager reports
-    #[arg(long, value_name = "ADDR", env = "DUPLA_SERVER", global = true)]
-    pub server: Option<String>,
-
-    /// Client root: files to back up must be inside it, restores land in it
-    /// [default: the working directory]
-    #[arg(long, value_name = "DIR", env = "DUPLA_ROOT", global = true)]
-    pub root: Option<PathBuf>,
+    /// Where the cluster is and where files live (also node.toml keys).
+    #[command(flatten)]
+    pub settings: crate::config::Settings,
 
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
@@ -57,11 +47,6 @@ pub struct GlobalArgs {
     /// Client config file [default: ./node.toml]
     #[arg(long, value_name = "PATH", env = "DUPLA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-
-    /// Talk to a cluster that runs without TLS (plain text: anyone on the
-    /// path can read your token and files)
-    #[arg(long, env = "DUPLA_INSECURE", global = true)]
-    pub insecure: bool,
 }
 
 /// One user action.

@@ -12,26 +12,36 @@
 //! ```
 
 use crate::cli::GlobalArgs;
-use dupla::config::{config_dir, load_toml, pick, resolve};
+use dupla::config::{load_layered, rebase_path};
 use dupla::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Manager address used when neither flag, environment nor node.toml names one.
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:50050";
 
-/// The keys of the client's node.toml; every one is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Manager address, host:port.
+/// The client's settings, declared once: each is a flag, a `DUPLA_*`
+/// variable and a node.toml key of the same name, all optional.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+pub struct Settings {
+    /// Manager address (host:port) [default: 127.0.0.1:50050]
+    #[arg(long, value_name = "ADDR", env = "DUPLA_MANAGER", global = true)]
     pub manager: Option<String>,
-    /// Storage server to enter through, host:port.
+
+    /// Storage server to use as the entry for transfers, instead of the
+    /// least busy one the manager reports
+    #[arg(long, value_name = "ADDR", env = "DUPLA_SERVER", global = true)]
     pub server: Option<String>,
-    /// Client root; a relative path is taken from the config file's folder,
-    /// so a node directory works wherever it is started from.
+
+    /// Client root: files to back up must be inside it, restores land in it
+    /// [default: the working directory; in node.toml, relative to its folder]
+    #[arg(long, value_name = "DIR", env = "DUPLA_ROOT", global = true)]
     pub root: Option<PathBuf>,
-    /// Plain text instead of TLS (the cluster runs with `--insecure`).
+
+    /// Talk to a cluster that runs without TLS (plain text: anyone on the
+    /// path can read your token and files)
+    #[arg(long, env = "DUPLA_INSECURE", global = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: Option<bool>,
 }
 
@@ -55,22 +65,19 @@ pub struct Config {
 impl Config {
     /// Merge flags/environment (`args`), the config file and the defaults.
     pub fn load(args: &GlobalArgs) -> Result<Config> {
+        let (set, _) = load_layered(
+            &args.settings,
+            args.config.as_deref(),
+            |s: &mut Settings, base| rebase_path(&mut s.root, base),
+        )?;
         let cwd = std::env::current_dir()
             .map_err(|e| Error::InvalidInput(format!("cannot read the working directory: {e}")))?;
-        let file: FileConfig = load_toml(args.config.as_deref())?;
-        let config_dir = config_dir(&cwd, args.config.as_deref());
         let config = Config {
-            manager: pick(args.manager.clone(), file.manager, || {
-                DEFAULT_MANAGER.to_string()
-            }),
-            server: args.server.clone().or(file.server),
-            root: match (&args.root, &file.root) {
-                (Some(flag), _) => resolve(&cwd, flag),
-                (None, Some(from_file)) => resolve(&config_dir, from_file),
-                (None, None) => cwd,
-            },
+            manager: set.manager.unwrap_or_else(|| DEFAULT_MANAGER.to_string()),
+            server: set.server,
+            root: set.root.unwrap_or(cwd),
             json: args.json,
-            insecure: args.insecure || file.insecure.unwrap_or(false),
+            insecure: set.insecure.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
@@ -122,8 +129,8 @@ mod tests {
         assert_eq!(config.server.as_deref(), Some("10.0.0.2:2"));
         assert_eq!(config.root, dir.path().join("files"));
 
-        a.manager = Some("10.0.0.9:9".into());
-        a.root = Some(PathBuf::from("/elsewhere"));
+        a.settings.manager = Some("10.0.0.9:9".into());
+        a.settings.root = Some(PathBuf::from("/elsewhere"));
         let config = Config::load(&a).unwrap();
         assert_eq!(config.manager, "10.0.0.9:9");
         assert_eq!(config.root, PathBuf::from("/elsewhere"));

@@ -2,9 +2,9 @@
 //! and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{pick_secs, NodeArgs};
+use dupla::config::{load_layered, rebase_path, secs_setting, NodeArgs};
 use dupla::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub const DEFAULT_MIN_SERVERS: usize = 1;
 pub const DEFAULT_MAX_LAUNCHED: usize = 8;
 
 /// How the manager starts a storage server when every one is full.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LauncherKind {
     /// Never launch (the default): logins overfill or are refused.
@@ -120,16 +120,19 @@ impl Default for Elastic {
     }
 }
 
-/// Command line of `dupla-manager`.
-#[derive(Parser, Debug, Default)]
+/// Command line of `dupla-manager`: its settings, each a flag, a `DUPLA_*`
+/// variable and a `node.toml` key of the same name (the positional HOST
+/// PORT are flags only).
+#[derive(Parser, Serialize, Deserialize, Debug, Default, Clone)]
 #[command(
     name = "dupla-manager",
     version,
     about = "Dupla manager: membership, placement, catalog"
 )]
 pub struct Args {
-    /// Config file, listen address, database directory, cluster secret.
+    /// Config file, listen address, database directory, cluster secret, TLS.
     #[command(flatten)]
+    #[serde(flatten)]
     pub node: NodeArgs,
     /// Address of the HTTP API, console and `/metrics` (`127.0.0.1:8080`
     /// in nodes/); empty or `off` turns HTTP off [default: off].
@@ -138,9 +141,11 @@ pub struct Args {
     /// Host to listen on, as the assignment's `./server HOST PORT`: with
     /// PORT, the same as `--listen HOST:PORT`.
     #[arg(requires = "port", conflicts_with = "listen")]
+    #[serde(skip)]
     pub host: Option<String>,
     /// Port to listen on (with HOST).
     #[arg(requires = "host")]
+    #[serde(skip)]
     pub port: Option<u16>,
     /// The MQTT broker social messages travel through, `mqtt://host:port`
     /// (Mosquitto, ActiveMQ...); servers without their own `broker` use it.
@@ -171,7 +176,8 @@ pub struct Args {
     /// When every server already holds `max_sessions` sessions, refuse
     /// logins (RESOURCE_EXHAUSTED) instead of overfilling the least loaded
     /// server [default: false, overfill].
-    #[arg(long, env = "DUPLA_REFUSE_OVER_CAPACITY")]
+    #[arg(long, env = "DUPLA_REFUSE_OVER_CAPACITY", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub refuse_over_capacity: Option<bool>,
     /// How to start a storage server when every one is full: "none"
     /// (the default), "local" or "command".
@@ -181,9 +187,17 @@ pub struct Args {
     /// node.toml from.
     #[arg(long, env = "DUPLA_LAUNCH_TEMPLATE")]
     pub launch_template: Option<PathBuf>,
+    /// `local` launcher: the `dupla-server` binary [default: beside the
+    /// manager's own executable].
+    #[arg(long, env = "DUPLA_SERVER_BINARY")]
+    pub server_binary: Option<PathBuf>,
     /// `command` launcher: the program run as `PROGRAM launch|retire ID`.
     #[arg(long, env = "DUPLA_LAUNCH_COMMAND")]
     pub launch_command: Option<PathBuf>,
+    /// Seconds a launched server has to send its first heartbeat before
+    /// the launch counts as failed [default: 30].
+    #[arg(long, env = "DUPLA_LAUNCH_TIMEOUT_SECS")]
+    pub launch_timeout_secs: Option<f64>,
     /// Seconds a launched server may stay without sessions before it is
     /// drained and retired [default: 600].
     #[arg(long, env = "DUPLA_IDLE_RETIRE_SECS")]
@@ -191,6 +205,9 @@ pub struct Args {
     /// Servers up below which none is retired [default: 1].
     #[arg(long, env = "DUPLA_MIN_SERVERS")]
     pub min_servers: Option<usize>,
+    /// Launched servers alive at once, at most [default: 8].
+    #[arg(long, env = "DUPLA_MAX_LAUNCHED")]
+    pub max_launched: Option<usize>,
     /// Login reserved for the administrator: `Register` refuses it (only
     /// `dupla-manager admin create` makes it, and grants the role).
     #[arg(long, env = "DUPLA_ADMIN")]
@@ -216,63 +233,6 @@ pub struct Quota {
     pub bytes: u64,
     /// Kept file versions; 0: unlimited.
     pub files: u64,
-}
-
-/// The keys of the manager's `node.toml`.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Address to listen on.
-    pub listen: Option<String>,
-    /// Address of the HTTP API and `/metrics`; empty or "off": none.
-    pub http: Option<String>,
-    /// Database directory, relative to the node directory.
-    pub data: Option<PathBuf>,
-    /// Cluster secret.
-    pub secret: Option<String>,
-    /// TLS off: plain text on every link.
-    pub insecure: Option<bool>,
-    /// Seconds of silence before suspect.
-    pub suspect_after_secs: Option<f64>,
-    /// Seconds of silence before down.
-    pub down_after_secs: Option<f64>,
-    /// Seconds a login token stays valid.
-    pub token_ttl_secs: Option<f64>,
-    /// Sessions per storage server before login prefers another one.
-    pub max_sessions: Option<usize>,
-    /// Seconds without a call before a session stops counting.
-    pub session_idle_secs: Option<f64>,
-    /// Refuse logins when every server is full (see `Args`).
-    pub refuse_over_capacity: Option<bool>,
-    /// Login reserved for the administrator (see `Args::admin`).
-    pub admin: Option<String>,
-    /// Default bytes per user; 0: unlimited.
-    pub quota_bytes: Option<u64>,
-    /// Default file versions per user; 0: unlimited.
-    pub quota_files: Option<u64>,
-    /// Names the manager's certificate carries besides the listen host and
-    /// loopback: the addresses servers and clients dial it at.
-    pub tls_names: Option<Vec<String>>,
-    /// The MQTT broker of the social messages, `mqtt://host:port`.
-    pub broker: Option<String>,
-    /// Listen address of the embedded broker (when `broker` is unset).
-    pub broker_listen: Option<String>,
-    /// "none", "local" or "command" (see [`LauncherKind`]).
-    pub launcher: Option<LauncherKind>,
-    /// `local`: template node directory, relative to the manager's.
-    pub launch_template: Option<PathBuf>,
-    /// `local`: the `dupla-server` binary (default: beside the manager's).
-    pub server_binary: Option<PathBuf>,
-    /// `command`: the operator's launch/retire program.
-    pub launch_command: Option<PathBuf>,
-    /// Seconds a launch may take to its first heartbeat.
-    pub launch_timeout_secs: Option<f64>,
-    /// Seconds without sessions before a launched server retires.
-    pub idle_retire_secs: Option<f64>,
-    /// Servers up below which none is retired.
-    pub min_servers: Option<usize>,
-    /// Launched servers alive at once, at most.
-    pub max_launched: Option<usize>,
 }
 
 /// Resolved manager settings.
@@ -368,93 +328,67 @@ impl Default for ChatLimits {
 }
 
 impl Config {
-    /// Merge flags/env over `node.toml` over defaults.
-    pub fn load(args: Args) -> Result<Config> {
-        let file: FileConfig = args.node.load_file()?;
-        let mut args = args;
+    /// Flags and variables (`args`) over `node.toml` over the defaults.
+    pub fn load(mut args: Args) -> Result<Config> {
         if let (Some(host), Some(port)) = (&args.host, args.port) {
             args.node.listen = Some(format!("{host}:{port}"));
         }
-        let node = args.node.resolve(
-            file.listen,
-            file.data,
-            file.secret,
-            file.insecure,
-            DEFAULT_LISTEN,
-        )?;
+        let (set, config_dir) =
+            load_layered(&args, args.node.config.as_deref(), |s: &mut Args, base| {
+                rebase_path(&mut s.node.data, base);
+                rebase_path(&mut s.launch_template, base);
+                rebase_path(&mut s.server_binary, base);
+            })?;
+        let node = set.node.resolve(&config_dir, DEFAULT_LISTEN);
         let config = Config {
-            http: args.http.or(file.http).unwrap_or_default(),
+            http: set.http.unwrap_or_default(),
             listen: node.listen,
             data: node.data,
             secret: node.secret,
             insecure: node.insecure,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            suspect_after: pick_secs(
-                args.suspect_after_secs,
-                file.suspect_after_secs,
+            suspect_after: secs_setting(
+                set.suspect_after_secs,
                 DEFAULT_SUSPECT_AFTER,
                 "suspect_after_secs",
             )?,
-            down_after: pick_secs(
-                args.down_after_secs,
-                file.down_after_secs,
-                DEFAULT_DOWN_AFTER,
-                "down_after_secs",
-            )?,
-            token_ttl: pick_secs(
-                args.token_ttl_secs,
-                file.token_ttl_secs,
-                DEFAULT_TOKEN_TTL,
-                "token_ttl_secs",
-            )?,
-            max_sessions: args
-                .max_sessions
-                .or(file.max_sessions)
-                .unwrap_or(DEFAULT_MAX_SESSIONS),
-            session_idle: pick_secs(
-                args.session_idle_secs,
-                file.session_idle_secs,
+            down_after: secs_setting(set.down_after_secs, DEFAULT_DOWN_AFTER, "down_after_secs")?,
+            token_ttl: secs_setting(set.token_ttl_secs, DEFAULT_TOKEN_TTL, "token_ttl_secs")?,
+            max_sessions: set.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+            session_idle: secs_setting(
+                set.session_idle_secs,
                 DEFAULT_SESSION_IDLE,
                 "session_idle_secs",
             )?,
-            refuse_over_capacity: args
-                .refuse_over_capacity
-                .or(file.refuse_over_capacity)
-                .unwrap_or(false),
-            admin: args.admin.or(file.admin),
+            refuse_over_capacity: set.refuse_over_capacity.unwrap_or(false),
+            admin: set.admin,
             quota: Quota {
-                bytes: args.quota_bytes.or(file.quota_bytes).unwrap_or(0),
-                files: args.quota_files.or(file.quota_files).unwrap_or(0),
+                bytes: set.quota_bytes.unwrap_or(0),
+                files: set.quota_files.unwrap_or(0),
             },
             chat: ChatLimits::default(),
-            tls_names: args.tls_names.or(file.tls_names).unwrap_or_default(),
-            broker: args.broker.or(file.broker),
-            broker_listen: args
+            tls_names: set.tls_names.unwrap_or_default(),
+            broker: set.broker,
+            broker_listen: set
                 .broker_listen
-                .or(file.broker_listen)
                 .unwrap_or_else(|| DEFAULT_BROKER_LISTEN.into()),
             elastic: Elastic {
-                launcher: args.launcher.or(file.launcher).unwrap_or_default(),
-                launch_template: args.launch_template.or(file.launch_template),
-                server_binary: file.server_binary,
-                launch_command: args.launch_command.or(file.launch_command),
-                launch_timeout: pick_secs(
-                    None,
-                    file.launch_timeout_secs,
+                launcher: set.launcher.unwrap_or_default(),
+                launch_template: set.launch_template,
+                server_binary: set.server_binary,
+                launch_command: set.launch_command,
+                launch_timeout: secs_setting(
+                    set.launch_timeout_secs,
                     DEFAULT_LAUNCH_TIMEOUT,
                     "launch_timeout_secs",
                 )?,
-                idle_retire: pick_secs(
-                    args.idle_retire_secs,
-                    file.idle_retire_secs,
+                idle_retire: secs_setting(
+                    set.idle_retire_secs,
                     DEFAULT_IDLE_RETIRE,
                     "idle_retire_secs",
                 )?,
-                min_servers: args
-                    .min_servers
-                    .or(file.min_servers)
-                    .unwrap_or(DEFAULT_MIN_SERVERS),
-                max_launched: file.max_launched.unwrap_or(DEFAULT_MAX_LAUNCHED),
+                min_servers: set.min_servers.unwrap_or(DEFAULT_MIN_SERVERS),
+                max_launched: set.max_launched.unwrap_or(DEFAULT_MAX_LAUNCHED),
             },
         };
         config.validate()?;
@@ -552,15 +486,17 @@ mod tests {
             (None, DEFAULT_BROKER_LISTEN)
         );
         assert!(!config.refuse_over_capacity);
-        let config = load(&[
-            "--broker",
-            "mqtt://h:1883",
-            "--refuse-over-capacity",
-            "true",
-        ])
-        .unwrap();
+        let config = load(&["--broker", "mqtt://h:1883", "--refuse-over-capacity"]).unwrap();
         assert_eq!(config.broker.as_deref(), Some("mqtt://h:1883"));
-        assert!(config.refuse_over_capacity);
+        assert!(config.refuse_over_capacity, "a bare flag turns it on");
+        let config = load(&["--refuse-over-capacity=false", "--insecure", "7.0.0.1", "9"]);
+        let config = config.unwrap();
+        assert!(!config.refuse_over_capacity);
+        assert!(
+            config.insecure,
+            "--insecure takes no value: the next word is HOST"
+        );
+        assert_eq!(config.listen, "7.0.0.1:9");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! flags and `DUPLA_*` variables.
 
 use clap::Parser;
-use dupla::config::{pick, pick_secs, NodeArgs};
+use dupla::config::{load_layered, rebase_path, secs_setting, NodeArgs};
 use dupla::size::parse_size;
 use dupla::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,12 +31,14 @@ pub const DEFAULT_GC_GRACE_SECS: u64 = 86_400;
 /// few missed beats).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Command line of `dupla-server`.
-#[derive(Parser, Debug, Default)]
+/// Command line of `dupla-server`: its settings, each a flag, a `DUPLA_*`
+/// variable and a `node.toml` key of the same name.
+#[derive(Parser, Serialize, Deserialize, Debug, Default, Clone)]
 #[command(name = "dupla-server", version, about = "Dupla storage server")]
 pub struct Args {
-    /// Config file, listen address, data directory, cluster secret.
+    /// Config file, listen address, data directory, cluster secret, TLS.
     #[command(flatten)]
+    #[serde(flatten)]
     pub node: NodeArgs,
     /// Address of the HTTP API, console and `/metrics` (`127.0.0.1:8081`
     /// in nodes/); empty or `off` turns HTTP off [default: off].
@@ -75,42 +77,6 @@ pub struct Args {
     /// [default: the one the manager names: its embedded broker, or its own
     /// `broker` setting].
     #[arg(long, env = "DUPLA_BROKER")]
-    pub broker: Option<String>,
-}
-
-/// The keys of a server's `node.toml`.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Address to listen on.
-    pub listen: Option<String>,
-    /// Address of the HTTP API and `/metrics`; empty or "off": none.
-    pub http: Option<String>,
-    /// Address to advertise.
-    pub advertise: Option<String>,
-    /// Manager address.
-    pub manager: Option<String>,
-    /// Data directory, relative to the node directory.
-    pub data: Option<PathBuf>,
-    /// Capacity, e.g. "10GiB".
-    pub capacity: Option<String>,
-    /// Cluster secret.
-    pub secret: Option<String>,
-    /// TLS off: plain text on every link.
-    pub insecure: Option<bool>,
-    /// Repair copy budget, e.g. "200MiB" (per second).
-    pub repair_rate: Option<String>,
-    /// Background scrub budget, e.g. "50MiB" (per second).
-    pub scrub_rate: Option<String>,
-    /// Seconds between background scrub passes (0: off).
-    pub scrub_interval_secs: Option<u64>,
-    /// Seconds a sender may stay silent before its transfer is dropped.
-    pub idle_timeout_secs: Option<f64>,
-    /// Seconds between garbage-collection passes (0: off).
-    pub gc_interval_secs: Option<u64>,
-    /// Seconds an unused chunk is kept before it may be collected.
-    pub gc_grace_secs: Option<u64>,
-    /// The MQTT broker of the social messages, `mqtt://host:port`.
     pub broker: Option<String>,
 }
 
@@ -160,57 +126,43 @@ pub struct Config {
 }
 
 impl Config {
-    /// Merge flags/env over `node.toml` over defaults.
+    /// Flags and variables (`args`) over `node.toml` over the defaults.
     pub fn load(args: Args) -> Result<Config> {
-        let file: FileConfig = args.node.load_file()?;
-        let node = args.node.resolve(
-            file.listen,
-            file.data,
-            file.secret,
-            file.insecure,
-            DEFAULT_LISTEN,
-        )?;
+        let (set, config_dir) =
+            load_layered(&args, args.node.config.as_deref(), |s: &mut Args, base| {
+                rebase_path(&mut s.node.data, base)
+            })?;
+        let node = set.node.resolve(&config_dir, DEFAULT_LISTEN);
+        let size =
+            |value: Option<String>, default: &str| parse_size(value.as_deref().unwrap_or(default));
         let config = Config {
-            http: args.http.or(file.http).unwrap_or_default(),
+            http: set.http.unwrap_or_default(),
             listen: node.listen,
-            advertise: args.advertise.or(file.advertise),
-            manager: pick(args.manager, file.manager, || DEFAULT_MANAGER.into()),
+            advertise: set.advertise,
+            manager: set.manager.unwrap_or_else(|| DEFAULT_MANAGER.into()),
             data: node.data,
-            capacity: parse_size(&pick(args.capacity, file.capacity, || {
-                DEFAULT_CAPACITY.into()
-            }))?,
+            capacity: size(set.capacity, DEFAULT_CAPACITY)?,
             secret: node.secret,
             insecure: node.insecure,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            repair_rate: parse_size(&pick(args.repair_rate, file.repair_rate, || {
-                DEFAULT_REPAIR_RATE.into()
-            }))?,
-            scrub_rate: parse_size(&pick(args.scrub_rate, file.scrub_rate, || {
-                DEFAULT_SCRUB_RATE.into()
-            }))?,
-            scrub_interval: match args.scrub_interval_secs.or(file.scrub_interval_secs) {
+            repair_rate: size(set.repair_rate, DEFAULT_REPAIR_RATE)?,
+            scrub_rate: size(set.scrub_rate, DEFAULT_SCRUB_RATE)?,
+            scrub_interval: match set.scrub_interval_secs {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
                 None => Some(DEFAULT_SCRUB_INTERVAL),
             },
-            idle_timeout: pick_secs(
-                args.idle_timeout_secs,
-                file.idle_timeout_secs,
+            idle_timeout: secs_setting(
+                set.idle_timeout_secs,
                 crate::pipeline::IDLE_TIMEOUT,
                 "idle_timeout_secs",
             )?,
             gc_interval: Duration::from_secs(
-                args.gc_interval_secs
-                    .or(file.gc_interval_secs)
-                    .unwrap_or(DEFAULT_GC_INTERVAL_SECS),
+                set.gc_interval_secs.unwrap_or(DEFAULT_GC_INTERVAL_SECS),
             ),
-            gc_grace: Duration::from_secs(
-                args.gc_grace_secs
-                    .or(file.gc_grace_secs)
-                    .unwrap_or(DEFAULT_GC_GRACE_SECS),
-            ),
+            gc_grace: Duration::from_secs(set.gc_grace_secs.unwrap_or(DEFAULT_GC_GRACE_SECS)),
             faults: Default::default(),
-            broker: args.broker.or(file.broker),
+            broker: set.broker,
         };
         config.validate()?;
         Ok(config)

@@ -466,14 +466,7 @@ impl TestCluster {
 
     /// Start the stopped manager on its old address and data.
     pub async fn start_manager_again(&mut self) {
-        assert!(!self.manager.is_running(), "the manager is running");
-        let data = self.manager.data.clone();
-        let listen = self.manager.addr.to_string();
-        // The HTTP API comes back on its old port too.
-        let http = self
-            .manager
-            .http
-            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let (data, listen, http) = self.stopped_manager();
         self.manager = start_manager(
             data,
             &listen,
@@ -482,6 +475,62 @@ impl TestCluster {
             self.manager_setup.as_ref(),
         )
         .await;
+    }
+
+    /// Start the stopped manager again on threads of its own (a runtime
+    /// with two workers), as its own process would run. Benchmarks use it:
+    /// they then time the manager, not the queue of this process's runtime,
+    /// which the servers and the load share.
+    pub async fn start_manager_apart(&mut self) {
+        let (data, listen, http) = self.stopped_manager();
+        let (tls, setup) = (self.transport.is_tls(), self.manager_setup.clone());
+        let (outer, mut stop) = shutdown::channel();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let node_data = data.clone();
+        let thread = tokio::task::spawn_blocking(move || -> dupla::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("manager-apart")
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut node = start_manager(node_data, &listen, &http, tls, setup.as_ref()).await;
+                let _ = started_tx.send((node.addr, node.http));
+                stop.wait().await;
+                node.stop().await;
+                Ok(())
+            })
+        });
+        let (addr, http) = started_rx.await.expect("the manager's runtime started it");
+        self.manager = NodeHandle {
+            addr,
+            http,
+            id: String::new(),
+            data,
+            faults: FaultPlan::none(),
+            shutdown: Some(outer),
+            task: Some(tokio::spawn(async move {
+                thread
+                    .await
+                    .map_err(|e| dupla::Error::Internal(format!("manager thread: {e}")))?
+            })),
+        };
+    }
+
+    /// Data directory, listen address and HTTP address of the stopped
+    /// manager, for starting it again where it was.
+    fn stopped_manager(&self) -> (PathBuf, String, String) {
+        assert!(!self.manager.is_running(), "the manager is running");
+        // The HTTP API comes back on its old port too.
+        let http = self
+            .manager
+            .http
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        (
+            self.manager.data.clone(),
+            self.manager.addr.to_string(),
+            http,
+        )
     }
 
     /// Path of the chunk with `hash` in server `i`'s store.

@@ -19,7 +19,6 @@ use dupla_testkit::{raw, test_bytes};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// Threads committing at once while loading (their flushes are grouped).
 const LOAD_THREADS: u64 = 16;
@@ -126,46 +125,90 @@ fn peak_rss_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
-/// `SAMPLES` timed `Place` (each aborted) and `Lookup` calls.
-async fn place_and_lookup(
-    cluster: &TestCluster,
-    manager: &mut ManagerClient<Channel>,
+/// What a probe needs to call the manager as the test user: it runs on a
+/// thread and runtime of its own (as a separate client process would), so
+/// its timings do not include waiting behind the uploads' tasks.
+#[derive(Clone)]
+struct Probe {
+    manager: String,
+    transport: dupla::rpc::Transport,
+    token: String,
+    entry: String,
     files: u64,
-    tag: &str,
-) -> (Vec<Duration>, Vec<Duration>) {
-    let secret = Secret::new(TEST_SECRET).expect("secret");
-    let entry = cluster.servers[0].id.clone();
-    let (mut places, mut lookups) = (Vec::new(), Vec::new());
-    for k in 0..SAMPLES as u64 {
-        let mut request = cluster.as_user(PlaceRequest {
-            name: format!("bench/place/{tag}/{k}.bin"),
-            size: 4096,
-            entry_id: entry.clone(),
-            ..Default::default()
-        });
-        secret.attach(&mut request);
-        let t = Instant::now();
-        let placed = manager.place(request).await.expect("place").into_inner();
-        places.push(t.elapsed());
-        manager
-            .abort(secret.request(AbortRequest {
-                upload_id: placed.upload_id,
-                reason: "benchmark".into(),
-            }))
-            .await
-            .expect("abort");
-        let i = (k * 7919 % (files / OWN_EVERY).max(1)) * OWN_EVERY;
-        let t = Instant::now();
-        manager
-            .lookup(cluster.as_user(LookupRequest {
-                name: name_of(i),
-                version: 0,
-            }))
-            .await
-            .expect("lookup");
-        lookups.push(t.elapsed());
+}
+
+impl Probe {
+    fn new(cluster: &TestCluster, files: u64) -> Self {
+        Probe {
+            manager: cluster.manager_addr(),
+            transport: cluster.transport.clone(),
+            token: cluster.token.clone(),
+            entry: cluster.servers[0].id.clone(),
+            files,
+        }
     }
-    (places, lookups)
+
+    /// `SAMPLES` timed `Place` (each aborted) and `Lookup` calls, from a
+    /// thread of their own; resolves when they are done.
+    async fn place_and_lookup(&self, tag: &str) -> (Vec<Duration>, Vec<Duration>) {
+        let (probe, tag) = (self.clone(), tag.to_string());
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("probe runtime")
+                .block_on(probe.run(&tag))
+        })
+        .await
+        .expect("probe thread")
+    }
+
+    async fn run(&self, tag: &str) -> (Vec<Duration>, Vec<Duration>) {
+        let channel = self
+            .transport
+            .connect(&self.manager)
+            .await
+            .expect("manager");
+        let mut manager = ManagerClient::new(channel);
+        let secret = Secret::new(TEST_SECRET).expect("secret");
+        let (mut places, mut lookups) = (Vec::new(), Vec::new());
+        for k in 0..SAMPLES as u64 {
+            let mut request = dupla_testkit::chat::authed(
+                &self.token,
+                PlaceRequest {
+                    name: format!("bench/place/{tag}/{k}.bin"),
+                    size: 4096,
+                    entry_id: self.entry.clone(),
+                    ..Default::default()
+                },
+            );
+            secret.attach(&mut request);
+            let t = Instant::now();
+            let placed = manager.place(request).await.expect("place").into_inner();
+            places.push(t.elapsed());
+            manager
+                .abort(secret.request(AbortRequest {
+                    upload_id: placed.upload_id,
+                    reason: "benchmark".into(),
+                }))
+                .await
+                .expect("abort");
+            let i = (k * 7919 % (self.files / OWN_EVERY).max(1)) * OWN_EVERY;
+            let t = Instant::now();
+            manager
+                .lookup(dupla_testkit::chat::authed(
+                    &self.token,
+                    LookupRequest {
+                        name: name_of(i),
+                        version: 0,
+                    },
+                ))
+                .await
+                .expect("lookup");
+            lookups.push(t.elapsed());
+        }
+        (places, lookups)
+    }
 }
 
 async fn measure(cluster: &TestCluster, files: u64) {
@@ -185,8 +228,8 @@ async fn measure(cluster: &TestCluster, files: u64) {
 
     // The same calls on an idle cluster: what the catalog costs, apart
     // from the CPU the uploads below take on the same cores.
-    let (mut idle_places, mut idle_lookups) =
-        place_and_lookup(cluster, &mut manager, files, "idle").await;
+    let probe = Probe::new(cluster, files);
+    let (mut idle_places, mut idle_lookups) = probe.place_and_lookup("idle").await;
     report("place_idle", &mut idle_places);
     report("lookup_idle", &mut idle_lookups);
 
@@ -207,7 +250,7 @@ async fn measure(cluster: &TestCluster, files: u64) {
             }
         }));
     }
-    let (mut places, mut lookups) = place_and_lookup(cluster, &mut manager, files, "busy").await;
+    let (mut places, mut lookups) = probe.place_and_lookup("busy").await;
     stop.store(true, Ordering::Relaxed);
     for upload in uploads {
         let _ = upload.await;
@@ -280,7 +323,8 @@ async fn main() {
     };
     loading.await.expect("load task").expect("load");
     let t = Instant::now();
-    cluster.start_manager_again().await;
+    // On threads of its own, as the manager's own process would be.
+    cluster.start_manager_apart().await;
     println!(
         "manager_start_ms: {:.0}",
         t.elapsed().as_secs_f64() * 1000.0
