@@ -6,35 +6,20 @@
 //! `run` is what the binary calls; `start` is the same for tests, returning
 //! the bound address.
 
-pub mod accounts;
-pub mod accounts_service;
-pub mod admin;
-pub mod auth;
-pub mod catalog;
+pub mod cluster;
 pub mod config;
-pub mod elastic;
 pub mod embedded_broker;
-pub mod enrolment;
-pub mod gate;
+pub mod files;
 pub mod http;
-pub mod launcher;
-pub mod membership;
+pub mod identity;
 pub mod presence;
-pub mod repair;
-pub mod repair_worker;
 pub mod room_hub;
 pub mod room_service;
 pub mod rooms;
 pub mod service;
-pub mod sessions;
-pub mod snapshot_service;
-pub mod snapshots;
 pub mod social;
 pub mod social_service;
 pub mod state;
-pub mod throttle;
-pub mod tokens;
-pub mod uploads;
 
 pub use config::{Args, Config};
 
@@ -77,8 +62,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         transport.clone(),
     )?);
     // Accounts and tokens share the catalog's database; rooms live in memory.
-    let accounts = Arc::new(accounts::Accounts::new(kv.clone()));
-    let tokens = Arc::new(Mutex::new(tokens::Tokens::load(
+    let accounts = Arc::new(identity::accounts::Accounts::new(kv.clone()));
+    let tokens = Arc::new(Mutex::new(identity::tokens::Tokens::load(
         kv.clone(),
         dupla::clock::unix_ms(),
     )?));
@@ -89,7 +74,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     }
     {
         let _writes = state.lock_catalog_writes();
-        snapshot_service::snapshot_adopted(&state)?;
+        files::snapshot_service::snapshot_adopted(&state)?;
     }
     let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
     // Latency per RPC of every dupla service, shown at the HTTP /metrics.
@@ -109,18 +94,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             )
         }
     };
-    let authenticator = auth::Authenticator::new(tokens.clone());
+    let authenticator = identity::auth::Authenticator::new(tokens.clone());
     // Launched servers dial the manager on loopback when it listens on
     // every interface.
     let dial_addr = match addr.ip().is_unspecified() {
         true => format!("127.0.0.1:{}", addr.port()),
         false => addr.to_string(),
     };
-    let elastic = Arc::new(elastic::Elastic::new(
+    let elastic = Arc::new(cluster::elastic::Elastic::new(
         state.clone(),
         kv.clone(),
         tokens.clone(),
-        launcher::Launcher::new(
+        cluster::launcher::Launcher::new(
             config.elastic.clone(),
             dial_addr,
             config.secret.to_string(),
@@ -131,8 +116,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     elastic.restore()?;
     // Gates check the secret or token on the headers, before the large
     // catalog limit lets a body in (see gate.rs).
-    let snapshot_service = gate::Gate::new(
-        SnapshotsServer::new(snapshot_service::SnapshotService::new(
+    let snapshot_service = identity::gate::Gate::new(
+        SnapshotsServer::new(files::snapshot_service::SnapshotService::new(
             state.clone(),
             authenticator.clone(),
             accounts.clone(),
@@ -141,10 +126,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
         state.secret.clone(),
         authenticator.clone(),
-        gate::user_rule,
+        identity::gate::user_rule,
     );
     // One instance shared by gRPC and HTTP: the login throttle counts both.
-    let accounts_rpc = accounts_service::AccountsService::new(
+    let accounts_rpc = identity::accounts_service::AccountsService::new(
         state.clone(),
         accounts.clone(),
         tokens.clone(),
@@ -155,7 +140,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let http_api = http::Api {
         accounts: accounts_rpc.clone(),
         manager: service::ManagerService::new(state.clone(), tokens.clone(), accounts.clone()),
-        snapshots: snapshot_service::SnapshotService::new(
+        snapshots: files::snapshot_service::SnapshotService::new(
             state.clone(),
             authenticator.clone(),
             accounts.clone(),
@@ -174,9 +159,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     };
     let http = http::start(http_api, &config.http, metrics.clone(), shutdown.clone()).await?;
     let http_addr = http.as_ref().map(|h| h.addr);
-    let accounts_service =
-        AccountsServer::new(accounts_rpc).max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES);
-    let social_service = gate::Gate::new(
+    let accounts_service = AccountsServer::new(accounts_rpc)
+        .max_decoding_message_size(identity::gate::MAX_CLIENT_MESSAGE_BYTES);
+    let social_service = identity::gate::Gate::new(
         SocialGraphServer::new(social_service::SocialGraphService::new(
             social,
             presence,
@@ -184,10 +169,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             state.clone(),
             broker_url.clone(),
         ))
-        .max_decoding_message_size(gate::MAX_CLIENT_MESSAGE_BYTES),
+        .max_decoding_message_size(identity::gate::MAX_CLIENT_MESSAGE_BYTES),
         state.secret.clone(),
         authenticator.clone(),
-        |_| gate::Need::Secret,
+        |_| identity::gate::Need::Secret,
     );
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
@@ -201,11 +186,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .max_decoding_message_size(room_service::MAX_CHAT_MESSAGE_BYTES),
         authenticator.clone(),
     );
-    let repairs = tokio::spawn(repair_worker::run(state.clone(), shutdown.clone()));
-    let retirements = tokio::spawn(elastic::run(elastic.clone(), shutdown.clone()));
-    let enrolment =
-        ca.map(|ca| EnrolmentServer::new(enrolment::EnrolmentService::new(state.clone(), ca)));
-    let service = gate::Gate::new(
+    let repairs = tokio::spawn(files::repair_worker::run(state.clone(), shutdown.clone()));
+    let retirements = tokio::spawn(cluster::elastic::run(elastic.clone(), shutdown.clone()));
+    let enrolment = ca.map(|ca| {
+        EnrolmentServer::new(identity::enrolment::EnrolmentService::new(
+            state.clone(),
+            ca,
+        ))
+    });
+    let service = identity::gate::Gate::new(
         ManagerServer::new(
             service::ManagerService::new(state.clone(), tokens, catalog_accounts)
                 .with_elastic(elastic),
@@ -214,7 +203,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .max_encoding_message_size(MAX_CATALOG_MESSAGE_BYTES),
         state.secret.clone(),
         authenticator,
-        gate::manager_rule,
+        identity::gate::manager_rule,
     );
     let mut server = transport.secure(dupla::rpc::server())?;
     let (router, health) = dupla::rpc::common_router(
@@ -232,13 +221,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .set_serving::<ManagerServer<service::ManagerService>>()
         .await;
     health
-        .set_serving::<AccountsServer<accounts_service::AccountsService>>()
+        .set_serving::<AccountsServer<identity::accounts_service::AccountsService>>()
         .await;
     health
         .set_serving::<RoomsServer<room_service::RoomsService>>()
         .await;
     health
-        .set_serving::<SnapshotsServer<snapshot_service::SnapshotService>>()
+        .set_serving::<SnapshotsServer<files::snapshot_service::SnapshotService>>()
         .await;
     let router = router
         .add_service(Timed::new(service, metrics.clone()))
@@ -287,7 +276,7 @@ fn transport(config: &Config) -> Result<(dupla::rpc::Transport, Option<Arc<dupla
 }
 
 /// Give the files of a catalog from before ownership to `owner` (an
-/// explicit operator step: [`admin::adopt_legacy`]); how many moved.
+/// explicit operator step: [`identity::admin::adopt_legacy`]); how many moved.
 pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<usize> {
     let _writes = state.lock_catalog_writes();
     if !state.catalog.has_legacy()? {
@@ -299,7 +288,7 @@ pub(crate) fn adopt_legacy_files(state: &state::State, owner: &str) -> Result<us
         moved,
         "files backed up before accounts existed now belong to {owner}"
     );
-    snapshot_service::snapshot_adopted(state)?;
+    files::snapshot_service::snapshot_adopted(state)?;
     Ok(moved)
 }
 

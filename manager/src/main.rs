@@ -76,7 +76,7 @@ fn password_from_stdin() -> dupla::Result<String> {
 }
 
 fn operate(operator: Operator) -> dupla::Result<()> {
-    use dupla_manager::admin;
+    use dupla_manager::identity::admin;
     match operator.action {
         Action::Admin {
             action: AdminAction::Create { login, node },

@@ -4,14 +4,14 @@
 //! catalog, which owns its lock and indexes. Catalog work runs on the
 //! blocking pool, never on the async workers.
 
-use crate::accounts::Accounts;
-use crate::auth::{Authenticator, Session};
-use crate::catalog::{FileRecord, PlacementLog};
+use crate::cluster::membership::{Liveness, NodeRef, Report};
 use crate::config::Quota;
-use crate::membership::{Liveness, NodeRef, Report};
+use crate::files::catalog::{FileRecord, PlacementLog};
+use crate::files::uploads::OpenUpload;
+use crate::identity::accounts::Accounts;
+use crate::identity::auth::{Authenticator, Session};
+use crate::identity::tokens::Tokens;
 use crate::state::State;
-use crate::tokens::Tokens;
-use crate::uploads::OpenUpload;
 use dupla::chunk::{chunk_count, ChunkLayout, CHUNK_SIZE, MAX_HELD_CHUNKS};
 use dupla::placement::{self, DEFAULT_LOAD_EPSILON};
 use dupla::v1::manager_server::Manager;
@@ -36,7 +36,7 @@ pub struct ManagerService {
     auth: Authenticator,
     /// Launched servers: their origin in status, the admin's launch,
     /// drain and retire.
-    elastic: Option<Arc<crate::elastic::Elastic>>,
+    elastic: Option<Arc<crate::cluster::elastic::Elastic>>,
 }
 
 impl ManagerService {
@@ -54,7 +54,7 @@ impl ManagerService {
 
     /// Report launched servers, and let admins launch, drain and retire,
     /// through `elastic`.
-    pub fn with_elastic(mut self, elastic: Arc<crate::elastic::Elastic>) -> Self {
+    pub fn with_elastic(mut self, elastic: Arc<crate::cluster::elastic::Elastic>) -> Self {
         self.elastic = Some(elastic);
         self
     }
@@ -147,7 +147,7 @@ impl ManagerService {
             let up: HashSet<String> = candidates.iter().map(|c| c.id.clone()).collect();
             (candidates, nodes, up)
         };
-        let key = crate::catalog::placement_key(owner, &req.name);
+        let key = crate::files::catalog::placement_key(owner, &req.name);
         let order = placement::choose(&key, req.size, &candidates, DEFAULT_LOAD_EPSILON);
         if order.is_empty() && !candidates.is_empty() {
             // Waiting will not help: the file is larger than any live server's room.
@@ -296,7 +296,7 @@ impl ManagerService {
     /// Refuse a viewer (who may list and restore only) an action that
     /// writes: `what` says which, for the message.
     pub(crate) fn may_write(&self, session: &Session, what: &str) -> Result<()> {
-        crate::auth::may_write(&self.accounts, session, what)
+        crate::identity::auth::may_write(&self.accounts, session, what)
     }
 
     /// `login`'s quota and usage.
@@ -314,7 +314,7 @@ impl ManagerService {
     }
 
     /// How many leading `chunks` `owner` may claim by hash
-    /// ([`crate::catalog::Catalog::claimable`]).
+    /// ([`crate::files::catalog::Catalog::claimable`]).
     fn claimable<B: AsRef<[u8]>>(&self, owner: &str, chunks: &[B]) -> Result<u64> {
         let asked = chunks
             .iter()
@@ -369,7 +369,7 @@ impl ManagerService {
                 .commit(&record, previous.as_ref(), keep)?;
             record
         };
-        if record.holders.len() < crate::repair::TARGET_COPIES {
+        if record.holders.len() < crate::files::repair::TARGET_COPIES {
             self.state.want_repair();
         }
         self.state
@@ -510,7 +510,9 @@ impl ManagerService {
         let repairs = *self.state.repair_stats.lock().expect("stats lock poisoned");
         let (mut under, mut under_bytes) = (0u64, 0u64);
         for (holders, usage) in &counts.holder_sets {
-            if holders.iter().filter(|h| up.contains(*h)).count() < crate::repair::TARGET_COPIES {
+            if holders.iter().filter(|h| up.contains(*h)).count()
+                < crate::files::repair::TARGET_COPIES
+            {
                 under += usage.files;
                 under_bytes += usage.bytes;
             }
@@ -592,7 +594,7 @@ impl ManagerService {
     fn elastic_admin(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(Session, Arc<crate::elastic::Elastic>)> {
+    ) -> Result<(Session, Arc<crate::cluster::elastic::Elastic>)> {
         let session = self.auth.check(metadata)?;
         if !self.is_admin(&session)? {
             return Err(Error::PermissionDenied(format!(
@@ -684,8 +686,8 @@ impl Manager for ManagerService {
             }
         }
         let proof = match self.state.transport.is_tls() {
-            true => crate::membership::Proof::Certificate(peer.as_deref()),
-            false => crate::membership::Proof::Unavailable,
+            true => crate::cluster::membership::Proof::Certificate(peer.as_deref()),
+            false => crate::cluster::membership::Proof::Unavailable,
         };
         let changed = self
             .state

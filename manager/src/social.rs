@@ -9,7 +9,7 @@
 //! reverse index never disagree. Keys join logins and group names with a
 //! NUL byte, which neither may contain.
 
-use crate::accounts::Accounts;
+use crate::identity::accounts::Accounts;
 use dupla::kv::{Batch, Kv};
 use dupla::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -161,7 +161,7 @@ pub fn validate_group(group: &str) -> Result<()> {
 /// A login as a key part: shaped like a login, else it cannot exist (and
 /// must not reach a key).
 fn plausible_login(login: &str) -> bool {
-    crate::accounts::validate_login(login).is_ok()
+    crate::identity::accounts::validate_login(login).is_ok()
 }
 
 impl Social {
@@ -403,7 +403,7 @@ impl Social {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::NewAccount;
+    use crate::identity::accounts::NewAccount;
     use dupla::kv::MemoryKv;
 
     fn graph(users: &[&str]) -> Social {

@@ -4,12 +4,12 @@
 //! checked here, and act as that user. Message bodies never come here:
 //! servers ask only whether and where to send, then publish to the broker.
 
-use crate::auth::Authenticator;
-use crate::membership::Liveness;
+use crate::cluster::membership::Liveness;
+use crate::identity::auth::Authenticator;
+use crate::identity::tokens::Tokens;
 use crate::presence::{Presence, Stream};
 use crate::social::{self, Outcome, Social};
 use crate::state::State;
-use crate::tokens::Tokens;
 use dupla::v1::social_graph_server::SocialGraph;
 use dupla::v1::{self as pb};
 use dupla::{Error, Result};

@@ -1,10 +1,10 @@
 //! Everything the manager knows, shared by its services.
 
-use crate::catalog::Catalog;
+use crate::cluster::membership::Membership;
 use crate::config::Config;
-use crate::membership::Membership;
-use crate::snapshots::Snapshots;
-use crate::uploads::Uploads;
+use crate::files::catalog::Catalog;
+use crate::files::snapshots::Snapshots;
+use crate::files::uploads::Uploads;
 use dupla::kv::Kv;
 use dupla::rpc::Secret;
 use dupla::Result;

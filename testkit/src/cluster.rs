@@ -277,7 +277,7 @@ impl TestCluster {
         (0..100_000)
             .map(|i| format!("{prefix}-{i}"))
             .find(|name| {
-                let key = dupla_manager::catalog::placement_key(TEST_USER, name);
+                let key = dupla_manager::files::catalog::placement_key(TEST_USER, name);
                 let order: Vec<usize> = choose(&key, size, &candidates, DEFAULT_LOAD_EPSILON)
                     .into_iter()
                     .map(|i| self.server_index(&candidates[i].id))
@@ -450,7 +450,7 @@ impl TestCluster {
     pub async fn grant_admin(&mut self, login: &str) {
         self.stop_manager().await;
         let config = dupla_manager::Config::for_test(self.manager.data.clone(), TEST_SECRET);
-        dupla_manager::admin::set_admin(&config, login, true)
+        dupla_manager::identity::admin::set_admin(&config, login, true)
             .unwrap_or_else(|e| panic!("grant admin to {login}: {e}"));
         self.start_manager_again().await;
         // A restarted manager places nothing until the running servers'

@@ -331,7 +331,7 @@ async fn admins_list_show_and_delete_users() {
     bounded(async {
         // carol is the admin the operator created; the others registered.
         let manager = LoneManager::start_with(|c| {
-            dupla_manager::admin::create(c, "carol", TEST_PASSWORD).unwrap();
+            dupla_manager::identity::admin::create(c, "carol", TEST_PASSWORD).unwrap();
         })
         .await;
         let addr = manager.addr();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 async fn five_clients_for_a_second_lose_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let manager = LoneManager::start_with(|c| {
-            dupla_manager::admin::create(c, "root", TEST_PASSWORD).unwrap();
+            dupla_manager::identity::admin::create(c, "root", TEST_PASSWORD).unwrap();
         })
         .await;
         let root = tempfile::tempdir().unwrap();

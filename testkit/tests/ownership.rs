@@ -263,7 +263,7 @@ async fn a_catalog_from_before_accounts_is_adopted_by_an_explicit_operator_step(
             dupla_testkit::cluster::TEST_SECRET,
         );
         assert_eq!(
-            dupla_manager::admin::adopt_legacy(&config, "tester").unwrap(),
+            dupla_manager::identity::admin::adopt_legacy(&config, "tester").unwrap(),
             1
         );
         cluster.start_manager_again().await;

@@ -8,7 +8,7 @@
 
 use dupla::chunk::CHUNK_SIZE;
 use dupla::placement::{choose, Candidate, DEFAULT_LOAD_EPSILON};
-use dupla_manager::catalog::placement_key;
+use dupla_manager::files::catalog::placement_key;
 use dupla_testkit::procs::{
     self, backup_lines, client, copy_node_dir, start_cluster, wait_for_up, Cluster,
 };

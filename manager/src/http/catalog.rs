@@ -7,7 +7,7 @@ use super::types::{
     Entry, EntryFilter, File, FileFilter, FilePage, FileRef, PlaceUpload, Snapshot, UploadTarget,
 };
 use super::{Api, Caller};
-use crate::membership::Liveness;
+use crate::cluster::membership::Liveness;
 use axum::extract::State;
 use axum::Json;
 use dupla::v1::manager_server::Manager as _;
@@ -161,15 +161,15 @@ pub async fn place_upload(
     caller: Caller,
     ApiJson(p): ApiJson<PlaceUpload>,
 ) -> ApiResult<Json<UploadTarget>> {
-    let auth = crate::auth::Authenticator::new(api.tokens.clone());
+    let auth = crate::identity::auth::Authenticator::new(api.tokens.clone());
     let session = auth.check_token(caller.token.as_deref().unwrap_or_default())?;
-    crate::auth::may_write(&api.accounts_db, &session, "back up files")?;
+    crate::identity::auth::may_write(&api.accounts_db, &session, "back up files")?;
     name::validate(&p.name)?;
     api.manager.check_quota(&session.login, &p.name, p.size)?;
     let assigned = session.server.map(|s| s.id);
     let membership = api.state.lock_membership();
     let now = Instant::now();
-    let usable = |m: &&crate::membership::Member| {
+    let usable = |m: &&crate::cluster::membership::Member| {
         !m.report.http.is_empty() && membership.liveness(m, now) == Liveness::Up
     };
     let chosen = assigned

@@ -152,7 +152,7 @@ impl ChatSessions {
 
 /// The caller's login, checked as every user call is.
 fn login_of(api: &Api, caller: &Caller) -> Result<String> {
-    let auth = crate::auth::Authenticator::new(api.tokens.clone());
+    let auth = crate::identity::auth::Authenticator::new(api.tokens.clone());
     Ok(auth
         .check_token(caller.token.as_deref().unwrap_or_default())?
         .login)

@@ -16,13 +16,13 @@ pub mod cluster;
 pub mod console;
 pub mod types;
 
-use crate::accounts::Accounts;
-use crate::accounts_service::AccountsService;
+use crate::files::snapshot_service::SnapshotService;
+use crate::identity::accounts::Accounts;
+use crate::identity::accounts_service::AccountsService;
+use crate::identity::tokens::Tokens;
 use crate::room_hub::Hub;
 use crate::service::ManagerService;
-use crate::snapshot_service::SnapshotService;
 use crate::state::State;
-use crate::tokens::Tokens;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::Router;

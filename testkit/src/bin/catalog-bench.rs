@@ -13,7 +13,7 @@ use dupla::rpc::Secret;
 use dupla::v1::manager_client::ManagerClient;
 use dupla::v1::{AbortRequest, ClusterStatusRequest, LookupRequest, PlaceRequest};
 use dupla::Hash;
-use dupla_manager::catalog::{Catalog, FileRecord};
+use dupla_manager::files::catalog::{Catalog, FileRecord};
 use dupla_testkit::cluster::{TestCluster, TEST_SECRET, TEST_USER};
 use dupla_testkit::{raw, test_bytes};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -281,7 +281,7 @@ fn plan_lost_server(db: &std::path::Path, servers: &[String]) -> dupla::Result<(
         let mut membership = state.lock_membership();
         for id in &servers[1..] {
             let node = membership.get(id).expect("known server").node.clone();
-            let report = dupla_manager::membership::Report {
+            let report = dupla_manager::cluster::membership::Report {
                 capacity: 1 << 50,
                 ..Default::default()
             };
@@ -290,19 +290,19 @@ fn plan_lost_server(db: &std::path::Path, servers: &[String]) -> dupla::Result<(
                 node,
                 report,
                 Instant::now() + Duration::from_secs(1),
-                dupla_manager::membership::Proof::Unavailable,
+                dupla_manager::cluster::membership::Proof::Unavailable,
             );
         }
     }
     let t = Instant::now();
-    let plan = dupla_manager::repair_worker::plan_now(&state)?;
+    let plan = dupla_manager::files::repair_worker::plan_now(&state)?;
     let took = t.elapsed();
     let touched = plan.tasks.len() + plan.waiting.len() + plan.unrecoverable.len();
     println!("lost_server_files: {held}");
     println!(
         "repair_plan_ms: {:.1} (first pass: {touched} files planned, at most {} per pass)",
         took.as_secs_f64() * 1000.0,
-        dupla_manager::repair_worker::REPAIR_PLAN_FILES
+        dupla_manager::files::repair_worker::REPAIR_PLAN_FILES
     );
     Ok(())
 }

@@ -10,13 +10,13 @@
 //! time, so logins never stall the async runtime and a burst of them
 //! cannot take all the memory (each hash uses 19 MiB).
 
-use crate::accounts::{self, Account, Accounts, NewAccount};
-use crate::auth::{Authenticator, Session};
+use crate::identity::accounts::{self, Account, Accounts, NewAccount};
+use crate::identity::auth::{Authenticator, Session};
+use crate::identity::sessions;
+use crate::identity::throttle::{LoginThrottle, RateLimits};
+use crate::identity::tokens::Tokens;
 use crate::room_hub::Hub;
-use crate::sessions;
 use crate::state::State;
-use crate::throttle::{LoginThrottle, RateLimits};
-use crate::tokens::Tokens;
 use dupla::v1::accounts_server::Accounts as AccountsRpc;
 use dupla::v1::{self as pb};
 use dupla::{clock, Error, Result};
@@ -60,7 +60,7 @@ struct Inner {
     /// refused guesses cost no hashing).
     hashes: AtomicU64,
     /// Launches a server when every one is full (issue 9, part 4).
-    elastic: Option<Arc<crate::elastic::Elastic>>,
+    elastic: Option<Arc<crate::cluster::elastic::Elastic>>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -95,7 +95,7 @@ impl AccountsService {
     }
 
     /// Launch servers through `elastic` when every one is full.
-    pub fn with_elastic(mut self, elastic: Arc<crate::elastic::Elastic>) -> Self {
+    pub fn with_elastic(mut self, elastic: Arc<crate::cluster::elastic::Elastic>) -> Self {
         Arc::get_mut(&mut self.inner)
             .expect("with_elastic is called before the service is cloned")
             .elastic = Some(elastic);
@@ -269,7 +269,7 @@ impl Inner {
         // An account deleted while its password was being checked gets no
         // token (deletion revokes tokens, but this one may be newer).
         if !self.accounts.exists(&account.login)? {
-            let key = crate::tokens::token_key(&token);
+            let key = crate::identity::tokens::token_key(&token);
             self.tokens
                 .lock()
                 .expect("tokens lock poisoned")
@@ -382,7 +382,7 @@ pub fn source_of<T>(request: &Request<T>) -> String {
 }
 
 /// A membership node as a wire node.
-fn node(n: crate::membership::NodeRef) -> pb::Node {
+fn node(n: crate::cluster::membership::NodeRef) -> pb::Node {
     pb::Node {
         id: n.id,
         addr: n.addr,

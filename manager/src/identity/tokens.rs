@@ -12,7 +12,7 @@
 //! (in memory) when it was last used: the live tokens used within the idle
 //! window are the server's connected sessions.
 
-use crate::membership::NodeRef;
+use crate::cluster::membership::NodeRef;
 use dupla::kv::Kv;
 use dupla::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -14,8 +14,8 @@
 //! * most endangered first: fewest live copies, then smallest file (more
 //!   files protected per byte copied).
 
-use crate::catalog::FileRecord;
-use crate::membership::{Liveness, NodeRef};
+use crate::cluster::membership::{Liveness, NodeRef};
+use crate::files::catalog::FileRecord;
 use dupla::placement::{self, Candidate, DEFAULT_LOAD_EPSILON};
 
 /// Copies every file should have.
@@ -45,7 +45,7 @@ pub struct RepairTask {
 impl RepairTask {
     /// The file's identity across passes: owner and name.
     pub fn key(&self) -> String {
-        crate::catalog::placement_key(&self.owner, &self.name)
+        crate::files::catalog::placement_key(&self.owner, &self.name)
     }
 
     /// The holders after a successful repair: the live sources plus the target.

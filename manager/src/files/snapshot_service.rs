@@ -1,11 +1,11 @@
-//! `dupla.v1.Snapshots`: the gRPC face of [`crate::snapshots`]. Every call
+//! `dupla.v1.Snapshots`: the gRPC face of [`crate::files::snapshots`]. Every call
 //! acts for the user of the bearer token and sees only their snapshots.
 //! Long answers stream from a blocking task through a bounded channel, one
 //! database page at a time, so a snapshot of any size costs the manager a
 //! few pages of memory.
 
-use crate::auth::{Authenticator, Session};
-use crate::snapshots::{Kind, SnapshotHeader, TreeEntry, PAGE_ENTRIES};
+use crate::files::snapshots::{Kind, SnapshotHeader, TreeEntry, PAGE_ENTRIES};
+use crate::identity::auth::{Authenticator, Session};
 use crate::state::State;
 use dupla::v1::snapshots_server::Snapshots;
 use dupla::v1::{self as pb};
@@ -32,7 +32,7 @@ pub struct SnapshotService {
     state: Arc<State>,
     auth: Authenticator,
     /// For the role check: viewers may not record or forget snapshots.
-    accounts: Arc<crate::accounts::Accounts>,
+    accounts: Arc<crate::identity::accounts::Accounts>,
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
@@ -43,7 +43,7 @@ impl SnapshotService {
     pub fn new(
         state: Arc<State>,
         auth: Authenticator,
-        accounts: Arc<crate::accounts::Accounts>,
+        accounts: Arc<crate::identity::accounts::Accounts>,
     ) -> Self {
         SnapshotService {
             state,
@@ -265,7 +265,7 @@ impl Snapshots for SnapshotService {
         request: Request<Streaming<pb::CreateSnapshotRequest>>,
     ) -> Reply<pb::SnapshotInfo> {
         let user = self.user(&request)?;
-        crate::auth::may_write(&self.accounts, &user, "record snapshots")?;
+        crate::identity::auth::may_write(&self.accounts, &user, "record snapshots")?;
         let owner = user.login;
         let mut stream = request.into_inner();
         let begin = match stream.message().await? {
@@ -415,7 +415,7 @@ impl Snapshots for SnapshotService {
 
     async fn forget(&self, request: Request<pb::ForgetRequest>) -> Reply<pb::ForgetReply> {
         let user = self.user(&request)?;
-        crate::auth::may_write(&self.accounts, &user, "forget snapshots")?;
+        crate::identity::auth::may_write(&self.accounts, &user, "forget snapshots")?;
         let owner = user.login;
         let mut ids = request.into_inner().ids;
         ids.sort();

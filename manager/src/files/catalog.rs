@@ -7,7 +7,7 @@
 //! bytes): each user's files form one contiguous range (a listing is a prefix
 //! scan), the versions of one name sit together in order, and two users may
 //! both have `notes.txt`. A version stays while it is its name's latest or a
-//! snapshot uses it ([`crate::snapshots`]); chunks of the versions that leave
+//! snapshot uses it ([`crate::files::snapshots`]); chunks of the versions that leave
 //! are then garbage for the servers' collection.
 //!
 //! # Indexes
@@ -40,8 +40,8 @@
 //! owner (the tree `files`, [`Catalog::adopt_legacy`]) and records with one
 //! version per name (the tree `owned_files`, [`Catalog::take_unversioned`]).
 
+use crate::cluster::membership::NodeRef;
 use crate::config::Quota;
-use crate::membership::NodeRef;
 use dupla::kv::{Batch, Kv};
 use dupla::{Error, Hash, Result};
 use serde::{Deserialize, Serialize};

@@ -18,12 +18,12 @@
 //!
 //! The decision of what to retire, [`to_retire`], is a pure function.
 
+use crate::cluster::launcher::Launcher;
+use crate::cluster::membership::Liveness;
 use crate::config::LauncherKind;
-use crate::launcher::Launcher;
-use crate::membership::Liveness;
-use crate::repair::{RepairTask, TARGET_COPIES};
+use crate::files::repair::{RepairTask, TARGET_COPIES};
+use crate::identity::tokens::Tokens;
 use crate::state::State;
-use crate::tokens::Tokens;
 use dupla::kv::Kv;
 use dupla::shutdown::Shutdown;
 use dupla::{clock, Error, Result};
@@ -224,8 +224,8 @@ impl Elastic {
     /// Whether some up server can take one more session now.
     fn has_room(&self) -> bool {
         let counts = self.session_counts();
-        let loads = crate::sessions::loads(&self.state, &counts, Instant::now());
-        crate::sessions::assign(&loads, self.state.config.max_sessions)
+        let loads = crate::identity::sessions::loads(&self.state, &counts, Instant::now());
+        crate::identity::sessions::assign(&loads, self.state.config.max_sessions)
             .is_some_and(|a| !a.over_capacity)
     }
 
@@ -531,7 +531,11 @@ async fn drain_files(state: &Arc<State>, id: &str) -> Result<u64> {
 }
 
 /// Give one file version enough copies off `id`, then release `id`.
-async fn move_off(state: &Arc<State>, id: &str, record: crate::catalog::FileRecord) -> Result<u64> {
+async fn move_off(
+    state: &Arc<State>,
+    id: &str,
+    record: crate::files::catalog::FileRecord,
+) -> Result<u64> {
     let mut copies = 0;
     let mut record = record;
     loop {
@@ -582,7 +586,7 @@ async fn move_off(state: &Arc<State>, id: &str, record: crate::catalog::FileReco
             holders_before: record.holders.clone(),
             target,
         };
-        crate::repair_worker::copy_file(state, &task).await?;
+        crate::files::repair_worker::copy_file(state, &task).await?;
         copies += 1;
         record = state
             .catalog
@@ -593,7 +597,7 @@ async fn move_off(state: &Arc<State>, id: &str, record: crate::catalog::FileReco
 }
 
 /// Drop `id` from a version's holders, if two others still hold it.
-fn release(state: &State, id: &str, record: &crate::catalog::FileRecord) -> Result<()> {
+fn release(state: &State, id: &str, record: &crate::files::catalog::FileRecord) -> Result<()> {
     let _writes = state.lock_catalog_writes();
     let Some(mut current) =
         state

@@ -5,8 +5,8 @@
 //! Either way a missing, malformed, expired or revoked token is
 //! `UNAUTHENTICATED` with a message that says what to do.
 
-use crate::membership::NodeRef;
-use crate::tokens::Tokens;
+use crate::cluster::membership::NodeRef;
+use crate::identity::tokens::Tokens;
 use dupla::{clock, Error, Result};
 use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
@@ -82,7 +82,7 @@ impl Authenticator {
 /// its account is a viewer: viewers may list and restore only. The same
 /// check guards gRPC and HTTP, since both call the same services.
 pub fn may_write(
-    accounts: &crate::accounts::Accounts,
+    accounts: &crate::identity::accounts::Accounts,
     session: &Session,
     what: &str,
 ) -> Result<()> {

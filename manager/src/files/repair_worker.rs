@@ -8,8 +8,8 @@
 //! recorded only after the target answered that its copy is durable and
 //! verified. A failing file backs off exponentially.
 
-use crate::membership::Liveness;
-use crate::repair::{self, RepairTask};
+use crate::cluster::membership::Liveness;
+use crate::files::repair::{self, RepairTask};
 use crate::state::State;
 use dupla::chunk::REPLICATE_WINDOW_CHUNKS;
 use dupla::rpc::MAX_CATALOG_MESSAGE_BYTES;

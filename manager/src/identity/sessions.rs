@@ -7,7 +7,7 @@
 //! is over capacity). [`assign`] is the pure rule; [`loads`] reads the
 //! manager's membership and the session counts for it.
 
-use crate::membership::{Liveness, NodeRef};
+use crate::cluster::membership::{Liveness, NodeRef};
 use crate::state::State;
 use std::collections::HashMap;
 use std::time::Instant;

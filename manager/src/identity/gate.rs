@@ -8,7 +8,7 @@
 //!
 //! Handlers keep their own checks: the gate only refuses early.
 
-use crate::auth::Authenticator;
+use crate::identity::auth::Authenticator;
 use dupla::rpc::Secret;
 use std::convert::Infallible;
 use std::pin::Pin;

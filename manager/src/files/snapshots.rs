@@ -14,7 +14,7 @@
 //! therefore leaves at most references without a header, which keep a file
 //! version alive longer than needed, never the other way round.
 
-use crate::catalog::{name_prefix, owner_prefix, version_key};
+use crate::files::catalog::{name_prefix, owner_prefix, version_key};
 use dupla::kv::Kv;
 use dupla::{Error, Hash, Result};
 use serde::{Deserialize, Serialize};

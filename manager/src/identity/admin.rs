@@ -8,8 +8,8 @@
 //! They open the manager's database, which sled locks while the manager
 //! runs: stop the manager first (the error says so).
 
-use crate::accounts::{self, Account, Accounts, NewAccount};
 use crate::config::Config;
+use crate::identity::accounts::{self, Account, Accounts, NewAccount};
 use crate::state::State;
 use dupla::kv::{Kv, SledKv};
 use dupla::{Error, Result};
