@@ -6,19 +6,14 @@
 //! `run` is what the binary calls; `start` is the same for tests, returning
 //! the bound address.
 
+pub mod chat;
 pub mod cluster;
 pub mod config;
-pub mod embedded_broker;
 pub mod files;
 pub mod http;
 pub mod identity;
-pub mod presence;
-pub mod room_hub;
-pub mod room_service;
-pub mod rooms;
 pub mod service;
 pub mod social;
-pub mod social_service;
 pub mod state;
 
 pub use config::{Args, Config};
@@ -76,20 +71,21 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         let _writes = state.lock_catalog_writes();
         files::snapshot_service::snapshot_adopted(&state)?;
     }
-    let hub = Arc::new(room_hub::Hub::new(config.chat.clone()));
+    let hub = Arc::new(chat::room_hub::Hub::new(config.chat.clone()));
     // Latency per RPC of every dupla service, shown at the HTTP /metrics.
     let metrics = dupla::metrics::Metrics::new("manager");
     use dupla::metrics::Timed;
     // The social graph shares the database too; presence says who has a
     // message stream open, and where.
-    let social = Arc::new(social::Social::new(kv.clone(), accounts.clone()));
-    let presence = Arc::new(presence::Presence::new(kv.clone()));
+    let social = Arc::new(social::graph::Social::new(kv.clone(), accounts.clone()));
+    let presence = Arc::new(social::presence::Presence::new(kv.clone()));
     let (broker_url, embedded_broker) = match &config.broker {
         Some(url) => (url.clone(), None),
         None => {
-            let broker = embedded_broker::start(&config.broker_listen, shutdown.clone()).await?;
+            let broker =
+                social::embedded_broker::start(&config.broker_listen, shutdown.clone()).await?;
             (
-                embedded_broker::advertised(broker.addr, &config.tls_names),
+                social::embedded_broker::advertised(broker.addr, &config.tls_names),
                 Some(broker.task),
             )
         }
@@ -162,7 +158,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let accounts_service = AccountsServer::new(accounts_rpc)
         .max_decoding_message_size(identity::gate::MAX_CLIENT_MESSAGE_BYTES);
     let social_service = identity::gate::Gate::new(
-        SocialGraphServer::new(social_service::SocialGraphService::new(
+        SocialGraphServer::new(social::service::SocialGraphService::new(
             social,
             presence,
             tokens.clone(),
@@ -176,14 +172,14 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     );
     let catalog_accounts = accounts.clone();
     let rooms_service = InterceptedService::new(
-        RoomsServer::new(room_service::RoomsService::new(
+        RoomsServer::new(chat::room_service::RoomsService::new(
             hub,
             accounts,
             authenticator.clone(),
             config.chat.clone(),
             shutdown.clone(),
         ))
-        .max_decoding_message_size(room_service::MAX_CHAT_MESSAGE_BYTES),
+        .max_decoding_message_size(chat::room_service::MAX_CHAT_MESSAGE_BYTES),
         authenticator.clone(),
     );
     let repairs = tokio::spawn(files::repair_worker::run(state.clone(), shutdown.clone()));
@@ -224,7 +220,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .set_serving::<AccountsServer<identity::accounts_service::AccountsService>>()
         .await;
     health
-        .set_serving::<RoomsServer<room_service::RoomsService>>()
+        .set_serving::<RoomsServer<chat::room_service::RoomsService>>()
         .await;
     health
         .set_serving::<SnapshotsServer<files::snapshot_service::SnapshotService>>()

@@ -16,11 +16,11 @@ pub mod cluster;
 pub mod console;
 pub mod types;
 
+use crate::chat::room_hub::Hub;
 use crate::files::snapshot_service::SnapshotService;
 use crate::identity::accounts::Accounts;
 use crate::identity::accounts_service::AccountsService;
 use crate::identity::tokens::Tokens;
-use crate::room_hub::Hub;
 use crate::service::ManagerService;
 use crate::state::State;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};

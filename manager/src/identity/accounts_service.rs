@@ -10,12 +10,12 @@
 //! time, so logins never stall the async runtime and a burst of them
 //! cannot take all the memory (each hash uses 19 MiB).
 
+use crate::chat::room_hub::Hub;
 use crate::identity::accounts::{self, Account, Accounts, NewAccount};
 use crate::identity::auth::{Authenticator, Session};
 use crate::identity::sessions;
 use crate::identity::throttle::{LoginThrottle, RateLimits};
 use crate::identity::tokens::Tokens;
-use crate::room_hub::Hub;
 use crate::state::State;
 use dupla::v1::accounts_server::Accounts as AccountsRpc;
 use dupla::v1::{self as pb};
@@ -50,8 +50,8 @@ struct Inner {
     auth: Authenticator,
     hub: Arc<Hub>,
     /// The social graph and presence, cleared of an account when it goes.
-    social: Arc<crate::social::Social>,
-    presence: Arc<crate::presence::Presence>,
+    social: Arc<crate::social::graph::Social>,
+    presence: Arc<crate::social::presence::Presence>,
     throttle: Mutex<LoginThrottle>,
     /// Registrations per source address.
     registrations: Mutex<RateLimits>,
@@ -74,7 +74,10 @@ impl AccountsService {
         accounts: Arc<Accounts>,
         tokens: Arc<Mutex<Tokens>>,
         hub: Arc<Hub>,
-        (social, presence): (Arc<crate::social::Social>, Arc<crate::presence::Presence>),
+        (social, presence): (
+            Arc<crate::social::graph::Social>,
+            Arc<crate::social::presence::Presence>,
+        ),
     ) -> Self {
         AccountsService {
             inner: Arc::new(Inner {
@@ -500,8 +503,11 @@ mod tests {
         let tokens = Arc::new(Mutex::new(Tokens::load(kv.clone(), 0).unwrap()));
         let hub = Arc::new(Hub::new(config.chat.clone()));
         let accounts = Arc::new(Accounts::new(kv.clone()));
-        let social = Arc::new(crate::social::Social::new(kv.clone(), accounts.clone()));
-        let presence = Arc::new(crate::presence::Presence::new(kv));
+        let social = Arc::new(crate::social::graph::Social::new(
+            kv.clone(),
+            accounts.clone(),
+        ));
+        let presence = Arc::new(crate::social::presence::Presence::new(kv));
         let service = AccountsService::new(state, accounts, tokens, hub, (social, presence));
         let inner = service.inner;
         let mut req = pb::RegisterRequest {

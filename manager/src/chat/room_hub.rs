@@ -12,8 +12,8 @@
 //! The hub's lock (a `std::sync::Mutex`) is never held across an `.await`:
 //! every channel operation under it is non-blocking.
 
+use crate::chat::rooms::{self, ClientId, Command, Directory, Effect, Rooms, LOBBY};
 use crate::config::ChatLimits;
-use crate::rooms::{self, ClientId, Command, Directory, Effect, Rooms, LOBBY};
 use dupla::clock;
 use dupla::v1::{chat_event, ChatEvent};
 use std::collections::HashMap;

@@ -105,8 +105,8 @@ impl Rooms {
 
 #[cfg(test)]
 mod tests {
-    use crate::rooms::tests::USERS;
-    use crate::rooms::{Command, Effect, Rooms, MAX_ROOMS_PER_USER};
+    use crate::chat::rooms::tests::USERS;
+    use crate::chat::rooms::{Command, Effect, Rooms, MAX_ROOMS_PER_USER};
 
     #[test]
     fn room_creation_is_bounded_per_user() {

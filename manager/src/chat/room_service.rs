@@ -6,12 +6,12 @@
 //! them, and forwards the events for the client to its response stream.
 //! The decisions live in `rooms/`; the fan-out in `room_hub.rs`.
 
+use crate::chat::room_hub::{Connection, Direct, Hub, RoomEvent};
+use crate::chat::rooms::{self, ClientId, Command, Directory};
 use crate::config::ChatLimits;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{self, Authenticator, Session};
 use crate::identity::throttle::RateLimits;
-use crate::room_hub::{Connection, Direct, Hub, RoomEvent};
-use crate::rooms::{self, ClientId, Command, Directory};
 use dupla::shutdown::Shutdown;
 use dupla::v1::rooms_server::Rooms as RoomsRpc;
 use dupla::v1::{chat_event, ChatEvent, ChatInput};

@@ -7,8 +7,8 @@
 use crate::cluster::membership::Liveness;
 use crate::identity::auth::Authenticator;
 use crate::identity::tokens::Tokens;
-use crate::presence::{Presence, Stream};
-use crate::social::{self, Outcome, Social};
+use crate::social::graph::{self, Outcome, Social};
+use crate::social::presence::{Presence, Stream};
 use crate::state::State;
 use dupla::v1::social_graph_server::SocialGraph;
 use dupla::v1::{self as pb};
@@ -134,7 +134,7 @@ impl SocialGraphService {
         me: String,
         req: pb::SendRequest,
     ) -> Result<(Outcome, String, Vec<pb::Recipient>)> {
-        social::validate_text(&req.text)?;
+        graph::validate_text(&req.text)?;
         if !self.social.user_exists(&req.to)? {
             return Ok((Outcome::NoSuchUser, me, vec![]));
         }
@@ -153,7 +153,7 @@ impl SocialGraphService {
         me: String,
         req: pb::SendGroupRequest,
     ) -> Result<(Outcome, String, Vec<pb::Recipient>)> {
-        social::validate_text(&req.text)?;
+        graph::validate_text(&req.text)?;
         if !self.social.group_exists(&req.group)? {
             return Ok((Outcome::NoSuchGroup, me, vec![]));
         }

@@ -116,8 +116,8 @@ impl Rooms {
 
 #[cfg(test)]
 mod tests {
-    use crate::rooms::tests::USERS;
-    use crate::rooms::{Command, Effect, Rooms, LOBBY};
+    use crate::chat::rooms::tests::USERS;
+    use crate::chat::rooms::{Command, Effect, Rooms, LOBBY};
 
     #[test]
     fn a_creator_with_another_connection_keeps_the_room() {

@@ -12,7 +12,7 @@
 //! notice. Room events carry a per-room sequence number.
 //!
 //! The parts, each with one job (all private; everything public is
-//! re-exported here, so callers keep using `crate::rooms::…`):
+//! re-exported here, so callers keep using `crate::chat::rooms::…`):
 //!
 //! - `command`: one line of text to a [`Command`], or the answer why not.
 //! - `event`: what the core hands back — [`Event`], [`Kind`], [`Effect`].
