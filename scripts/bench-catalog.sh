@@ -6,7 +6,8 @@
 # Runs testkit's `catalog-bench`: an in-process cluster (manager and three
 # servers in a temporary directory), FILES file versions committed through
 # `Catalog::commit` (the code path of `Manager/Commit`, 16 threads, group
-# commit), the manager restarted on that database, then timed over gRPC:
+# commit), the manager restarted on that database on threads of its own (as
+# its own process would run), then timed over gRPC from a thread of its own:
 # `ClusterStatus` (50 calls), `Place` and `Lookup` (1,000 each) while 16
 # uploads of 256 KiB run, the catalog's size on disk and the process's peak
 # memory; last, repair planning for a lost server (server 0) over the same
