@@ -177,6 +177,65 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     }
 }
 
+/// Add to `doc` the error answers a route gives whatever its handler does,
+/// unless it documents them itself: 400 when it takes a query, path or
+/// body (the extractors refuse malformed ones), 401 when it needs a token,
+/// 413 and 415 when it reads JSON. Then every status a client can see is
+/// in the document (`scripts/api-fuzz.sh` checks that with schemathesis).
+pub fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, ResponseBuilder};
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                utoipa::openapi::Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let json_body = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            let mut common = Vec::new();
+            if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some() {
+                common.push((
+                    "400",
+                    "Bad input: a malformed query, path or body (`invalid_input`)",
+                ));
+            }
+            if op.security.is_some() {
+                common.push((
+                    "401",
+                    "No token, or one that is unknown, expired or revoked (`unauthenticated`)",
+                ));
+            }
+            if json_body {
+                common.push(("413", "The JSON body is over 64 KiB (`too_large`)"));
+                common.push((
+                    "415",
+                    "The body is not `application/json` (`unsupported_media_type`)",
+                ));
+            }
+            for (status, what) in common {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(what).into());
+            }
+        }
+    }
+}
+
 /// The bearer token of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let text = headers

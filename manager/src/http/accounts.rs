@@ -16,7 +16,10 @@ use dupla::{clock, Error};
 
 #[utoipa::path(post, path = "/api/register", tag = "accounts", request_body = Register,
     responses((status = 200, description = "Registered (log in next)", body = User),
-        (status = 400, body = ErrorBody), (status = 409, description = "Login taken", body = ErrorBody)))]
+        (status = 400, body = ErrorBody),
+        (status = 403, description = "The login is reserved for the administrator", body = ErrorBody),
+        (status = 409, description = "Login taken", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this address: wait", body = ErrorBody)))]
 /// Create an account (the user role).
 pub async fn register(
     State(api): State<Api>,

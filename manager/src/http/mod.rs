@@ -134,7 +134,7 @@ struct ManagerDoc;
 
 /// The API routes with their OpenAPI document.
 pub fn api_router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ManagerDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ManagerDoc::openapi())
         .routes(routes!(accounts::register))
         .routes(routes!(accounts::login))
         .routes(routes!(accounts::logout))
@@ -157,7 +157,9 @@ pub fn api_router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::events))
         .routes(routes!(chat::close))
         .with_state(api)
-        .split_for_parts()
+        .split_for_parts();
+    web::document_common_errors(&mut doc);
+    (router, doc)
 }
 
 /// Bind `addr` and serve until `shutdown`; `None` when HTTP is off.

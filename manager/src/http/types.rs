@@ -66,16 +66,22 @@ impl From<pb::Node> for Node {
 #[serde(deny_unknown_fields)]
 pub struct Register {
     /// 3 to 32 of `[a-z0-9_.-]`.
+    #[schema(pattern = "^[a-z0-9_.-]{3,32}$")]
     pub login: String,
-    /// 8 to 1024 bytes.
+    /// 8 characters to 1024 bytes.
+    #[schema(min_length = 8)]
     pub password: String,
-    /// Non-empty, at most 100 characters.
+    /// At most 100 characters, no control characters; empty: not given.
+    #[schema(max_length = 100)]
     pub first_names: String,
-    /// Non-empty, at most 100 characters.
+    /// At most 100 characters, no control characters; empty: not given.
+    #[schema(max_length = 100)]
     pub last_names: String,
-    /// 1 to 150.
+    /// 1 to 150; 0: not given.
+    #[schema(maximum = 150)]
     pub age: u32,
-    /// Free text, at most 32 characters.
+    /// Free text, at most 32 characters; empty: not given.
+    #[schema(max_length = 32)]
     pub gender: String,
 }
 

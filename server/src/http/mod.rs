@@ -56,13 +56,14 @@ struct ServerDoc;
 
 /// The routes with their OpenAPI document.
 pub fn router(api: Api) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::with_openapi(ServerDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ServerDoc::openapi())
         .routes(routes!(download::content))
         .routes(routes!(archive::archive))
         .routes(routes!(upload::create))
         .routes(routes!(upload::status, upload::put_range, upload::cancel))
         .with_state(api)
         .split_for_parts();
+    web::document_common_errors(&mut doc);
     (router, doc)
 }
 

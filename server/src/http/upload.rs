@@ -109,7 +109,8 @@ pub(crate) async fn caller(
     responses(
         (status = 200, description = "Staged; PUT the bytes", body = UploadState),
         (status = 400, body = dupla::web::ErrorBody), (status = 401, body = dupla::web::ErrorBody),
-        (status = 403, description = "Viewers may not back up", body = dupla::web::ErrorBody)),
+        (status = 403, description = "Viewers may not back up", body = dupla::web::ErrorBody),
+        (status = 429, description = "Larger than this server offers", body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Stage a new upload.
 pub async fn create(
