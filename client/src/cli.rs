@@ -3,7 +3,9 @@
 //! chat). Parsing only; the
 //! commands themselves live in their own modules and run from [`crate::run`].
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use crate::chat_bench::cpu::{parse_watch, Watched};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// Default size of each generated file in `dupla bench`.
@@ -324,6 +326,65 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// Chat load: N clients in one room, each message timed from send to receipt
     Chat(ChatBenchArgs),
+    /// Social fan-out: N users on their assigned servers send direct or group
+    /// messages through the broker, each delivery timed from send to receipt
+    Social(SocialBenchArgs),
+}
+
+/// What `dupla bench social` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FanoutMode {
+    /// Each user sends direct messages to the next one (a ring of friends):
+    /// one delivery per message
+    Direct,
+    /// Each user sends to one group holding every user: a delivery to each
+    /// member per message, the sender included
+    Group,
+}
+
+/// Options of `dupla bench social`.
+#[derive(Debug, Clone, Args)]
+pub struct SocialBenchArgs {
+    /// Direct messages (one delivery each) or group messages (one per member)
+    #[arg(long, value_enum, default_value_t = FanoutMode::Group)]
+    pub mode: FanoutMode,
+    /// Users, each a real account with its own stream on its assigned server
+    #[arg(long, default_value_t = DEFAULT_CHAT_CLIENTS,
+          value_parser = clap::value_parser!(u32).range(2..=i64::from(MAX_CHAT_CLIENTS)))]
+    pub clients: u32,
+    /// Messages per second sent by all users together (not per user)
+    #[arg(long, default_value_t = DEFAULT_CHAT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Length of the sending phase, in seconds
+    #[arg(long, default_value_t = DEFAULT_CHAT_SECONDS,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub seconds: u32,
+    /// Accounts are PREFIX000, PREFIX001...: registered on first use, then reused;
+    /// their friendships and the group PREFIX-all are kept too
+    #[arg(long, default_value = DEFAULT_SOCIAL_PREFIX, value_parser = parse_prefix)]
+    pub prefix: String,
+    /// Also report the CPU time of this process while messages flow
+    /// (NAME=PID, repeatable; Linux)
+    #[arg(long, value_name = "NAME=PID", value_parser = parse_watch)]
+    pub watch: Vec<Watched>,
+}
+
+/// Default prefix of the accounts `dupla bench social` uses (`fan000`...).
+pub const DEFAULT_SOCIAL_PREFIX: &str = "fan";
+
+impl Default for SocialBenchArgs {
+    fn default() -> Self {
+        SocialBenchArgs {
+            mode: FanoutMode::Group,
+            clients: DEFAULT_CHAT_CLIENTS,
+            rate: DEFAULT_CHAT_RATE,
+            seconds: DEFAULT_CHAT_SECONDS,
+            prefix: DEFAULT_SOCIAL_PREFIX.into(),
+            watch: Vec::new(),
+        }
+    }
 }
 
 /// Default number of chat clients in `dupla bench chat`.
@@ -360,6 +421,10 @@ pub struct ChatBenchArgs {
     /// Accounts are PREFIX000, PREFIX001...: registered on first use, then reused
     #[arg(long, default_value = DEFAULT_CHAT_PREFIX, value_parser = parse_prefix)]
     pub prefix: String,
+    /// Also report the CPU time of this process while messages flow
+    /// (NAME=PID, repeatable; Linux)
+    #[arg(long, value_name = "NAME=PID", value_parser = parse_watch)]
+    pub watch: Vec<Watched>,
 }
 
 impl Default for ChatBenchArgs {
@@ -369,6 +434,7 @@ impl Default for ChatBenchArgs {
             rate: DEFAULT_CHAT_RATE,
             seconds: DEFAULT_CHAT_SECONDS,
             prefix: DEFAULT_CHAT_PREFIX.into(),
+            watch: Vec::new(),
         }
     }
 }

@@ -190,6 +190,9 @@ impl App {
                 Some(BenchTarget::Chat(chat)) => {
                     chat_bench::command(&self.anonymous(), root, chat, out).await
                 }
+                Some(BenchTarget::Social(social)) => {
+                    chat_bench::social_command(&self.anonymous(), root, social, out).await
+                }
                 None => bench::command(client, &args, out).await,
             },
             // Register and login need no token: a stale one must not get in the way.

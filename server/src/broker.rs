@@ -247,6 +247,13 @@ impl Worker {
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         let (client, mut events) = AsyncClient::new(options, REQUEST_QUEUE);
+        // Nagle's algorithm would hold a small PUBLISH (or PUBACK) until
+        // the previous segment is acknowledged, and the peer delays that
+        // acknowledgement: tens of ms per message at low rates
+        // (docs/performance.md, "Social fan-out through Mosquitto").
+        let mut network = events.network_options();
+        network.set_tcp_nodelay(true);
+        events.set_network_options(network);
         {
             let mut waiters = self.link.lock();
             waiters.client = Some(client.clone());

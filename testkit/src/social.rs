@@ -93,3 +93,32 @@ pub fn bearer<T>(token: &str, message: T) -> Request<T> {
     );
     request
 }
+
+/// Wait until every server of `cluster` says its Social service is SERVING
+/// (its broker link is up and subscribed) — polled, since health has no
+/// push here.
+pub async fn wait_for_social(cluster: &crate::TestCluster) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for server in &cluster.servers {
+        let channel = dupla::rpc::connect_lazy(&server.addr.to_string()).expect("address");
+        let mut health = HealthClient::new(channel);
+        loop {
+            let request = HealthCheckRequest {
+                service: "dupla.v1.Social".into(),
+            };
+            let status = health.check(request).await.map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never served Social: {status:?}",
+                server.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

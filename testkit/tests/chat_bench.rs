@@ -1,14 +1,17 @@
 //! `dupla bench chat` in-process against a lone manager: a short run at a
 //! low rate delivers every message to every client, and a second run
 //! reuses the accounts the first one registered; afterwards nobody is left
-//! in the chat. No timing assertions.
+//! in the chat. `dupla bench social` over two servers and the embedded
+//! broker: group and direct runs deliver everything they were due. No
+//! timing assertions.
 
 use dupla::v1::{ListUsersRequest, LoginRequest};
 use dupla_client::chat_bench;
-use dupla_client::cli::ChatBenchArgs;
+use dupla_client::cli::{ChatBenchArgs, FanoutMode, SocialBenchArgs};
 use dupla_client::Client;
 use dupla_testkit::chat::{accounts, authed, LoneManager, TEST_PASSWORD};
-use dupla_testkit::TEST_TIMEOUT;
+use dupla_testkit::social::wait_for_social;
+use dupla_testkit::{TestCluster, TEST_TIMEOUT};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -76,4 +79,53 @@ async fn five_clients_for_a_second_lose_nothing() {
     })
     .await
     .expect("the chat benchmark test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn social_fanout_over_two_servers_loses_nothing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let cluster = TestCluster::start_without_user(2).await;
+        wait_for_social(&cluster).await;
+        let root = tempfile::tempdir().unwrap();
+        let client = Client::new(cluster.manager_addr(), None);
+        // Four users in one group: each message reaches all four.
+        let group = SocialBenchArgs {
+            mode: FanoutMode::Group,
+            clients: 4,
+            rate: 20,
+            seconds: 1,
+            ..SocialBenchArgs::default()
+        };
+        let report = chat_bench::run_social(&client, root.path(), &group, false)
+            .await
+            .unwrap();
+        assert_eq!((report.sent, report.refused), (20, 0), "{report:?}");
+        assert_eq!(report.expected, 80, "{report:?}");
+        assert_eq!((report.received, report.lost), (80, 0), "{report:?}");
+        assert_eq!(report.disconnected, 0, "{report:?}");
+        assert_eq!(report.accounts_registered, 4);
+        // Logins spread the users over both servers (fewest sessions first).
+        assert_eq!(report.servers.len(), 2, "{report:?}");
+        assert_eq!(report.servers.values().sum::<u32>(), 4);
+        // The CPU of this process is always reported.
+        assert!(report.cpu.iter().any(|c| c.name == "bench"));
+
+        // Direct messages around the ring of friends, the accounts reused.
+        let direct = SocialBenchArgs {
+            mode: FanoutMode::Direct,
+            ..group
+        };
+        let again = chat_bench::run_social(&client, root.path(), &direct, false)
+            .await
+            .unwrap();
+        assert_eq!(again.accounts_registered, 0);
+        assert_eq!((again.sent, again.refused), (20, 0), "{again:?}");
+        assert_eq!(
+            (again.expected, again.received, again.lost),
+            (20, 20, 0),
+            "{again:?}"
+        );
+    })
+    .await
+    .expect("the social benchmark test finishes in time");
 }

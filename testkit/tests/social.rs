@@ -5,13 +5,10 @@
 
 use dupla::v1::{self as pb};
 use dupla_testkit::mosquitto::Mosquitto;
-use dupla_testkit::social::{bearer, SocialUser, SOCIAL_PASSWORD};
+use dupla_testkit::social::{bearer, wait_for_social, SocialUser, SOCIAL_PASSWORD};
 use dupla_testkit::{bounded, TestCluster};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 fn dial(addr: &str) -> Channel {
     dupla::rpc::connect_lazy(addr).expect("address")
@@ -91,30 +88,6 @@ async fn friends(user: &mut SocialUser) -> Vec<String> {
         .unwrap()
         .into_inner()
         .names
-}
-
-/// Wait until every server says its Social service is SERVING (its broker
-/// link is up and subscribed) — polled, since health has no push here.
-async fn wait_for_social(cluster: &TestCluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for server in &cluster.servers {
-        let mut health = HealthClient::new(dial(&server.addr.to_string()));
-        loop {
-            let request = HealthCheckRequest {
-                service: "dupla.v1.Social".into(),
-            };
-            let status = health.check(request).await.map(|r| r.into_inner().status);
-            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never served Social: {status:?}",
-                server.addr
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 #[tokio::test]

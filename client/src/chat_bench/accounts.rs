@@ -65,12 +65,21 @@ pub(super) fn bench_password(root: &Path) -> Result<(String, PathBuf)> {
 /// One signed-in benchmark account.
 pub(super) struct Account {
     pub(super) token: String,
+    /// The storage server the login assigned (the social bench opens the
+    /// account's stream there); `None` when no server was up.
+    pub(super) server: Option<String>,
     /// Registered by this run (else reused).
     pub(super) registered: bool,
 }
 
 /// Register (when new) and log in every login, a few at a time; stops at
 /// the first failure.
+///
+/// The manager rate-limits registration attempts per address (250, then
+/// one every 5 s), and an attempt counts even for a login that exists: so
+/// only the first account is registered blindly. If it existed already,
+/// this is a rerun, and the others are logged in straight away, each
+/// registered only if its login is refused.
 pub(super) async fn sign_in(
     anonymous: &Client,
     logins: &[String],
@@ -83,9 +92,11 @@ pub(super) async fn sign_in(
     // The first account alone: on a fresh manager the first registration
     // gets the admin role, and it must be PREFIX000 whatever the concurrency.
     let mut accounts = Vec::with_capacity(logins.len());
-    accounts.push(account(anonymous, first, password, file).await?);
+    let first = account(anonymous, first, password, file, false).await?;
+    let rerun = !first.registered;
+    accounts.push(first);
     let mut pending = futures::stream::iter(rest)
-        .map(|login| account(anonymous, login, password, file))
+        .map(|login| account(anonymous, login, password, file, rerun))
         .buffered(SETUP_CONCURRENCY);
     while let Some(outcome) = pending.next().await {
         match outcome {
@@ -105,8 +116,28 @@ pub(super) async fn sign_in(
     Ok(accounts)
 }
 
-/// Register `login` unless it exists, then log it in.
-async fn account(anonymous: &Client, login: &str, password: &str, file: &Path) -> Result<Account> {
+/// Log `login` in, registering it first unless it `probably_exists`
+/// (then only when the login is refused).
+async fn account(
+    anonymous: &Client,
+    login: &str,
+    password: &str,
+    file: &Path,
+    probably_exists: bool,
+) -> Result<Account> {
+    if probably_exists {
+        match anonymous.login(login, password).await {
+            Ok(reply) => {
+                return Ok(Account {
+                    token: reply.token,
+                    server: reply.server.map(|node| node.addr),
+                    registered: false,
+                })
+            }
+            Err(Error::Unauthenticated(_)) => {} // Not there after all.
+            Err(err) => return Err(err),
+        }
+    }
     let registered = match anonymous
         .register(RegisterRequest {
             first_names: "Chat".into(),
@@ -143,6 +174,7 @@ async fn account(anonymous: &Client, login: &str, password: &str, file: &Path) -
         })?;
     Ok(Account {
         token: reply.token,
+        server: reply.server.map(|node| node.addr),
         registered,
     })
 }

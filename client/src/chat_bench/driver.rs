@@ -5,10 +5,11 @@
 //! add up what they saw. All the tasks live in [`JoinSet`]s, so an error
 //! or a cancellation anywhere stops every one of them.
 
+use super::cpu::{CpuUse, CpuWindow};
 use super::histogram::LatencyHistogram;
 use super::receiver::{receive, Ready, Received};
 use super::say;
-use super::schedule::{messages_of, send, Schedule};
+use super::schedule::{messages_of, send, to_chat, Schedule};
 use crate::cli::ChatBenchArgs;
 use crate::session::Client;
 use crate::time::SystemClock;
@@ -53,6 +54,9 @@ pub(super) struct Counters {
     pub(super) received: AtomicU64,
     pub(super) throttled: AtomicU64,
     pub(super) ended: AtomicU64,
+    /// Deliveries due, when the sender learns it per message (the social
+    /// bench: a `Send` reply lists its recipients).
+    pub(super) expected: AtomicU64,
 }
 
 /// What the sending and receiving phases measured.
@@ -66,6 +70,8 @@ pub(super) struct Measured {
     pub(super) window: f64,
     pub(super) disconnected: u32,
     pub(super) reason: Option<String>,
+    /// CPU of the watched processes while messages flowed.
+    pub(super) cpu: Vec<CpuUse>,
 }
 
 /// Connect every member, gather them in `room`, send, drain. Every task is
@@ -132,6 +138,7 @@ pub(super) async fn measure(
 
     // Send on the shared schedule.
     let total = u64::from(args.rate) * u64::from(args.seconds);
+    let cpu = CpuWindow::start(&args.watch);
     let start = Instant::now();
     let mut senders = JoinSet::new();
     for (i, input) in inputs.iter().enumerate() {
@@ -146,49 +153,90 @@ pub(super) async fn measure(
                     rate: args.rate,
                     start,
                 },
-                input.clone(),
                 clock,
                 counters.clone(),
+                to_chat(input.clone()),
             ));
         }
     }
-    let end = start + Duration::from_secs(u64::from(args.seconds)) + SEND_GRACE;
+    let send_seconds = finish_sending(senders, start, args.seconds).await;
+    // Every accepted line reaches every member.
+    drain(&counters, n, |c| {
+        let sent = c.sent.load(Ordering::Relaxed);
+        sent.saturating_sub(c.throttled.load(Ordering::Relaxed)) * u64::from(n)
+    })
+    .await;
+    let cpu = cpu.finish();
+    let _ = stop.send(true);
+    let got = gather(receivers).await;
+    drop(inputs);
+    Ok(Measured {
+        setup_seconds,
+        send_seconds,
+        sent: counters.sent.load(Ordering::Relaxed),
+        throttled: got.throttled,
+        latencies: got.latencies,
+        window: got.last.map_or(0.0, |t: Instant| {
+            t.saturating_duration_since(start).as_secs_f64()
+        }),
+        disconnected: got.disconnected,
+        reason: got.reason,
+        cpu,
+    })
+}
+
+/// Wait for every sender to be done, at most [`SEND_GRACE`] past the end of
+/// the schedule; the seconds sending took.
+pub(super) async fn finish_sending(mut senders: JoinSet<()>, start: Instant, seconds: u32) -> f64 {
+    let end = start + Duration::from_secs(u64::from(seconds)) + SEND_GRACE;
     let all_sent = async { while senders.join_next().await.is_some() {} };
     if tokio::time::timeout_at(end, all_sent).await.is_err() {
         senders.abort_all();
-        eprintln!("warning: the manager stopped taking lines; sending was cut short");
+        eprintln!("warning: the cluster stopped taking messages; sending was cut short");
     }
-    let send_seconds = start.elapsed().as_secs_f64();
+    start.elapsed().as_secs_f64()
+}
 
-    // Drain until every accepted message reached every client.
+/// Wait until every expected delivery arrived (`expected` reads the
+/// counters), every client's stream ended, or [`DRAIN`] passed.
+pub(super) async fn drain(counters: &Counters, clients: u32, expected: impl Fn(&Counters) -> u64) {
     let drain_end = Instant::now() + DRAIN;
     loop {
-        let sent = counters.sent.load(Ordering::Relaxed);
-        let throttled = counters.throttled.load(Ordering::Relaxed);
-        let expected = sent.saturating_sub(throttled) * u64::from(n);
-        let done = counters.received.load(Ordering::Relaxed) >= expected
-            || counters.ended.load(Ordering::Relaxed) >= u64::from(n);
+        let done = counters.received.load(Ordering::Relaxed) >= expected(counters)
+            || counters.ended.load(Ordering::Relaxed) >= u64::from(clients);
         if done || Instant::now() >= drain_end {
-            break;
+            return;
         }
         tokio::time::sleep(DRAIN_POLL).await;
     }
-    let _ = stop.send(true);
+}
 
-    let mut latencies = LatencyHistogram::new();
-    let (mut throttled, mut last, mut disconnected, mut reason) = (0, None, 0, None);
+/// What the receivers saw, added up.
+#[derive(Default)]
+pub(super) struct Gathered {
+    pub(super) latencies: LatencyHistogram,
+    pub(super) throttled: u64,
+    pub(super) last: Option<Instant>,
+    pub(super) disconnected: u32,
+    pub(super) reason: Option<String>,
+}
+
+/// Collect every receiver's figures (they were told to stop), waiting at
+/// most [`STOP_TIMEOUT`].
+pub(super) async fn gather(mut receivers: JoinSet<Received>) -> Gathered {
+    let mut all = Gathered::default();
     let gathered = tokio::time::timeout(STOP_TIMEOUT, async {
         while let Some(outcome) = receivers.join_next().await {
             let got = outcome.unwrap_or_else(|e| Received {
                 ended: Some(format!("the receiving task failed: {e}")),
                 ..Received::default()
             });
-            latencies.merge(&got.latencies);
-            throttled += got.throttled;
-            last = last.max(got.last);
+            all.latencies.merge(&got.latencies);
+            all.throttled += got.throttled;
+            all.last = all.last.max(got.last);
             if let Some(why) = got.ended {
-                disconnected += 1;
-                reason.get_or_insert(why);
+                all.disconnected += 1;
+                all.reason.get_or_insert(why);
             }
         }
     })
@@ -196,19 +244,7 @@ pub(super) async fn measure(
     if gathered.is_err() {
         eprintln!("warning: some receivers did not stop in time; their deliveries are not counted");
     }
-    drop(inputs);
-    Ok(Measured {
-        setup_seconds,
-        send_seconds,
-        sent: counters.sent.load(Ordering::Relaxed),
-        throttled,
-        latencies,
-        window: last.map_or(0.0, |t: Instant| {
-            t.saturating_duration_since(start).as_secs_f64()
-        }),
-        disconnected,
-        reason,
-    })
+    all
 }
 
 /// A chat line.

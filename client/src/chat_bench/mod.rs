@@ -42,18 +42,24 @@
 //! - `receiver`: the receiving task, which times and counts deliveries;
 //! - `stamp`: the text of a benchmark message and the latency it gives;
 //! - `histogram`: the latency counts and their percentiles;
-//! - `report`: what a run measured, and its text form.
+//! - `report`: what a run measured, and its text form;
+//! - `cpu`: the CPU time of watched processes (`--watch manager=PID`)
+//!   while messages flow;
+//! - `social`: `dupla bench social`, the same run over the social
+//!   network's path (servers and a broker instead of the manager's room).
 //!
 //! This file holds the entry points, [`command`] and [`run`]: they check
 //! the arguments, chain the phases and turn their figures into a
 //! [`ChatBenchReport`].
 
 mod accounts;
+pub mod cpu;
 mod driver;
 mod histogram;
 mod receiver;
 mod report;
 mod schedule;
+mod social;
 mod stamp;
 
 pub use accounts::PASSWORD_FILE;
@@ -61,15 +67,16 @@ pub use driver::DRAIN;
 pub use histogram::LatencyHistogram;
 pub use report::ChatBenchReport;
 pub use schedule::{due, messages_of};
+pub use social::SocialBenchReport;
 pub use stamp::{latency_us, parse_stamp, stamp, Stamp};
 
-use crate::cli::{parse_prefix, ChatBenchArgs, MAX_CHAT_CLIENTS};
+use crate::cli::{parse_prefix, ChatBenchArgs, SocialBenchArgs, MAX_CHAT_CLIENTS};
 use crate::output::Output;
 use crate::session::Client;
 use accounts::{bench_password, log_out, sign_in};
 use driver::measure;
 use dupla::{Error, Result};
-use report::render;
+use report::{render, render_social};
 use std::path::Path;
 use tokio::time::Instant;
 
@@ -89,6 +96,28 @@ pub async fn command(
 ) -> anyhow::Result<()> {
     let report = run(anonymous, root, args, !out.json).await?;
     out.emit(render(&report), &report)
+}
+
+/// `dupla bench social`.
+pub async fn social_command(
+    anonymous: &Client,
+    root: &Path,
+    args: &SocialBenchArgs,
+    out: Output,
+) -> anyhow::Result<()> {
+    let report = social::run(anonymous, root, args, !out.json).await?;
+    out.emit(render_social(&report), &report)
+}
+
+/// Run the social fan-out benchmark (`dupla bench social`) against
+/// `anonymous`'s cluster.
+pub async fn run_social(
+    anonymous: &Client,
+    root: &Path,
+    args: &SocialBenchArgs,
+    progress: bool,
+) -> Result<SocialBenchReport> {
+    social::run(anonymous, root, args, progress).await
 }
 
 /// Run the benchmark against `anonymous`'s manager. The accounts' password
@@ -166,6 +195,7 @@ pub async fn run(
         max_ms: ms(m.latencies.max_us()),
         disconnected: m.disconnected,
         disconnect_reason: m.reason,
+        cpu: m.cpu,
     })
 }
 
@@ -182,7 +212,12 @@ fn check(args: &ChatBenchArgs) -> Result<()> {
             "--rate and --seconds must be at least 1".into(),
         ));
     }
-    parse_prefix(&args.prefix).map_err(Error::InvalidInput)?;
+    check_prefix(&args.prefix)
+}
+
+/// Refuse an account prefix clap would not take.
+fn check_prefix(prefix: &str) -> Result<()> {
+    parse_prefix(prefix).map_err(Error::InvalidInput)?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! What a run measured, [`ChatBenchReport`], which is also the `--json`
 //! object, and its text form for the terminal.
 
+use super::cpu::CpuUse;
+use super::social::SocialBenchReport;
 use super::{DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_LINES_PER_SEC};
 use serde::Serialize;
 
@@ -48,6 +50,8 @@ pub struct ChatBenchReport {
     pub disconnected: u32,
     /// What the manager told the first of them, if anything.
     pub disconnect_reason: Option<String>,
+    /// CPU of the watched processes (and this one) while messages flowed.
+    pub cpu: Vec<CpuUse>,
 }
 
 /// The text form.
@@ -87,5 +91,66 @@ pub(super) fn render(r: &ChatBenchReport) -> String {
             r.disconnect_reason.as_deref().unwrap_or("nothing")
         ));
     }
+    lines.extend(cpu_lines(&r.cpu));
     lines.join("\n")
+}
+
+/// The text form of `dupla bench social`.
+pub(super) fn render_social(r: &SocialBenchReport) -> String {
+    let servers: Vec<String> = r
+        .servers
+        .iter()
+        .map(|(a, n)| format!("{a} ({n})"))
+        .collect();
+    let mut lines = vec![
+        format!(
+            "social bench: {} users, {:?} messages, {} messages/s in total for {} s",
+            r.clients, r.mode, r.rate, r.seconds
+        ),
+        format!(
+            "servers:   {}; {} of the ring's pairs cross servers",
+            servers.join(", "),
+            r.cross_server_pairs
+        ),
+        format!(
+            "sent:      {} messages in {:.2} s ({} refused)",
+            r.sent, r.send_seconds, r.refused
+        ),
+        format!(
+            "delivered: {} of {} expected ({} lost), {:.0} deliveries/s",
+            r.received, r.expected, r.lost, r.deliveries_per_s
+        ),
+        format!(
+            "latency:   send to receipt p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            r.p50_ms, r.p99_ms, r.max_ms
+        ),
+        format!(
+            "accounts:  {} registered; setup (logins, friends, group, streams) {:.1} s",
+            r.accounts_registered, r.setup_seconds
+        ),
+    ];
+    if let Some(why) = &r.first_refusal {
+        lines.push(format!("refused:   the first refusal said {why}"));
+    }
+    if r.disconnected > 0 {
+        lines.push(format!(
+            "disconnected: {} users before the end; the first: {}",
+            r.disconnected,
+            r.disconnect_reason.as_deref().unwrap_or("nothing")
+        ));
+    }
+    lines.extend(cpu_lines(&r.cpu));
+    lines.join("\n")
+}
+
+/// One line per watched process: its CPU while messages flowed.
+fn cpu_lines(cpu: &[CpuUse]) -> Vec<String> {
+    cpu.iter()
+        .map(|c| {
+            format!(
+                "cpu:       {} (pid {}) {:.2} s, {:.2} cores",
+                c.name, c.pid, c.cpu_seconds, c.cores
+            )
+        })
+        .collect()
 }

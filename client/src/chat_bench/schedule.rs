@@ -3,12 +3,14 @@
 //! schedule of `rate` slots per second: message k of client i takes slot
 //! `i + k·N`. Each client's sender sleeps until its next slot, stamps the
 //! message and queues it; a late sender catches up at once rather than
-//! skipping, so every message is sent.
+//! skipping, so every message is sent. What sending means is the
+//! caller's: a chat line or a social `Send` call.
 
 use super::driver::Counters;
 use super::stamp::stamp;
 use crate::time::{LocalClock, SystemClock};
 use dupla::v1::ChatInput;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,22 +46,37 @@ pub(super) struct Schedule {
 }
 
 /// Send `plan.count` stamped messages, each at its due time (late ones at
-/// once).
-pub(super) async fn send(
+/// once), handing each to `sink`, which answers whether to go on (false:
+/// the sender's stream is gone, and its receiver says why). The chat hands
+/// a line to its stream, the social bench makes a `Send` call.
+pub(super) async fn send<S, F>(
     plan: Schedule,
-    input: mpsc::Sender<ChatInput>,
     clock: SystemClock,
     counters: Arc<Counters>,
-) {
+    mut sink: S,
+) where
+    S: FnMut(String) -> F,
+    F: Future<Output = bool>,
+{
     for k in 0..plan.count {
         tokio::time::sleep_until(plan.start + due(plan.index, k, plan.clients, plan.rate)).await;
-        let text = stamp(plan.index, k, clock.unix_nanos());
-        if input.send(ChatInput { line: text }).await.is_err() {
-            return; // The stream is gone; its receiver says why.
+        if !sink(stamp(plan.index, k, clock.unix_nanos())).await {
+            return;
         }
         counters.sent.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// The chat's sink: queue the line towards the member's chat stream.
+pub(super) fn to_chat(input: mpsc::Sender<ChatInput>) -> impl FnMut(String) -> ChatSend {
+    move |line| {
+        let input = input.clone();
+        Box::pin(async move { input.send(ChatInput { line }).await.is_ok() })
+    }
+}
+
+/// One chat line on its way into the stream.
+pub(super) type ChatSend = std::pin::Pin<Box<dyn Future<Output = bool> + Send>>;
 
 #[cfg(test)]
 mod tests {
