@@ -113,6 +113,22 @@ impl Client {
         }
     }
 
+    /// Another client of the same cluster that dials the same way (TLS
+    /// trusting the same pinned CA, or plain text) but holds connections of
+    /// its own and no token: one per simulated user in the benchmarks.
+    pub fn sibling(&self) -> Client {
+        Client {
+            manager: self.manager.clone(),
+            server: self.server.clone(),
+            assigned: None,
+            token: None,
+            manager_channel: Arc::new(OnceCell::new()),
+            entries: Arc::default(),
+            ca_pin: self.ca_pin.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+
     /// The same client, speaking TLS to nodes signed by the CA pinned in
     /// `pin`: the one there, or (first use) the one the first node it
     /// reaches presents, saved there (mode 0600). A node presenting another

@@ -1,7 +1,8 @@
 //! End to end with the real binaries: a manager and three servers started
 //! from copies of `nodes/`, the real `dupla` client backing up sample files,
-//! the primary killed with SIGKILL, the file restored anyway; and grpcurl
-//! listing each node's services through reflection.
+//! the primary killed with SIGKILL, the file restored anyway; grpcurl
+//! listing each node's services through reflection; and the chat benchmark
+//! against that TLS cluster.
 
 use dupla_testkit::procs::{self, backup_lines, client, copy_node_dir, start_cluster, wait_for_up};
 use serde_json::Value;
@@ -228,4 +229,42 @@ fn grpcurl_lists_each_nodes_services_through_reflection() {
         text.contains("Hola Ana") && text.contains("Hola Luis"),
         "{text}"
     );
+}
+
+/// `dupla bench chat` gives each simulated user its own connection: those
+/// must speak TLS like the client that started them (they used to dial in
+/// plain text, which a default cluster refuses).
+#[test]
+fn the_chat_benchmark_runs_against_a_tls_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(tmp.path());
+    let root = copy_node_dir("client", tmp.path());
+    wait_for_up(&cluster, &root, 3);
+    let manager = cluster.manager.addr.clone();
+    let out = client(
+        &root,
+        &[
+            "--manager",
+            &manager,
+            "--json",
+            "bench",
+            "chat",
+            "--clients",
+            "5",
+            "--rate",
+            "10",
+            "--seconds",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "bench chat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(report["clients"], 5, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["received"], report["expected"], "{report}");
+    assert!(report["received"].as_u64().unwrap() > 0, "{report}");
 }

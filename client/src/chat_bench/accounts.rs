@@ -103,10 +103,9 @@ pub(super) async fn sign_in(
             Ok(account) => accounts.push(account),
             Err(err) => {
                 drop(pending);
-                let manager = anonymous.manager_addr().to_string();
                 let members: Vec<Client> = accounts
                     .iter()
-                    .map(|a| Client::new(manager.clone(), None).with_token(a.token.clone()))
+                    .map(|a| anonymous.sibling().with_token(a.token.clone()))
                     .collect();
                 log_out(&members).await;
                 return Err(err);

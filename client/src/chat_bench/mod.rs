@@ -152,10 +152,9 @@ pub async fn run(
         ),
     );
     let accounts = sign_in(anonymous, &logins, &password, &file).await?;
-    let manager = anonymous.manager_addr().to_string();
     let members: Vec<Client> = accounts
         .iter()
-        .map(|a| Client::new(manager.clone(), None).with_token(a.token.clone()))
+        .map(|a| anonymous.sibling().with_token(a.token.clone()))
         .collect();
     let room = format!("bench-{:08x}", rand::random::<u32>());
     let measured = measure(&members, args, &room, setup, progress).await;
