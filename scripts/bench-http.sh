@@ -10,7 +10,8 @@
 #  (a) a fresh 100 MiB file: `dupla backup` versus an HTTP upload with curl
 #      (place at the manager, stage at the server, one PUT), and `dupla
 #      restore` versus an HTTP download with curl (then fsync, as the
-#      restore does), RUNS times each, alternating; the page cache is dropped
+#      restore does) from the file's primary (the client also reads from a
+#      holder), RUNS times each, alternating; the page cache is dropped
 #      before each download when root. Prints the medians and the ratios
 #      (goal: HTTP at least 0.8x the client).
 #  (b) 20 locust users (scripts/load/locustfile.py) uploading and
@@ -86,18 +87,31 @@ token="$(curl -sf "$manager_http/api/login" -H 'content-type: application/json' 
   -d '{"login":"bench","password":"benchmark password"}' | json '["token"]')"
 auth=(-H "authorization: Bearer $token")
 
+# The value of "key" in a small JSON answer, without starting a process
+# (which would count in the timings).
+field() { [[ "$1" =~ \"$2\":\"?([^\",]*) ]] && echo "${BASH_REMATCH[1]}"; }
+
 # Place at the manager, stage at the server it names, PUT the bytes in one
-# request; prints the server's URL. Exits non-zero unless committed.
+# request; the PUT's answer goes to $work/put.json. Exits non-zero unless
+# committed.
 http_upload() {
   local file="$1" name="$2" size url id
   size="$(stat -c%s "$file")"
-  url="$(curl -sf "${auth[@]}" -H 'content-type: application/json' "$manager_http/api/uploads" \
-    -d "{\"name\":\"$name\",\"size\":$size}" | json '["url"]')"
-  id="$(curl -sf "${auth[@]}" -H 'content-type: application/json' "$url/api/uploads" \
-    -d "{\"name\":\"$name\",\"size\":$size}" | json '["id"]')"
+  url="$(field "$(curl -sf "${auth[@]}" -H 'content-type: application/json' "$manager_http/api/uploads" \
+    -d "{\"name\":\"$name\",\"size\":$size}")" url)"
+  id="$(field "$(curl -sf "${auth[@]}" -H 'content-type: application/json' "$url/api/uploads" \
+    -d "{\"name\":\"$name\",\"size\":$size}")" id)"
   curl -sf "${auth[@]}" -H 'content-type: application/octet-stream' -T "$file" \
-    "$url/api/uploads/$id?offset=0" | json '["done"]' | grep -qx True
-  echo "$url"
+    "$url/api/uploads/$id?offset=0" >"$work/put.json"
+  [ "$(field "$(<"$work/put.json")" done)" = true ]
+}
+
+# The HTTP URL of the file's primary (from the last PUT's answer): HTTP
+# downloads read from a holder, as `dupla restore` does.
+primary_url() {
+  curl -sf "$manager_http/api/cluster" | python3 -c "import json,sys
+primary = json.load(open(sys.argv[1]))['file']['holders'][0]
+print(next(s['http'] for s in json.load(sys.stdin)['servers'] if s['addr'] == primary))" "$work/put.json"
 }
 
 echo "== (a) ${size_mib} MiB: dupla backup / restore vs HTTP upload / download (curl), $runs runs"
@@ -112,13 +126,14 @@ for i in $(seq "$runs"); do
     if [ "$way" = cli ]; then
       "${client[@]}" --json backup "cli-$i.bin" >/dev/null
     else
-      url="$(http_upload "$root/http-$i.bin" "http-$i.bin")"
+      http_upload "$root/http-$i.bin" "http-$i.bin"
     fi
     t1="$(now)"
     r="$(mbps "$t0" "$t1")"
     if [ "$way" = cli ]; then up_cli="$up_cli $r"; else up_http="$up_http $r"; fi
     echo "upload run $i, $way: $r MB/s"
   done
+  url="$(primary_url)"
   for way in $( ((i % 2)) && echo "cli http" || echo "http cli"); do
     rm -f "$root/restored.bin"
     drop_caches
@@ -133,7 +148,7 @@ for i in $(seq "$runs"); do
     cmp -s "$root/restored.bin" "$root/$way-$i.bin" || { echo "run $i: $way download differs from the upload" >&2; exit 1; }
     r="$(mbps "$t0" "$t1")"
     if [ "$way" = cli ]; then down_cli="$down_cli $r"; else down_http="$down_http $r"; fi
-    echo "download run $i, $way: $r MB/s (HTTP from $url)"
+    echo "download run $i, $way: $r MB/s"
   done
   rm -f "$root/cli-$i.bin" "$root/http-$i.bin" "$root/restored.bin"
 done
@@ -151,22 +166,30 @@ rc=0
 # Spawn 2 users a second: logins are argon2-hashed and throttled per address.
 (cd "$work" && DUPLA_LOAD_PASSWORD="load test password" nice -n 5 locust -f "$top/scripts/load/locustfile.py" \
   --host "$manager_http" --headless --users "$users" --spawn-rate 2 --run-time "${seconds}s" \
-  --stop-timeout 300 --csv "$work/locust" --only-summary >"$work/locust.log" 2>&1) || rc=$?
+  --stop-timeout 300 --json-file "$work/locust" >"$work/locust.log" 2>&1) || rc=$?
 load_end="$(date +%s)"
-tail -n 40 "$work/locust.log"
+grep -v ' INFO/' "$work/locust.log" || true
 [ "$rc" = 0 ] || echo "(locust exited with $rc: failures above)"
 
-summary_b="$(python3 - "$work/locust_stats.csv" "$((load_end - load_start))" <<'EOF'
-import csv, sys
-rows, elapsed = list(csv.DictReader(open(sys.argv[1]))), float(sys.argv[2])
+# Locust's final stats (its CSV lags by a flush): percentiles from its
+# histogram of response times, MB/s from the bytes each request moved.
+summary_b="$(python3 - "$work/locust.json" "$((load_end - load_start))" <<'EOF'
+import json, sys
+entries, elapsed = json.load(open(sys.argv[1])), float(sys.argv[2])
+def pct(times, p):
+    ordered, seen = sorted((int(k), v) for k, v in times.items()), 0
+    for ms, n in ordered:
+        seen += n
+        if seen >= p * sum(times.values()):
+            return ms
 print("| request | count | errors | p50 ms | p95 ms | p99 ms | max ms | MB/s |")
 print("|---|---|---|---|---|---|---|---|")
-for r in rows:
-    count = int(r["Request Count"])
-    moved = count * float(r["Average Content Size"])
+for e in sorted(entries, key=lambda e: e["name"]):
+    moved = e["total_content_length"]
     rate = f"{moved / elapsed / 1e6:.1f}" if moved > 1e6 else ""
-    print(f"| {r['Name']} | {count} | {r['Failure Count']} | {r['50%']} | {r['95%']} | {r['99%']} "
-          f"| {float(r['Max Response Time']):.0f} | {rate} |")
+    t = e["response_times"]
+    print(f"| {e['name']} | {e['num_requests']} | {e['num_failures']} | {pct(t, .5)} | {pct(t, .95)} "
+          f"| {pct(t, .99)} | {e['max_response_time']:.0f} | {rate} |")
 EOF
 )"
 
@@ -180,12 +203,12 @@ for line in open(sys.argv[1]):
         t, n, rss, hwm = map(int, parts)
         by.setdefault(n, []).append((t, rss, hwm))
 mib = lambda kb: f"{kb / 1024:.0f}"
-print("| server | RSS at start of (b) | middle | end | max RSS during (b) | peak (VmHWM, whole run) |")
-print("|---|---|---|---|---|---|")
+print("| server | RSS at start of (b) | 25% | 50% | 75% | end | max RSS during (b) | peak (VmHWM, whole run) |")
+print("|---|---|---|---|---|---|---|---|")
 for n, s in sorted(by.items()):
     during = [x for x in s if start <= x[0] <= end] or s
-    at = lambda when: min(during, key=lambda x: abs(x[0] - when))[1]
-    print(f"| {n} | {mib(at(start))} MiB | {mib(at((start + end) // 2))} MiB | {mib(at(end))} MiB "
+    at = lambda q: mib(min(during, key=lambda x: abs(x[0] - (start + q * (end - start))))[1]) + " MiB"
+    print(f"| {n} | {' | '.join(at(q) for q in (0, .25, .5, .75, 1))} "
           f"| {mib(max(x[1] for x in during))} MiB | {mib(max(x[2] for x in s))} MiB |")
 EOF
 )"

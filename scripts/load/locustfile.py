@@ -51,6 +51,29 @@ class Failed(Exception):
     """A response that is not what the API promises."""
 
 
+class FreshBytes:
+    """`size` fresh random bytes, hashed as they are sent, 1 MiB at a time.
+    Fresh: the cluster stores chunks by content, so the same bytes again
+    would be deduplicated. Sized: requests then sends a Content-Length
+    rather than a chunked body, as browsers and curl do (and the server
+    commits while it stages such an upload)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.hasher = blake3.blake3()
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        left = self.size
+        while left > 0:
+            piece = os.urandom(min(PIECE, left))
+            self.hasher.update(piece)
+            left -= len(piece)
+            yield piece
+
+
 class DuplaUser(HttpUser):
     # No think time: every user keeps one transfer going all the time.
     wait_time = constant(0)
@@ -127,28 +150,17 @@ class DuplaUser(HttpUser):
         r = self.http.post(f"{url}/api/uploads", json={"name": name, "size": size}, timeout=TIMEOUT)
         check(r, 200)
         upload_id = r.json()["id"]
-        hasher = blake3.blake3()
-
-        # Fresh bytes every time: the cluster stores chunks by content, so
-        # sending the same bytes again would be deduplicated.
-        def body():
-            left = size
-            while left > 0:
-                piece = os.urandom(min(PIECE, left))
-                hasher.update(piece)
-                left -= len(piece)
-                yield piece
-
+        body = FreshBytes(size)
         r = self.http.put(
             f"{url}/api/uploads/{upload_id}",
             params={"offset": 0},
-            data=body(),
+            data=body,
             headers={"content-type": "application/octet-stream"},
             timeout=TIMEOUT,
         )
         check(r, 200)
         state = r.json()
-        digest = hasher.hexdigest()
+        digest = body.hasher.hexdigest()
         if not state["done"] or state["file"]["copies"] != 2 or state["file"]["blake3"] != digest:
             raise Failed(f"upload not committed as sent: {state}")
         return size, digest
