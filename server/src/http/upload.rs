@@ -256,9 +256,15 @@ pub async fn put_range(
             append(&api, &id, staged, meta.size, body, Some(written)),
             commit(&api.node, source, &meta, credentials),
         );
-        // Cut short: the commit failed for want of bytes (its upload was
-        // aborted); the client resumes from `offset`.
         let offset = appended?;
+        if offset < meta.size || committed.is_err() {
+            // The client goes on from `offset` (cut short: the commit
+            // failed for want of bytes and its upload was aborted), so it
+            // must be durable. When the commit succeeded the staged copy
+            // is deleted unsynced: its bytes already have two durable copies.
+            let file = tokio::fs::File::open(&part).await.map_err(Error::from)?;
+            file.sync_data().await.map_err(Error::from)?;
+        }
         (offset, (offset == meta.size).then_some(committed))
     } else {
         let offset = append(&api, &id, staged, meta.size, body, None).await?;
@@ -306,7 +312,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// length. A body cut short keeps what arrived (the next request resumes
 /// there); one longer than the file is refused and leaves nothing of it.
 /// `written`, if given, hears the part file's length after every write (a
-/// commit reading behind), and is dropped when the body ends.
+/// commit reading behind), and is dropped when the body ends; the part is
+/// then left unsynced (see `put_range`).
 async fn append(
     api: &Api,
     id: &str,
@@ -369,8 +376,11 @@ async fn append(
         }
     }
     // Durable before it counts as staged: the offset a later request reads
-    // must never point past bytes a crash could lose.
-    file.sync_data().await.map_err(Error::from)?;
+    // must never point past bytes a crash could lose. With a commit reading
+    // behind, the caller syncs only if that commit fails.
+    if written.is_none() {
+        file.sync_data().await.map_err(Error::from)?;
+    }
     if let Some(reason) = cut_short {
         tracing::info!(upload = %id, offset, %reason, "HTTP upload cut short; it resumes from here");
     }
