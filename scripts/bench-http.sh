@@ -18,7 +18,7 @@
 #      downloading 1-100 MiB files for SECONDS: requests, errors, latency
 #      percentiles, MB/s (goal: no errors).
 #  (c) each server's VmRSS and VmHWM (/proc/PID/status) every second from
-#      start to end: the RSS at the start, middle and end of (b) and the peak
+#      start to end: the RSS at the start, quartiles and end of (b), and the peak
 #      (goal: flat while (b) runs).
 # Needs python3, curl; locust and blake3 are pip-installed if missing.
 # MB/s is 10^6 bytes per second.
