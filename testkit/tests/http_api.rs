@@ -712,9 +712,13 @@ async fn metrics_healthz_and_the_openapi_document() {
         let http = Client::new();
         let token = cluster.token.clone();
         http_upload(&http, &base, &token, "m.bin", &test_bytes(100_000, 3), 1).await;
-        raw::download(&Target::new(cluster.server_addr(0), &token), "m.bin")
-            .await
-            .unwrap();
+        // A gRPC call on each server (an HTTP upload's write path runs in
+        // the entry's own process, so it records no Storage RPC there).
+        for i in 0..2 {
+            raw::download(&Target::new(cluster.server_addr(i), &token), "m.bin")
+                .await
+                .unwrap();
+        }
         let manager = http
             .get(format!("{base}/metrics"))
             .send()
