@@ -875,7 +875,9 @@ async fn metrics_healthz_and_the_openapi_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_uploads_take_the_tls_write_path_too() {
     bounded(async {
-        // The staged file goes through Storage/Upload over the cluster's TLS.
+        // The staged file goes through the write path, whose hops between
+        // servers (to the replica, or to a primary elsewhere) use the
+        // cluster's TLS.
         let cluster = TestCluster::start_tls(2).await;
         let base = cluster.manager_http();
         let http = Client::new();
