@@ -2,9 +2,12 @@
 //! stages a file of a given name and size; `PUT /api/uploads/{id}?offset=N`
 //! appends the bytes from N (where the last request stopped: `GET` says);
 //! the request that brings the last byte sends the whole file through
-//! `Storage/Upload` on this very server, so it takes the same path as the
+//! the write path of `Storage/Upload` (in this process when this server is
+//! to hold a copy, else at the primary), so it takes the same path as the
 //! `dupla` client's: placement, two copies, blake3 on every chunk and on
-//! the whole file, commit only when both copies are durable.
+//! the whole file, commit only when both copies are durable. A request
+//! that brings the whole rest of the file starts that commit at once,
+//! reading behind the bytes it stages ([`super::tail`]).
 
 use super::Api;
 use crate::node::StorageNode;
