@@ -38,8 +38,10 @@ manager_http="http://127.0.0.1:$BENCH_HTTP_PORT"
 pids=()
 
 cleanup() {
+  local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
+  # A failed run keeps its logs (the nodes', locust's) for a look.
+  if [ "$status" = 0 ]; then rm -rf "$work"; else echo "failed: logs kept in $work" >&2; fi
 }
 trap cleanup EXIT
 
