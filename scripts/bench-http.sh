@@ -40,6 +40,8 @@ pids=()
 cleanup() {
   local status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Gone before their directories are removed (they write until they exit).
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   # A failed run keeps its logs (the nodes', locust's) for a look.
   if [ "$status" = 0 ]; then rm -rf "$work"; else echo "failed: logs kept in $work" >&2; fi
 }
