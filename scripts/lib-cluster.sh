@@ -7,19 +7,23 @@
 #     under WORK; pids are appended to the caller's `pids` array (kill them
 #     on exit); sets `client` to the dupla command line (root WORK/root).
 #     TLS on, as users run it; DUPLA_BENCH_INSECURE=1 measures plain text.
+#     BENCH_HTTP_PORT=P turns the HTTP API on: manager on 127.0.0.1:P,
+#     server N on P+N (unset: HTTP off, as before).
 #   bench_login
 #     registers and logs in the user `bench` through `client`.
 
 start_cluster() {
   local bin="$1" work="$2" port="$3"
   shift 3
-  local secret="bench-secret-$RANDOM$RANDOM" plain=()
+  local secret="bench-secret-$RANDOM$RANDOM" plain=() http=()
   [ -n "${DUPLA_BENCH_INSECURE:-}" ] && plain=(--insecure)
-  "$bin/dupla-manager" "${plain[@]}" --listen "127.0.0.1:$port" --data "$work/manager" --secret "$secret" \
+  [ -n "${BENCH_HTTP_PORT:-}" ] && http=(--http "127.0.0.1:$BENCH_HTTP_PORT")
+  "$bin/dupla-manager" "${plain[@]}" "${http[@]}" --listen "127.0.0.1:$port" --data "$work/manager" --secret "$secret" \
     >"$work/manager.log" 2>&1 &
   pids+=($!)
   for n in 1 2 3; do
-    "$bin/dupla-server" "${plain[@]}" --listen "127.0.0.1:$((port + n))" --manager "127.0.0.1:$port" \
+    [ -n "${BENCH_HTTP_PORT:-}" ] && http=(--http "127.0.0.1:$((BENCH_HTTP_PORT + n))")
+    "$bin/dupla-server" "${plain[@]}" "${http[@]}" --listen "127.0.0.1:$((port + n))" --manager "127.0.0.1:$port" \
       --data "$work/server-$n" --capacity 100GiB --secret "$secret" "$@" >"$work/server-$n.log" 2>&1 &
     pids+=($!)
   done

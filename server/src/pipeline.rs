@@ -555,9 +555,12 @@ fn hop_error(addr: &str, status: Status) -> Error {
 
 /// Await the next message of an inbound stream, giving up after `idle` of
 /// silence.
-pub async fn next_message<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>> {
-    match tokio::time::timeout(idle, stream.message()).await {
-        Ok(result) => Ok(result?),
+pub async fn next_message<T, S>(stream: &mut S, idle: Duration) -> Result<Option<T>>
+where
+    S: futures::Stream<Item = std::result::Result<T, Status>> + Unpin,
+{
+    match tokio::time::timeout(idle, futures::StreamExt::next(stream)).await {
+        Ok(result) => Ok(result.transpose()?),
         Err(_) => Err(Error::Aborted(format!(
             "no data for {} s: the sender seems gone",
             idle.as_secs_f64()

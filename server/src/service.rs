@@ -38,7 +38,8 @@ type Reply<T> = std::result::Result<Response<T>, Status>;
 impl Storage for StorageService {
     async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Reply<UploadReceipt> {
         let user = UserCredentials::of(&request)?;
-        let receipt = upload::handle(self.node.clone(), user, request.into_inner()).await?;
+        let receipt =
+            upload::handle(self.node.clone(), user, Box::pin(request.into_inner())).await?;
         Ok(Response::new(receipt))
     }
 

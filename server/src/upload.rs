@@ -15,15 +15,20 @@ use dupla::v1::{
     UploadBegin, UploadReceipt, UploadRequest,
 };
 use dupla::{name, Error, Hash, Result};
+use std::pin::Pin;
 use std::sync::Arc;
-use tonic::Streaming;
+
+/// An upload's messages: a gRPC request stream, or the HTTP API's staged
+/// file read in this process (no TLS round trip to ourselves).
+pub type UploadStream =
+    Pin<Box<dyn futures::Stream<Item = std::result::Result<UploadRequest, tonic::Status>> + Send>>;
 
 /// Handle one upload from first message to receipt, for the user whose
 /// credentials the manager will check (the file becomes theirs).
 pub async fn handle(
     node: Arc<StorageNode>,
     user: UserCredentials,
-    mut stream: Streaming<UploadRequest>,
+    mut stream: UploadStream,
 ) -> Result<UploadReceipt> {
     let _transfer = node.active.enter();
     let begin = match next_message(&mut stream, node.idle_timeout).await? {
@@ -87,7 +92,7 @@ async fn store_and_commit(
     prefix: Vec<Hash>,
     prefix_lengths: Vec<u32>,
     whole: blake3::Hasher,
-    stream: Streaming<UploadRequest>,
+    stream: UploadStream,
 ) -> Result<UploadReceipt> {
     let placed = place
         .primary
@@ -208,7 +213,7 @@ fn pipeline_route(me: &str, primary: WireNode, replica: Option<WireNode>) -> (bo
 /// The client's side of an upload: chunks until `UploadEnd`, hashing the
 /// whole file on the way.
 struct UploadSource {
-    stream: Streaming<UploadRequest>,
+    stream: UploadStream,
     whole: blake3::Hasher,
     chunks: Vec<Hash>,
     /// Each chunk's length (the pipeline checks them).

@@ -814,9 +814,13 @@ async fn metrics_healthz_and_the_openapi_document() {
         let http = Client::new();
         let token = cluster.token.clone();
         http_upload(&http, &base, &token, "m.bin", &test_bytes(100_000, 3), 1).await;
-        raw::download(&Target::new(cluster.server_addr(0), &token), "m.bin")
-            .await
-            .unwrap();
+        // A gRPC call on each server (an HTTP upload's write path runs in
+        // the entry's own process, so it records no Storage RPC there).
+        for i in 0..2 {
+            raw::download(&Target::new(cluster.server_addr(i), &token), "m.bin")
+                .await
+                .unwrap();
+        }
         let manager = http
             .get(format!("{base}/metrics"))
             .send()
@@ -973,7 +977,9 @@ async fn metrics_healthz_and_the_openapi_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_uploads_take_the_tls_write_path_too() {
     bounded(async {
-        // The staged file goes through Storage/Upload over the cluster's TLS.
+        // The staged file goes through the write path, whose hops between
+        // servers (to the replica, or to a primary elsewhere) use the
+        // cluster's TLS.
         let cluster = TestCluster::start_tls(2).await;
         let base = cluster.manager_http();
         let http = Client::new();

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod download;
 pub mod staging;
+pub mod tail;
 pub mod upload;
 
 use crate::metrics::Traffic;

@@ -2,9 +2,12 @@
 //! stages a file of a given name and size; `PUT /api/uploads/{id}?offset=N`
 //! appends the bytes from N (where the last request stopped: `GET` says);
 //! the request that brings the last byte sends the whole file through
-//! `Storage/Upload` on this very server, so it takes the same path as the
+//! the write path of `Storage/Upload` (in this process when this server is
+//! to hold a copy, else at the primary), so it takes the same path as the
 //! `dupla` client's: placement, two copies, blake3 on every chunk and on
-//! the whole file, commit only when both copies are durable.
+//! the whole file, commit only when both copies are durable. A request
+//! that brings the whole rest of the file starts that commit at once,
+//! reading behind the bytes it stages ([`super::tail`]).
 
 use super::Api;
 use crate::node::StorageNode;
@@ -23,6 +26,11 @@ use utoipa::{IntoParams, ToSchema};
 
 /// Chunks read ahead of the gRPC upload stream: bounds memory per upload.
 const UPLOAD_CHANNEL_CHUNKS: usize = 4;
+
+/// Bytes of a request body gathered before each write to the staged file:
+/// a few large writes instead of one per body frame, and the memory one
+/// uploading request holds.
+const STAGING_WRITE_BYTES: usize = 1 << 20;
 
 /// Start an upload.
 #[derive(Deserialize, ToSchema)]
@@ -235,8 +243,44 @@ pub async fn put_range(
             format!("{id} has {staged} bytes staged: send from offset={staged}"),
         ));
     }
-    let offset = append(&api, &id, staged, meta.size, body).await?;
-    if offset < meta.size {
+    let part = api.staging.part(&id);
+    let rest = meta.size - staged;
+    // A request that says it brings the whole rest of the file (as curl,
+    // browsers and JMeter do) commits while it stages: the commit reads
+    // the part file behind the appender (`tail`). Otherwise, or for an
+    // empty file, the commit starts after the last byte.
+    let (offset, committed) = if rest > 0 && content_length(&headers) == Some(rest) {
+        let (written, progress) = tokio::sync::watch::channel(staged);
+        let source = super::tail::Tail::new(
+            std::fs::File::open(&part).map_err(Error::from)?,
+            meta.size,
+            progress,
+        );
+        let (appended, committed) = tokio::join!(
+            append(&api, &id, staged, meta.size, body, Some(written)),
+            commit(&api.node, source, &meta, credentials),
+        );
+        let offset = appended?;
+        if offset < meta.size || committed.is_err() {
+            // The client goes on from `offset` (cut short: the commit
+            // failed for want of bytes and its upload was aborted), so it
+            // must be durable. When the commit succeeded the staged copy
+            // is deleted unsynced: its bytes already have two durable copies.
+            let file = tokio::fs::File::open(&part).await.map_err(Error::from)?;
+            file.sync_data().await.map_err(Error::from)?;
+        }
+        (offset, (offset == meta.size).then_some(committed))
+    } else {
+        let offset = append(&api, &id, staged, meta.size, body, None).await?;
+        let committed = if offset == meta.size {
+            let file = std::fs::File::open(&part).map_err(Error::from)?;
+            Some(commit(&api.node, file, &meta, credentials).await)
+        } else {
+            None
+        };
+        (offset, committed)
+    };
+    let Some(committed) = committed else {
         return Ok(Json(UploadState {
             id,
             name: meta.name,
@@ -245,8 +289,8 @@ pub async fn put_range(
             done: false,
             file: None,
         }));
-    }
-    let committed = commit(&api.node, &api.staging.part(&id), &meta, credentials).await?;
+    };
+    let committed = committed?;
     api.staging.remove(&id)?;
     Ok(Json(UploadState {
         id,
@@ -258,10 +302,30 @@ pub async fn put_range(
     }))
 }
 
+/// The request's declared body length, if any.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Append `body` to the staged part of `id`, at most up to `size`; the new
 /// length. A body cut short keeps what arrived (the next request resumes
 /// there); one longer than the file is refused and leaves nothing of it.
-async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiResult<u64> {
+/// `written`, if given, hears the part file's length after every write (a
+/// commit reading behind), and is dropped when the body ends; the part is
+/// then left unsynced (see `put_range`).
+async fn append(
+    api: &Api,
+    id: &str,
+    staged: u64,
+    size: u64,
+    body: Body,
+    written: Option<super::tail::Written>,
+) -> ApiResult<u64> {
     let mut file = tokio::fs::OpenOptions::new()
         .append(true)
         .open(api.staging.part(id))
@@ -270,43 +334,68 @@ async fn append(api: &Api, id: &str, staged: u64, size: u64, body: Body) -> ApiR
     let mut offset = staged;
     let mut stream = body.into_data_stream();
     let mut cut_short = None;
-    while let Some(data) = stream.next().await {
-        let data = match data {
-            Ok(data) => data,
-            Err(e) => {
+    // Body frames are often 16 KiB or less: gather them and write large
+    // pieces, each then published to a commit reading behind.
+    let mut pending = bytes::BytesMut::with_capacity(STAGING_WRITE_BYTES);
+    loop {
+        let data = match stream.next().await {
+            Some(Ok(data)) => Some(data),
+            None => None,
+            Some(Err(e)) => {
                 cut_short = Some(e.to_string());
-                break;
+                None
             }
         };
-        if offset + data.len() as u64 > size {
-            file.set_len(staged).await.map_err(Error::from)?;
-            return Err(ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the upload is {size} bytes; this request sent past its end"),
-            ));
+        if let Some(data) = &data {
+            if offset + (pending.len() + data.len()) as u64 > size {
+                file.set_len(staged).await.map_err(Error::from)?;
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the upload is {size} bytes; this request sent past its end"),
+                ));
+            }
+            pending.extend_from_slice(data);
         }
-        tokio::io::AsyncWriteExt::write_all(&mut file, &data)
-            .await
-            .map_err(Error::from)?;
-        // Not counted in `bytes_in` here: the commit sends the file
-        // through Storage/Upload, which counts it once.
-        offset += data.len() as u64;
+        let last = data.is_none();
+        if pending.len() >= STAGING_WRITE_BYTES || (last && !pending.is_empty()) {
+            tokio::io::AsyncWriteExt::write_all(&mut file, &pending)
+                .await
+                .map_err(Error::from)?;
+            // Not counted in `bytes_in` here: the commit sends the file
+            // through Storage/Upload, which counts it once.
+            offset += pending.len() as u64;
+            pending.clear();
+            if let Some(written) = &written {
+                // tokio's File writes in the background: in the file
+                // first, then readable behind us.
+                tokio::io::AsyncWriteExt::flush(&mut file)
+                    .await
+                    .map_err(Error::from)?;
+                written.send_replace(offset);
+            }
+        }
+        if last {
+            break;
+        }
     }
     // Durable before it counts as staged: the offset a later request reads
-    // must never point past bytes a crash could lose.
-    file.sync_data().await.map_err(Error::from)?;
+    // must never point past bytes a crash could lose. With a commit reading
+    // behind, the caller syncs only if that commit fails.
+    if written.is_none() {
+        file.sync_data().await.map_err(Error::from)?;
+    }
     if let Some(reason) = cut_short {
         tracing::info!(upload = %id, offset, %reason, "HTTP upload cut short; it resumes from here");
     }
     Ok(offset)
 }
 
-/// Send the staged file through `Storage/Upload` on this server, as the
+/// Send the staged file (read from `part`) through `Storage/Upload`, as the
 /// user; the committed file.
 async fn commit(
     node: &Arc<StorageNode>,
-    part: &std::path::Path,
+    part: impl std::io::Read + Send + 'static,
     meta: &super::staging::Meta,
     credentials: UserCredentials,
 ) -> Result<Committed> {
@@ -321,22 +410,30 @@ async fn commit(
     tx.send(begin)
         .await
         .map_err(|_| Error::Internal("upload channel closed".into()))?;
-    let file = std::fs::File::open(part)?;
     let declared = meta.blake3.as_deref().map(Hash::from_hex).transpose()?;
+    let entry = entry_for(node, &credentials, meta).await;
     // Content-defined chunks, as the `dupla` client cuts them, so the
     // same file backed up both ways shares its chunks.
-    let reader = tokio::task::spawn_blocking(move || feed(file, declared, tx));
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    credentials.attach(&mut request);
-    let receipt = node
-        .peer(&node.addr)?
-        .upload(request)
-        .await
-        .map_err(Error::from_status);
+    let reader = tokio::task::spawn_blocking(move || feed(part, declared, tx));
+    let messages = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let receipt = if entry == node.addr {
+        // Here: the write path in this process, without a TLS round trip
+        // to our own gRPC port.
+        let messages = Box::pin(futures::StreamExt::map(messages, Ok));
+        crate::upload::handle(node.clone(), credentials, messages).await
+    } else {
+        let mut request = tonic::Request::new(messages);
+        credentials.attach(&mut request);
+        node.peer(&entry)?
+            .upload(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Error::from_status)
+    };
     let fed = reader
         .await
         .map_err(|e| Error::Internal(format!("staged file reader: {e}")))?;
-    let receipt = receipt?.into_inner();
+    let receipt = receipt?;
     fed?;
     let entry = receipt
         .entry
@@ -351,10 +448,38 @@ async fn commit(
     })
 }
 
+/// Where the commit enters the write path: here if this server is to hold
+/// a copy, else the primary the manager would choose now, so the bytes
+/// take the `dupla` client's two hops (primary, then replica) instead of
+/// three. Here if the preview fails: the upload then places it itself.
+async fn entry_for(
+    node: &Arc<StorageNode>,
+    credentials: &UserCredentials,
+    meta: &super::staging::Meta,
+) -> String {
+    let preview = dupla::v1::UploadStatusRequest {
+        name: meta.name.clone(),
+        size: meta.size,
+        ..Default::default()
+    };
+    let placement = match crate::resume::status(node, credentials, preview).await {
+        Ok(reply) => reply.placement,
+        Err(e) => {
+            tracing::debug!(error = %e, "no placement preview; the upload enters here");
+            return node.addr.clone();
+        }
+    };
+    let holders: Vec<&str> = placement.iter().take(2).map(|n| n.addr.as_str()).collect();
+    match holders.first() {
+        Some(primary) if !holders.contains(&node.addr.as_str()) => primary.to_string(),
+        _ => node.addr.clone(),
+    }
+}
+
 /// Read the staged file chunk by chunk into the upload stream, then its
 /// end marker with the declared (or computed) blake3.
 fn feed(
-    file: std::fs::File,
+    file: impl std::io::Read,
     declared: Option<Hash>,
     tx: tokio::sync::mpsc::Sender<UploadRequest>,
 ) -> Result<()> {
