@@ -4,6 +4,12 @@
 // API (uploads staged by range, downloads with Range): never through the
 // manager. See docs/web.md.
 
+// Uncaught errors and unhandled rejections, kept (as well as shown in the
+// browser's console as usual) so the browser test can require none.
+window.duplaErrors = [];
+addEventListener("error", (e) => window.duplaErrors.push(String(e.message)));
+addEventListener("unhandledrejection", (e) => window.duplaErrors.push(String(e.reason)));
+
 const $ = (sel) => document.querySelector(sel);
 const main = $("#main");
 const PART_BYTES = 4 << 20; // one PUT per 4 MiB: a dropped connection loses little
@@ -338,15 +344,42 @@ async function usersPage() {
 }
 
 // ---------- statistics ----------
+// A line chart of `values` over `times` (unix ms), as inline SVG: no
+// library, no build step. `fmt` labels the top of the scale.
+function lineChart(title, times, values, fmt) {
+  const w = 600, h = 120, pad = 4;
+  const samples = values.length;
+  // One sample (a manager just started): a level line, not an invisible point.
+  if (samples === 1) { times = [times[0] - 1, times[0]]; values = [values[0], values[0]]; }
+  const max = Math.max(1, ...values);
+  const t0 = times[0] || 0, span = Math.max(1, (times[times.length - 1] || 0) - t0);
+  const points = values.map((v, i) =>
+    `${(pad + ((times[i] - t0) / span) * (w - 2 * pad)).toFixed(1)},${(h - pad - (v / max) * (h - 2 * pad)).toFixed(1)}`).join(" ");
+  const minutes = Math.round(span / 60000);
+  return `<div class="panel chart"><h2>${esc(title)}</h2>
+    <svg class="line" viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img"
+      aria-label="${esc(title)}: ${samples} samples, highest ${esc(fmt(max))}">
+      <polyline fill="none" stroke="currentColor" stroke-width="2" vector-effect="non-scaling-stroke" points="${points}"/></svg>
+    <div class="axis"><span>${samples > 1 ? `${minutes} min ago` : "since the manager started"}</span><span>top ${esc(fmt(max))}</span><span>now</span></div></div>`;
+}
+
 async function statsPage() {
   const s = await api("/api/stats");
   const max = Math.max(1, ...s.usage.map((u) => u.quota.used_bytes));
+  const h = s.history;
+  const times = h.map((x) => x.unix_ms);
+  // Repair activity: bytes copied in each interval (the counter's growth).
+  const repaired = h.map((x, i) => (i ? Math.max(0, x.repaired_bytes - h[i - 1].repaired_bytes) : 0));
   main.innerHTML = `<h1>Statistics</h1><div class="grid">
     ${[["Users", s.users], ...Object.entries(s.users_by_state), ["Chat deliveries", s.chat_deliveries], ["Stored", size(s.cluster.bytes)]]
       .map(([k, v]) => `<div class="card"><div class="v">${esc(v)}</div><div class="k">${esc(k)}</div></div>`).join("")}</div>
     <div class="panel chart"><h2>Stored bytes per user</h2>
     ${s.usage.map((u) => `<div class="row"><span>${esc(u.user.login)}</span><div class="bar"><span style="width:${(100 * u.quota.used_bytes) / max}%"></span></div>
-      <span class="num">${size(u.quota.used_bytes)}</span></div>`).join("")}</div>`;
+      <span class="num">${size(u.quota.used_bytes)}</span></div>`).join("")}</div>
+    ${lineChart("Transfers over time", times, h.map((x) => x.transfers), String)}
+    ${lineChart("Repair activity (bytes copied per 10 s)", times, repaired, size)}
+    ${lineChart("Under-replicated files", times, h.map((x) => x.under_replicated), String)}
+    ${lineChart("Stored bytes", times, h.map((x) => x.bytes), size)}`;
 }
 
 // ---------- chat: the rooms of `dupla chat` ----------

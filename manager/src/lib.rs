@@ -146,6 +146,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         tokens: tokens.clone(),
         hub: hub.clone(),
         chat: Default::default(),
+        history: Default::default(),
         // Browser chats open `Rooms/Chat` on this very manager.
         grpc_addr: match addr.ip().is_unspecified() {
             true => format!("127.0.0.1:{}", addr.port()),

@@ -258,7 +258,35 @@ async fn the_console_signs_in_uploads_finds_downloads_and_administers() {
 
         client.goto(&format!("{base}/#/stats")).await.unwrap();
         wait_text(&client, "main", "Stored bytes per user").await;
+        // The charts over time: at least the manager's first sample.
+        wait_text(&client, "main", "Transfers over time").await;
+        let charts = client.find_all(Locator::Css("svg.line")).await.unwrap();
+        assert_eq!(charts.len(), 4, "transfers, repairs, under-replicated, stored");
         shot(&client, "stats").await;
+
+        // On a phone: nothing wider than the screen, on every page.
+        client.set_window_size(390, 844).await.unwrap();
+        for (page, text) in [("dashboard", "Servers"), ("files", "Files"), ("stats", "Stored bytes")] {
+            client.goto(&format!("{base}/#/{page}")).await.unwrap();
+            wait_text(&client, "main", text).await;
+            let overflow = client
+                .execute(
+                    "return document.documentElement.scrollWidth - window.innerWidth",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert!(
+                overflow.as_i64().unwrap_or(1) <= 0,
+                "the {page} page is {overflow} px wider than a 390 px phone screen"
+            );
+            shot(&client, &format!("phone-{page}")).await;
+        }
+        client.set_window_size(1280, 900).await.unwrap();
+
+        // No uncaught error or unhandled rejection on any page so far.
+        let errors = client.execute("return window.duplaErrors", vec![]).await.unwrap();
+        assert_eq!(errors, json!([]), "console errors");
         client.goto(&format!("{base}/api/docs")).await.unwrap();
         wait_text(&client, "#doc", "/api/login").await;
         shot(&client, "reference").await;

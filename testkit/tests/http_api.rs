@@ -658,6 +658,27 @@ async fn every_route_checks_tokens_ownership_and_roles() {
             .await
             .unwrap();
         assert!(csv.lines().any(|l| l.starts_with("bobby,viewer,")), "{csv}");
+        // The history behind the console's charts: sampled from the start.
+        let stats = ok_json(
+            http.get(format!("{base}/api/stats"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap(),
+            "stats",
+        )
+        .await;
+        let history = stats["history"].as_array().expect("a history");
+        assert!(!history.is_empty(), "{stats}");
+        for key in [
+            "unix_ms",
+            "transfers",
+            "repaired_bytes",
+            "under_replicated",
+            "bytes",
+        ] {
+            assert!(history[0][key].is_number(), "{key} in {}", history[0]);
+        }
     })
     .await;
 }

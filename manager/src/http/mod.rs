@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod chat;
 pub mod cluster;
 pub mod console;
+pub mod history;
 pub mod types;
 
 use crate::chat::room_hub::Hub;
@@ -66,6 +67,8 @@ pub struct Api {
     pub hub: Arc<Hub>,
     /// Browser chat sessions (each one a `Rooms/Chat` stream).
     pub chat: Arc<chat::ChatSessions>,
+    /// The cluster over time, for the console's charts.
+    pub history: Arc<history::History>,
     /// This manager's gRPC address, which browser chats dial.
     pub grpc_addr: String,
     /// Ends waits that outlive the server (chat long-polls).
@@ -177,6 +180,11 @@ pub async fn start(
     let bound = listener.local_addr()?;
     let refresh = refresher(&metrics, api.clone());
     tokio::spawn(sweep_chats(api.chat.clone(), shutdown.clone()));
+    tokio::spawn(
+        api.history
+            .clone()
+            .run(api.manager.clone(), shutdown.clone()),
+    );
     let (routes, doc) = api_router(api);
     let doc = doc
         .to_json()

@@ -444,6 +444,9 @@ pub struct Stats {
     pub usage: Vec<UserStatus>,
     /// Chat events delivered since the manager started.
     pub chat_deliveries: u64,
+    /// The cluster every 10 s over the last hour (since the manager
+    /// started, if later), oldest first: the console's charts.
+    pub history: Vec<crate::http::history::Sample>,
 }
 
 /// `POST /api/uploads`: where to send a new file.
