@@ -279,7 +279,13 @@ struct Gone(Shared, u64);
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        let mut r = lock(&self.0);
+        // Never panic here: this runs while a connection task unwinds too,
+        // and a second panic would abort the whole manager. Removing a
+        // connection's entries is safe even if a panic poisoned the lock.
+        let mut r = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         r.queues.remove(&self.1);
         r.subscriptions.retain(|(c, _, _)| *c != self.1);
     }
