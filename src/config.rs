@@ -137,22 +137,16 @@ pub fn rebase_path(path: &mut Option<PathBuf>, base: &Path) {
 }
 
 /// `over` laid over `under`: every setting `over` gives (not `None`)
-/// replaces `under`'s. Works on any settings struct through its serde
-/// form, so no binary repeats its fields to merge them.
+/// replaces `under`'s. Works on any settings struct through its TOML form
+/// (where an unset setting is simply absent, and every number survives,
+/// NaN and infinities included, for the checks that refuse them), so no
+/// binary repeats its fields to merge them.
 pub fn layered<T: Serialize + DeserializeOwned>(over: &T, under: T) -> Result<T> {
-    let bad = |e: serde_json::Error| Error::Internal(format!("merging settings: {e}"));
-    let over = serde_json::to_value(over).map_err(bad)?;
-    let mut merged = serde_json::to_value(under).map_err(bad)?;
-    if let (serde_json::Value::Object(over), serde_json::Value::Object(merged)) =
-        (over, &mut merged)
-    {
-        for (key, value) in over {
-            if !value.is_null() {
-                merged.insert(key, value);
-            }
-        }
-    }
-    serde_json::from_value(merged).map_err(bad)
+    let bad = |e: &dyn std::fmt::Display| Error::Internal(format!("merging settings: {e}"));
+    let over = toml::Table::try_from(over).map_err(|e| bad(&e))?;
+    let mut merged = toml::Table::try_from(under).map_err(|e| bad(&e))?;
+    merged.extend(over);
+    T::deserialize(merged).map_err(|e| bad(&e))
 }
 
 /// The keys a settings struct accepts in a file: its fields, by their

@@ -479,6 +479,15 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_flag_that_is_not_a_number_is_refused_not_ignored() {
+        for bad in ["nan", "inf", "-1"] {
+            let flag = format!("--down-after-secs={bad}");
+            let err = load(&[&flag]).unwrap_err().to_string();
+            assert!(err.contains("down_after_secs"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn broker_and_over_capacity_settings() {
         let config = load(&[]).unwrap();
         assert_eq!(

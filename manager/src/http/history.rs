@@ -71,11 +71,7 @@ impl History {
             unix_ms: dupla::clock::unix_ms(),
             bytes: status.bytes,
             files: status.files,
-            transfers: status
-                .servers
-                .iter()
-                .map(|s| u64::from(s.active_transfers))
-                .sum(),
+            transfers: transfers_in_progress(&status),
             sessions: status.sessions,
             under_replicated: status.under_replicated,
             repaired_files: status.repaired_files,
@@ -95,6 +91,15 @@ impl History {
             }
         }
     }
+}
+
+/// Transfers in progress on all the servers `status` lists.
+pub fn transfers_in_progress(status: &dupla::v1::ClusterStatusReply) -> u64 {
+    status
+        .servers
+        .iter()
+        .map(|s| u64::from(s.active_transfers))
+        .sum()
 }
 
 #[cfg(test)]

@@ -257,13 +257,7 @@ fn refresher(metrics: &Metrics, api: Api) -> Refresh {
         dupla::metrics::catch_up(&repaired_bytes, status.repaired_bytes);
         sessions.set(clamp(status.sessions));
         transfers.set(api.state.lock_uploads().len() as i64);
-        transfers_active.set(
-            status
-                .servers
-                .iter()
-                .map(|s| i64::from(s.active_transfers))
-                .sum(),
-        );
+        transfers_active.set(clamp(history::transfers_in_progress(&status)));
         accounts.set(api.accounts_db.logins().map_or(0, |l| l.len() as i64));
         dupla::metrics::catch_up(&chat, api.hub.deliveries());
     })
