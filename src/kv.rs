@@ -258,6 +258,18 @@ impl Kv for SledKv {
         let mut names: Vec<&str> = batch.ops.iter().map(|(t, _, _)| t.as_str()).collect();
         names.sort_unstable();
         names.dedup();
+        if let [name] = names.as_slice() {
+            // One tree: sled applies its own batch atomically, at a
+            // fraction of a transaction's cost (no read set, no retries).
+            let mut writes = sled::Batch::default();
+            for (_, key, value) in &batch.ops {
+                match value {
+                    Some(v) => writes.insert(key.as_slice(), v.as_slice()),
+                    None => writes.remove(key.as_slice()),
+                }
+            }
+            return self.tree(name)?.apply_batch(writes).map_err(storage_err);
+        }
         let trees = names
             .iter()
             .map(|n| self.tree(n))

@@ -16,6 +16,7 @@ pub mod kv;
 pub mod metrics;
 pub mod name;
 pub mod placement;
+pub mod pool;
 pub mod retention;
 pub mod rpc;
 pub mod shutdown;

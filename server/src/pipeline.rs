@@ -113,6 +113,7 @@ pub async fn run(
         None => None,
     };
     let mut staged = Batch::new(node.store.clone());
+    let mut committing = None;
     let mut writes: Writes = FuturesOrdered::new();
     let mut report = StoredReport {
         node: ReportTo::of(node),
@@ -131,6 +132,7 @@ pub async fn run(
         &mut downstream,
         &mut writes,
         &mut staged,
+        &mut committing,
         &mut report.hashes,
         &mut lengths,
     )
@@ -143,6 +145,7 @@ pub async fn run(
         downstream,
         writes,
         staged,
+        committing,
         &report.hashes,
         from_peer,
     )
@@ -254,16 +257,26 @@ async fn finish(
     downstream: Option<Downstream>,
     mut writes: Writes,
     mut staged: Batch,
+    committing: Option<EarlyBatch>,
     hashes: &[Hash],
     from_peer: bool,
 ) -> Result<Vec<WireNode>> {
     // Whatever happened, wait for the writes already started, so the guard
-    // removes their temp files if this transfer failed.
+    // removes their temp files if this transfer failed, and for the batch
+    // still being made durable, so the final commit comes after it.
     while let Some(write) = writes.next().await {
         match write {
             Ok(chunk) => staged.push(chunk),
             Err(e) if received.is_ok() => return Err(e),
             Err(_) => {}
+        }
+    }
+    if let Some(batch) = committing {
+        let settled = batch
+            .settle(&node.faults, &ReportTo::of(node), &plan.upload_id)
+            .await;
+        if received.is_ok() {
+            settled?;
         }
     }
     received?;
@@ -353,6 +366,31 @@ async fn copy_to(
     next.finish().await
 }
 
+/// A batch of chunks being made durable while the stream goes on.
+struct EarlyBatch {
+    commit: JoinHandle<Result<()>>,
+    /// The batch's chunks (and any claimed since the last report).
+    chunks: Vec<Hash>,
+    /// Every chunk up to this index is durable once the commit is done.
+    durable_through: u64,
+}
+
+impl EarlyBatch {
+    /// Wait for the commit, then say so: the uploader proved these chunks
+    /// by sending them, so a resume right after a crash of any hop (this
+    /// one included) may claim what is durable.
+    async fn settle(self, faults: &FaultPlan, reporter: &ReportTo, upload_id: &str) -> Result<()> {
+        crate::chunk_store::joined(self.commit.await)?;
+        let (reporter, upload_id, chunks) = (reporter.clone(), upload_id.to_string(), self.chunks);
+        tokio::spawn(async move { report_stored(&reporter, &upload_id, &chunks).await });
+        faults
+            .hit(Step::AfterWrite {
+                chunk: self.durable_through,
+            })
+            .await
+    }
+}
+
 /// Local writes started but not yet finished, in chunk order.
 type Writes = FuturesOrdered<Pin<Box<dyn Future<Output = Result<Staged>> + Send>>>;
 
@@ -371,6 +409,7 @@ async fn receive(
     downstream: &mut Option<Downstream>,
     writes: &mut Writes,
     staged: &mut Batch,
+    committing: &mut Option<EarlyBatch>,
     hashes: &mut Vec<Hash>,
     lengths: &mut Vec<u32>,
 ) -> Result<()> {
@@ -398,20 +437,20 @@ async fn receive(
                     .expect("invariant: the queue is not empty");
                 staged.push(write?);
                 if staged.len() >= DURABLE_BATCH_CHUNKS {
-                    let batch = staged.take();
-                    staged.store().commit(batch).await?;
-                    // The uploader proved these chunks by sending them: say
-                    // so now, so a resume right after a crash of any hop
-                    // (this one included) may claim what is durable.
-                    let chunks = hashes[reported..].to_vec();
+                    // The batch is made durable while the stream goes on: a
+                    // commit waits on the disk, and waiting in this loop
+                    // would stall the sender and the next hop with it.
+                    let chunks = staged.take();
+                    let batch = EarlyBatch {
+                        commit: staged.store().start_commit(chunks),
+                        chunks: hashes[reported..].to_vec(),
+                        // Every chunk before those still being written.
+                        durable_through: index - writes.len() as u64,
+                    };
                     reported = hashes.len();
-                    let (reporter, upload_id) = (reporter.clone(), plan.upload_id.clone());
-                    tokio::spawn(
-                        async move { report_stored(&reporter, &upload_id, &chunks).await },
-                    );
-                    // Every chunk before those still being written is durable.
-                    let chunk = index - writes.len() as u64;
-                    faults.hit(Step::AfterWrite { chunk }).await?;
+                    if let Some(previous) = committing.replace(batch) {
+                        previous.settle(faults, reporter, &plan.upload_id).await?;
+                    }
                 }
             }
         }
