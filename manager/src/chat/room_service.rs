@@ -274,7 +274,7 @@ impl Worker {
             Ok(None) => return None,
             Err(text) => return self.send(answer(&text)).await,
         };
-        let dir = self.snapshot(&command);
+        let dir = Snapshot::for_command(&self.accounts, &command);
         let outcome = self.guard.hub.handle(self.guard.id, command, &dir);
         if let Some(rx) = outcome.moved {
             *room = rx;
@@ -285,24 +285,6 @@ impl Worker {
             return Some(End::Quiet);
         }
         end
-    }
-
-    /// What the command needs to know about accounts, read before taking
-    /// the hub's lock so no database read happens under it.
-    fn snapshot(&self, command: &Command) -> Snapshot {
-        let logins = match command {
-            Command::ShowUsers => self.accounts.logins(),
-            Command::Private { to, .. } => {
-                self.accounts
-                    .exists(to)
-                    .map(|known| if known { vec![to.clone()] } else { Vec::new() })
-            }
-            _ => Ok(Vec::new()),
-        };
-        Snapshot(logins.unwrap_or_else(|e| {
-            tracing::warn!(cause = %e, "reading accounts for the chat");
-            Vec::new()
-        }))
     }
 
     /// End the session if the token stopped working.
@@ -359,8 +341,28 @@ fn lagged(missed: u64) -> End {
     ))
 }
 
-/// Accounts as one command needs them.
-struct Snapshot(Vec<String>);
+/// Accounts as one command needs them, read before taking the rooms'
+/// lock so no database read happens under it (shared with the relay).
+pub struct Snapshot(Vec<String>);
+
+impl Snapshot {
+    /// What `command` needs to know about accounts.
+    pub fn for_command(accounts: &Accounts, command: &Command) -> Snapshot {
+        let logins = match command {
+            Command::ShowUsers => accounts.logins(),
+            Command::Private { to, .. } => {
+                accounts
+                    .exists(to)
+                    .map(|known| if known { vec![to.clone()] } else { Vec::new() })
+            }
+            _ => Ok(Vec::new()),
+        };
+        Snapshot(logins.unwrap_or_else(|e| {
+            tracing::warn!(cause = %e, "reading accounts for the chat");
+            Vec::new()
+        }))
+    }
+}
 
 impl Directory for Snapshot {
     fn exists(&self, login: &str) -> bool {
