@@ -20,6 +20,7 @@ use crate::room_effects::carry_out;
 use crate::room_relay::{room_topic, Outbox, RoomRelay};
 use dupla::chat::command::{self as chat, Command};
 use dupla::chat::rate::{RateLimits, LINES_PER_SEC, LINE_BURST};
+use dupla::chat::session::local_event;
 use dupla::rpc::UserCredentials;
 use dupla::shutdown::Shutdown;
 use dupla::v1::rooms_server::Rooms;
@@ -32,22 +33,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Largest ChatInput accepted on the wire (as the manager's chat): a 4 KiB
-/// line plus room to answer "too long" instead of failing the stream.
-pub const MAX_CHAT_MESSAGE_BYTES: usize = 64 << 10;
+pub use dupla::chat::session::{FAREWELL_TIMEOUT, MAX_CHAT_MESSAGE_BYTES, TOKEN_RECHECK_INTERVAL};
 /// Events queued for one connection; a connection whose queue is full has
 /// stopped reading and is ended rather than waited for.
 pub const CLIENT_QUEUE: usize = 256;
-/// How often a session checks that its token still works.
-pub const TOKEN_RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a command waits for the connection's own events to come back
 /// from the broker before it is answered anyway.
 pub const ECHO_WAIT: Duration = Duration::from_secs(5);
 /// How long a chat opened while the server starts waits for its chat to
 /// be ready (the manager and the broker reached) before it is refused.
 pub const READY_WAIT: Duration = Duration::from_secs(10);
-/// How long an ending session waits to hand the client the reason.
-pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Lines per user here, across the user's connections on this server.
 type SharedLimits = Arc<Mutex<RateLimits>>;
@@ -247,7 +242,9 @@ impl Session {
         }
         if let Some(End::Told(reason)) = end {
             tracing::info!(login = %self.login, client = self.guard.id, %reason, "chat ended");
-            let farewell = self.out.send(Ok(local(chat_event::Kind::Notice, &reason)));
+            let farewell = self
+                .out
+                .send(Ok(local_event(chat_event::Kind::Notice, &reason)));
             let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
         } else {
             tracing::info!(login = %self.login, client = self.guard.id, "chat left");
@@ -362,7 +359,7 @@ impl Session {
 
     /// Answer the client (queued with the room events, in order).
     fn answer(&self, text: &str) -> Option<End> {
-        let event = local(chat_event::Kind::Answer, text);
+        let event = local_event(chat_event::Kind::Answer, text);
         self.guard.relay.tell(self.guard.id, event);
         None
     }
@@ -387,16 +384,4 @@ fn broker_down(relay: &RoomRelay, e: Error) -> String {
 /// The end of a session whose token stopped working.
 fn token_gone() -> End {
     End::Told("your token expired or was revoked; log in again with `dupla login`".into())
-}
-
-/// An event made here for this connection only.
-fn local(kind: chat_event::Kind, text: &str) -> ChatEvent {
-    ChatEvent {
-        kind: kind as i32,
-        room: String::new(),
-        seq: 0,
-        server_unix_ms: clock::unix_ms(),
-        from: String::new(),
-        text: text.to_string(),
-    }
 }

@@ -8,20 +8,8 @@
 use dupla::v1::chat_event;
 use dupla_testkit::chat::{user_on_server, ChatClient};
 use dupla_testkit::mosquitto::Mosquitto;
-use dupla_testkit::social::wait_for_social;
+use dupla_testkit::social::{one_user_per_server, wait_for_social};
 use dupla_testkit::{bounded, TestCluster};
-
-/// Two servers, one session each at most, so two users land on two servers.
-async fn cluster_on(broker: &Mosquitto) -> TestCluster {
-    let url = broker.url();
-    let cluster = TestCluster::start_configured(2, move |c| {
-        c.max_sessions = 1;
-        c.broker = Some(url.clone());
-    })
-    .await;
-    wait_for_social(&cluster).await;
-    cluster
-}
 
 /// Log `login` in and open its chat on its assigned server.
 async fn chat_on_server(cluster: &TestCluster, login: &str) -> (ChatClient, String) {
@@ -70,7 +58,7 @@ async fn a_room_across_two_servers_through_mosquitto() {
         return;
     };
     bounded(async {
-        let cluster = cluster_on(&broker).await;
+        let cluster = one_user_per_server(2, broker.url()).await;
         let (mut alice, alice_server) = chat_on_server(&cluster, "alice").await;
         let (mut bob, bob_server) = chat_on_server(&cluster, "bob").await;
         assert_ne!(alice_server, bob_server, "max_sessions = 1 spreads them");
@@ -150,7 +138,7 @@ async fn broker_killed_and_restarted_mid_chat() {
         return;
     };
     bounded(async {
-        let cluster = cluster_on(&broker).await;
+        let cluster = one_user_per_server(2, broker.url()).await;
         let (mut alice, alice_server) = chat_on_server(&cluster, "alice").await;
         let (mut bob, bob_server) = chat_on_server(&cluster, "bob").await;
         assert_ne!(alice_server, bob_server);
