@@ -333,7 +333,7 @@ impl Session {
             }
         };
         if reply.gone {
-            return Some(token_gone());
+            return Some(End::Told(reply.reason));
         }
         relay.moved(self.guard.id, &reply.room);
         let for_me = carry_out(&relay, self.guard.id, reply.effects).await;

@@ -171,3 +171,42 @@ async fn broker_killed_and_restarted_mid_chat() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lines_flow_while_the_manager_restarts_and_chats_it_forgot_end_saying_why() {
+    let Some(broker) = Mosquitto::start("lines_flow_while_the_manager_restarts") else {
+        return;
+    };
+    bounded(async {
+        let mut cluster = one_user_per_server(2, broker.url()).await;
+        let (mut alice, _) = chat_on_server(&cluster, "alice").await;
+        let (bob, _) = chat_on_server(&cluster, "bob").await;
+        alice.expect("* bob joined lobby").await;
+
+        cluster.restart_manager().await;
+        // The manager is not on the message path: lines still flow.
+        bob.send("still here").await;
+        alice.expect("bob: still here").await;
+        // Its rooms lived in memory: a command says so and ends the chat.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            alice.send("#lR").await;
+            let said = alice
+                .expect_where("an answer", |e| e.kind != chat_event::Kind::Message as i32)
+                .await;
+            // Until the server's channel to the manager is back.
+            if said.text.starts_with("the manager could not run") {
+                assert!(std::time::Instant::now() < deadline, "{said:?}");
+                continue;
+            }
+            assert!(
+                said.text
+                    .starts_with("the manager no longer knows this chat"),
+                "{said:?}"
+            );
+            break;
+        }
+        assert!(alice.until_closed().await.is_empty(), "the chat ended");
+    })
+    .await
+}

@@ -62,6 +62,7 @@ impl State {
             effects: translate(effects, |c| self.client_ref(c), origin),
             room: self.rooms.room_of(id).unwrap_or_default().to_string(),
             gone: false,
+            reason: String::new(),
             login: self
                 .owners
                 .get(&id)
@@ -97,7 +98,11 @@ impl RelayService {
             state: Arc::new(Mutex::new(State {
                 rooms: Rooms::new(),
                 owners: HashMap::new(),
-                next_id: 1,
+                // Rooms live in memory: after a restart, servers may still
+                // hold connections numbered by the previous run, so ids
+                // start from a random base rather than 1 (never 0, which
+                // servers read as "no connection").
+                next_id: (u64::from(rand::random::<u32>()) << 32) | 1,
                 connects: RateLimits::new(CONNECTS_PER_SEC, CONNECT_BURST),
             })),
             accounts,
@@ -116,14 +121,22 @@ impl RelayService {
     }
 }
 
-/// A reply telling the caller its connection is no more.
-fn gone(id: ClientId, effects: Vec<pb::RelayEffect>) -> Reply {
+/// Why a connection the manager does not know is gone: it was closed or
+/// reset, or the manager restarted (rooms live in its memory).
+const UNKNOWN: &str =
+    "the manager no longer knows this chat (it restarted, or the connection was reset); reconnect with `dupla chat`";
+/// Why a connection whose token stopped working is gone.
+const TOKEN_GONE: &str = "your token expired or was revoked; log in again with `dupla login`";
+
+/// A reply telling the caller its connection is no more, and why.
+fn gone(id: ClientId, effects: Vec<pb::RelayEffect>, reason: &str) -> Reply {
     Ok(Response::new(pb::RelayReply {
         client_id: id,
         effects,
         room: String::new(),
         gone: true,
         login: String::new(),
+        reason: reason.to_string(),
     }))
 }
 
@@ -178,13 +191,13 @@ impl RoomRelay for RelayService {
             Some(owner) if owner.server_id == req.server_id => {
                 self.auth.still_valid(&owner.session)
             }
-            _ => return gone(id, Vec::new()),
+            _ => return gone(id, Vec::new(), UNKNOWN),
         };
         if !valid {
             // The token was revoked or expired: the connection ends, and
             // the others hear it leave.
             let effects = state.forget(id);
-            return gone(id, effects);
+            return gone(id, effects, TOKEN_GONE);
         }
         let effects = state.rooms.handle(id, command, &dir, clock::unix_ms());
         Ok(Response::new(state.reply(id, effects)))
@@ -198,7 +211,7 @@ impl RoomRelay for RelayService {
             Some(owner) if owner.server_id == req.server_id => state.forget(id),
             _ => Vec::new(),
         };
-        gone(id, effects)
+        gone(id, effects, "closed")
     }
 
     async fn reset_rooms(&self, request: Request<pb::RelayResetRequest>) -> Reply {
@@ -214,6 +227,6 @@ impl RoomRelay for RelayService {
         for id in mine {
             effects.extend(state.forget(id));
         }
-        gone(0, effects)
+        gone(0, effects, "reset")
     }
 }
