@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dupla/v1/manager.proto",
         "proto/dupla/v1/accounts.proto",
         "proto/dupla/v1/rooms.proto",
+        "proto/dupla/v1/room_relay.proto",
         "proto/dupla/v1/snapshots.proto",
         "proto/dupla/v1/social.proto",
     ];

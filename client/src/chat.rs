@@ -1,5 +1,5 @@
-//! `dupla chat`: one bidirectional stream to the manager's `Rooms/Chat`,
-//! carrying the saved bearer token. Each line read goes up as typed; each
+//! `dupla chat`: one bidirectional `Rooms/Chat` stream, on the user's
+//! assigned storage server (`chat_link`), carrying the saved bearer token. Each line read goes up as typed; each
 //! event coming down is printed as one line.
 //!
 //! On start the client synchronises with the manager's clock (Cristian's
@@ -21,8 +21,6 @@ use dupla::v1::{chat_event, ChatEvent, ChatInput};
 use dupla::Result;
 use std::io::{IsTerminal, Write};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, Lines};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// Clock samples taken when the chat starts: a few round trips are enough
 /// for one of them to see a quiet network, and cost milliseconds.
@@ -122,13 +120,7 @@ where
         "clock synchronised with the manager: offset {:+.3} ms, round trip {:.3} ms; times are the manager's",
         report.offset_ms, report.rtt_ms
     ))?;
-    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    let mut rooms = client.manager_rooms().await?;
-    let mut events = rooms
-        .chat(client.request(ReceiverStream::new(rx)))
-        .await
-        .map_err(|s| client.manager_error(s))?
-        .into_inner();
+    let (tx, mut chat) = client.open_chat(INPUT_QUEUE).await?;
     let mut tx = Some(tx);
     loop {
         tokio::select! {
@@ -148,10 +140,10 @@ where
                 // after answering everything sent so far.
                 None => tx = None,
             },
-            event = events.message() => match event {
+            event = chat.events.message() => match event {
                 Ok(Some(event)) => screen.event(&event)?,
                 Ok(None) => return Ok(()),
-                Err(status) => return Err(client.manager_error(status).into()),
+                Err(status) => return Err(chat.error(client, status).into()),
             },
         }
     }

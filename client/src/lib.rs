@@ -18,6 +18,7 @@ pub mod backup;
 pub mod bench;
 pub mod chat;
 pub mod chat_bench;
+mod chat_link;
 pub mod cli;
 pub mod config;
 pub mod download;

@@ -320,8 +320,8 @@ impl Default for ChatLimits {
             room_capacity: 1024,
             client_queue: 256,
             slow_client_timeout: Duration::from_secs(10),
-            lines_per_sec: 20.0,
-            burst: 40.0,
+            lines_per_sec: dupla::chat::rate::LINES_PER_SEC,
+            burst: dupla::chat::rate::LINE_BURST,
             max_clients: 4096,
         }
     }

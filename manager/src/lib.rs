@@ -24,6 +24,7 @@ use dupla::shutdown::Shutdown;
 use dupla::v1::accounts_server::AccountsServer;
 use dupla::v1::enrolment_server::EnrolmentServer;
 use dupla::v1::manager_server::ManagerServer;
+use dupla::v1::room_relay_server::RoomRelayServer;
 use dupla::v1::rooms_server::RoomsServer;
 use dupla::v1::snapshots_server::SnapshotsServer;
 use dupla::v1::social_graph_server::SocialGraphServer;
@@ -172,6 +173,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         |_| identity::gate::Need::Secret,
     );
     let catalog_accounts = accounts.clone();
+    // The rooms of the chats the storage servers serve (lines go through
+    // the broker; the servers ask the manager only for room changes).
+    let relay = chat::relay::RelayService::new(
+        accounts.clone(),
+        authenticator.clone(),
+        config.chat.max_clients,
+    );
+    {
+        let relay = relay.clone();
+        hub.online_elsewhere(move |login| relay.is_online(login));
+    }
+    let relay_service = identity::gate::Gate::new(
+        RoomRelayServer::new(relay)
+            .max_decoding_message_size(identity::gate::MAX_CLIENT_MESSAGE_BYTES),
+        state.secret.clone(),
+        authenticator.clone(),
+        |_| identity::gate::Need::Secret,
+    );
     let rooms_service = InterceptedService::new(
         RoomsServer::new(chat::room_service::RoomsService::new(
             hub,
@@ -212,6 +231,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             "dupla.v1.Snapshots",
             "dupla.v1.Enrolment",
             "dupla.v1.SocialGraph",
+            "dupla.v1.RoomRelay",
         ],
     )?;
     health
@@ -232,6 +252,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .add_service(Timed::new(accounts_service, metrics.clone()))
         .add_service(Timed::new(rooms_service, metrics.clone()))
         .add_service(Timed::new(social_service, metrics.clone()))
+        .add_service(Timed::new(relay_service, metrics.clone()))
         .add_optional_service(enrolment);
     tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), broker = %broker_url, "manager listening");
     let task = tokio::spawn(async move {

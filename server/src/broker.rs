@@ -138,6 +138,11 @@ impl BrokerLink {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// The URL of the broker in use (empty before the first connection).
+    pub fn url(&self) -> String {
+        self.lock().url.clone()
+    }
+
     /// Whether Messages streams may be opened.
     pub fn accepts_streams(&self) -> bool {
         self.reset.load(Ordering::SeqCst)
@@ -150,6 +155,33 @@ impl BrokerLink {
     /// Publish `envelope` on `topic` and wait for the broker to take it.
     /// `Unavailable` (nothing was sent, or its fate is unknown) otherwise.
     pub async fn publish(&self, topic: String, envelope: &pb::BrokerEnvelope) -> Result<()> {
+        self.publish_bytes(topic, envelope.encode_to_vec()).await
+    }
+
+    /// Subscribe to `topic` on the current connection, if any (an
+    /// [`Inbound`]'s topics are subscribed again at every connection).
+    /// Queued behind what this server sent before, so the broker applies it
+    /// before any later PUBLISH of this server.
+    pub fn subscribe(&self, topic: &str) {
+        if let Some(client) = &self.lock().client {
+            if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
+                tracing::debug!(%topic, error = %e, "could not subscribe");
+            }
+        }
+    }
+
+    /// Stop receiving `topic` on the current connection.
+    pub fn unsubscribe(&self, topic: &str) {
+        if let Some(client) = &self.lock().client {
+            if let Err(e) = client.try_unsubscribe(topic) {
+                tracing::debug!(%topic, error = %e, "could not unsubscribe");
+            }
+        }
+    }
+
+    /// Publish `payload` on `topic` (QoS 1) and wait for the broker to
+    /// take it; as [`BrokerLink::publish`].
+    pub async fn publish_bytes(&self, topic: String, payload: Vec<u8>) -> Result<()> {
         let down = |url: &str| {
             Error::Unavailable(format!(
                 "the message broker {url} is unreachable: nothing was sent; try again in a moment"
@@ -167,7 +199,7 @@ impl BrokerLink {
                 .filter(|_| self.is_ready())
                 .ok_or_else(|| down(&url))?;
             client
-                .try_publish(topic, QoS::AtLeastOnce, false, envelope.encode_to_vec())
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
                 .map_err(|_| down(&url))?;
             waiters.queued.push_back(tx);
             url
@@ -181,6 +213,16 @@ impl BrokerLink {
             ))),
         }
     }
+}
+
+/// Another user of the link (the chat rooms): the topics it needs, and
+/// what arrives on them.
+pub trait Inbound: Send + Sync {
+    /// Topics to subscribe to at every (re)connection.
+    fn topics(&self) -> Vec<String>;
+    /// Take a message that arrived on `topic`; `false` if it is not one of
+    /// this user's topics.
+    fn deliver(&self, topic: &str, payload: &[u8]) -> bool;
 }
 
 /// What the worker needs besides the link.
@@ -197,6 +239,8 @@ pub struct Worker {
     pub node: Arc<crate::node::StorageNode>,
     /// Health of `dupla.v1.Social` follows the link.
     pub health: tonic_health::server::HealthReporter,
+    /// Other topics and their handler (the chat rooms).
+    pub inbound: Option<Arc<dyn Inbound>>,
 }
 
 /// Name of the service whose health follows the broker link.
@@ -265,12 +309,18 @@ impl Worker {
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let filters = [server_topic(&self.server_id), BROADCAST_TOPIC.to_string()]
+                    let mut topics =
+                        vec![server_topic(&self.server_id), BROADCAST_TOPIC.to_string()];
+                    topics.extend(self.inbound.iter().flat_map(|i| i.topics()));
+                    let filters = topics
+                        .into_iter()
                         .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce));
                     if let Err(e) = client.try_subscribe_many(filters) {
                         tracing::warn!(error = %e, "could not subscribe to the broker");
                     }
                 }
+                // Later SubAcks (rooms subscribed on the way) change nothing.
+                Ok(Event::Incoming(Packet::SubAck(_))) if self.link.is_ready() => {}
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     pause = RECONNECT_MIN;
                     failures = 0;
@@ -290,6 +340,11 @@ impl Worker {
                         let _ = waiter.send(Ok(()));
                     }
                 }
+                Ok(Event::Incoming(Packet::Publish(publish)))
+                    if self
+                        .inbound
+                        .as_ref()
+                        .is_some_and(|i| i.deliver(&publish.topic, &publish.payload)) => {}
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     match pb::BrokerEnvelope::decode(publish.payload) {
                         Ok(envelope) => {

@@ -23,6 +23,9 @@ pub mod pacer;
 pub mod pipeline;
 pub mod replicate;
 pub mod resume;
+pub mod room_effects;
+pub mod room_relay;
+pub mod room_service;
 pub mod scrub;
 pub mod service;
 pub mod social_hub;
@@ -33,6 +36,7 @@ pub use config::{Args, Config};
 
 use dupla::rpc::{MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use dupla::shutdown::Shutdown;
+use dupla::v1::rooms_server::RoomsServer;
 use dupla::v1::social_server::SocialServer;
 use dupla::v1::storage_server::StorageServer;
 use dupla::Result;
@@ -127,15 +131,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         shutdown.clone(),
     ))
     .max_decoding_message_size(social_service::MAX_SOCIAL_REQUEST_BYTES);
+    // Chat rooms: this server's users' chats, lines through the broker.
+    let rooms = Arc::new(room_relay::RoomRelay::new(id.clone(), link.clone()));
+    let chat = room_service::RoomsService::new(node.clone(), rooms.clone(), shutdown.clone());
+    let chat_reset = tokio::spawn(chat.clone().reset(shutdown.clone()));
+    let chat =
+        RoomsServer::new(chat).max_decoding_message_size(room_service::MAX_CHAT_MESSAGE_BYTES);
     let mut server = transport.secure(dupla::rpc::server())?;
-    let (router, health) =
-        dupla::rpc::common_router(&mut server, &["dupla.v1.Storage", broker::SOCIAL_SERVICE])?;
+    let (router, health) = dupla::rpc::common_router(
+        &mut server,
+        &["dupla.v1.Storage", broker::SOCIAL_SERVICE, "dupla.v1.Rooms"],
+    )?;
     health
         .set_serving::<StorageServer<service::StorageService>>()
         .await;
     let router = router
         .add_service(dupla::metrics::Timed::new(service, metrics.clone()))
-        .add_service(dupla::metrics::Timed::new(social, metrics.clone()));
+        .add_service(dupla::metrics::Timed::new(social, metrics.clone()))
+        .add_service(dupla::metrics::Timed::new(chat, metrics.clone()));
     let broker_worker = tokio::spawn(
         broker::Worker {
             link,
@@ -144,6 +157,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             configured: config.broker.clone(),
             node: node.clone(),
             health,
+            inbound: Some(rooms),
         }
         .run(shutdown.clone()),
     );
@@ -178,6 +192,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             let _ = http.task.await;
         }
         let _ = broker_worker.await;
+        let _ = chat_reset.await;
         if let Some(scrubs) = scrubs {
             let _ = scrubs.await;
         }

@@ -105,6 +105,11 @@ impl StorageNode {
         dupla::v1::social_graph_client::SocialGraphClient::new(self.manager_channel.clone())
     }
 
+    /// The manager's RoomRelay: the rooms of the chats served here.
+    pub fn room_relay(&self) -> dupla::v1::room_relay_client::RoomRelayClient<Channel> {
+        dupla::v1::room_relay_client::RoomRelayClient::new(self.manager_channel.clone())
+    }
+
     /// A client for the manager (cheap clone of a shared channel).
     pub fn manager(&self) -> ManagerClient<Channel> {
         self.manager.clone()

@@ -155,6 +155,21 @@ pub async fn user(addr: &str, login: &str) -> String {
         .token
 }
 
+/// Register `login` and log it in; returns the token and the address of
+/// the storage server the login was assigned (where its chat runs).
+pub async fn user_on_server(addr: &str, login: &str) -> (String, String) {
+    accounts(addr)
+        .await
+        .register(registration(login))
+        .await
+        .unwrap_or_else(|s| panic!("register {login}: {s:?}"));
+    let reply = self::login(addr, login)
+        .await
+        .unwrap_or_else(|s| panic!("login {login}: {s:?}"));
+    let server = reply.server.expect("a server is assigned").addr;
+    (reply.token, server)
+}
+
 /// An event as `dupla chat` prints it on a pipe (the contract).
 pub fn render(event: &ChatEvent) -> String {
     match chat_event::Kind::try_from(event.kind) {
@@ -175,7 +190,8 @@ pub struct ChatClient {
 }
 
 impl ChatClient {
-    /// Connect to the manager at `addr` as the holder of `token`.
+    /// Connect to the chat at `addr` (the manager's, or a storage
+    /// server's) as the holder of `token`.
     pub async fn connect(addr: &str, login: &str, token: &str) -> Result<ChatClient, Status> {
         let channel = dupla::rpc::connect(addr).await.expect("manager reachable");
         Self::connect_on(channel, login, token).await

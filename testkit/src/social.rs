@@ -94,6 +94,18 @@ pub fn bearer<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
+/// `n` servers of one session each at most (so users land on different
+/// servers) on the broker at `url`, every server's broker link up.
+pub async fn one_user_per_server(n: usize, url: String) -> crate::TestCluster {
+    let cluster = crate::TestCluster::start_configured(n, move |c| {
+        c.max_sessions = 1;
+        c.broker = Some(url.clone());
+    })
+    .await;
+    wait_for_social(&cluster).await;
+    cluster
+}
+
 /// Wait until every server of `cluster` says its Social service is SERVING
 /// (its broker link is up and subscribed) — polled, since health has no
 /// push here.

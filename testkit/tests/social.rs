@@ -5,7 +5,9 @@
 
 use dupla::v1::{self as pb};
 use dupla_testkit::mosquitto::Mosquitto;
-use dupla_testkit::social::{bearer, wait_for_social, SocialUser, SOCIAL_PASSWORD};
+use dupla_testkit::social::{
+    bearer, one_user_per_server, wait_for_social, SocialUser, SOCIAL_PASSWORD,
+};
 use dupla_testkit::{bounded, TestCluster};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -201,12 +203,7 @@ async fn cross_server_delivery_through_mosquitto() {
     };
     bounded(async {
         let url = broker.url();
-        let cluster = TestCluster::start_configured(3, move |c| {
-            c.max_sessions = 1;
-            c.broker = Some(url.clone());
-        })
-        .await;
-        wait_for_social(&cluster).await;
+        let cluster = one_user_per_server(3, url).await;
         let mut users = Vec::new();
         for login in ["ann", "bob", "cat"] {
             users.push(join(&cluster, login).await);
@@ -248,12 +245,7 @@ async fn broker_killed_and_restarted_mid_conversation() {
     };
     bounded(async {
         let url = broker.url();
-        let cluster = TestCluster::start_configured(2, move |c| {
-            c.max_sessions = 1;
-            c.broker = Some(url.clone());
-        })
-        .await;
-        wait_for_social(&cluster).await;
+        let cluster = one_user_per_server(2, url).await;
         let mut ann = join(&cluster, "ann").await;
         let mut bob = join(&cluster, "bob").await;
         assert_ne!(ann.server, bob.server);

@@ -22,7 +22,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 /// Longest wait, once sending is over, for the last deliveries.
@@ -254,14 +253,8 @@ fn line(text: &str) -> ChatInput {
 
 /// Open `member`'s connection and chat stream.
 async fn open(member: &Client) -> Result<(mpsc::Sender<ChatInput>, Streaming<ChatEvent>)> {
-    let (input, rx) = mpsc::channel(INPUT_QUEUE);
-    let mut rooms = member.manager_rooms().await?;
-    let events = rooms
-        .chat(member.request(ReceiverStream::new(rx)))
-        .await
-        .map_err(|s| member.manager_error(s))?
-        .into_inner();
-    Ok((input, events))
+    let (input, chat) = member.open_chat(INPUT_QUEUE).await?;
+    Ok((input, chat.events))
 }
 
 /// Wait until client `i` is in the room, at most until `deadline`.

@@ -41,6 +41,10 @@ pub(super) async fn receive(
     use chat_event::Kind;
     let joined = format!("you are now in {room} (");
     let mut ready = Some(ready);
+    // The answer came; in the room once it hears the room (its own join
+    // notice is the first room event it hears, on a server as on the
+    // manager): messages sent from then on reach it.
+    let mut entered = false;
     let mut got = Received::default();
     let mut last_notice = None;
     let ended = loop {
@@ -65,11 +69,15 @@ pub(super) async fn receive(
                     counters.received.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Ok(Kind::Notice) if entered && event.room == room => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
+                entered = false;
+            }
             Ok(Kind::Answer) if ready.is_some() => {
                 if event.text.starts_with(&joined) {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Ok(()));
-                    }
+                    entered = true;
                 } else if !event.text.starts_with("welcome ") {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(Err(event.text));

@@ -24,6 +24,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// What travels on a room's broadcast channel: shared, not copied per member.
 pub type RoomEvent = Arc<ChatEvent>;
 
+/// Whether a login is online somewhere else.
+type OnlineCheck = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Something for one client's session.
 #[derive(Debug)]
 pub enum Direct {
@@ -84,6 +87,10 @@ pub struct Hub {
     inner: Mutex<Inner>,
     limits: ChatLimits,
     next_id: AtomicU64,
+    /// Room messages (lines that are not commands) this hub carried.
+    lines: AtomicU64,
+    /// Chat presence outside this hub (the servers' chats, `chat::relay`).
+    elsewhere: std::sync::OnceLock<OnlineCheck>,
 }
 
 impl Hub {
@@ -102,6 +109,8 @@ impl Hub {
             }),
             limits,
             next_id: AtomicU64::new(1),
+            lines: AtomicU64::new(0),
+            elsewhere: std::sync::OnceLock::new(),
         }
     }
 
@@ -135,6 +144,9 @@ impl Hub {
 
     /// Run client `id`'s command; `dir` answers questions about accounts.
     pub fn handle(&self, id: ClientId, command: Command, dir: &dyn Directory) -> Outcome {
+        if matches!(command, Command::Say(_)) {
+            self.lines.fetch_add(1, Ordering::Relaxed);
+        }
         let mut inner = self.lock();
         let effects = inner.rooms.handle(id, command, dir, clock::unix_ms());
         inner.apply(effects, id)
@@ -144,6 +156,14 @@ impl Hub {
     /// message counts once per member), for `/metrics`.
     pub fn deliveries(&self) -> u64 {
         self.lock().deliveries
+    }
+
+    /// Room messages the manager itself carried since it started: only
+    /// clients of its own (compatibility) `Rooms` service count; chats on
+    /// the storage servers go through the broker, and their lines never
+    /// reach the manager. For `/metrics` (`chat_lines_relayed_total`).
+    pub fn lines_relayed(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
     }
 
     /// Client `id` is gone: it leaves its room (and its rooms may go).
@@ -172,9 +192,15 @@ impl Hub {
         }
     }
 
-    /// Whether `login` is connected.
+    /// Whether `login` is connected, here or (see [`Hub::online_elsewhere`])
+    /// on a storage server's chat.
     pub fn is_online(&self, login: &str) -> bool {
-        self.lock().rooms.is_online(login)
+        self.lock().rooms.is_online(login) || self.elsewhere.get().is_some_and(|f| f(login))
+    }
+
+    /// Also count as online whom `online` says is (set once, at start).
+    pub fn online_elsewhere(&self, online: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        let _ = self.elsewhere.set(Box::new(online));
     }
 
     /// Every room with its number of participants, lobby first.

@@ -12,10 +12,11 @@ use crate::config::ChatLimits;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{self, Authenticator, Session};
 use crate::identity::throttle::RateLimits;
+use dupla::chat::session::local_event;
 use dupla::shutdown::Shutdown;
 use dupla::v1::rooms_server::Rooms as RoomsRpc;
 use dupla::v1::{chat_event, ChatEvent, ChatInput};
-use dupla::{clock, Error};
+use dupla::Error;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -23,17 +24,7 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// How often a connected session checks that its token still works, so an
-/// expired token (or one revoked elsewhere) ends an idle chat too.
-pub const TOKEN_RECHECK_INTERVAL: Duration = Duration::from_secs(30);
-
-/// How long a session that is ending waits to hand the client the reason.
-pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Largest ChatInput accepted on the wire: a 4 KiB line plus framing, with
-/// room to answer "too long" for lines a little over the limit instead of
-/// failing the whole stream.
-pub const MAX_CHAT_MESSAGE_BYTES: usize = 64 << 10;
+pub use dupla::chat::session::{FAREWELL_TIMEOUT, MAX_CHAT_MESSAGE_BYTES, TOKEN_RECHECK_INTERVAL};
 
 /// Chat connections one user may open in a burst; each one joins the lobby
 /// (a notice to everyone there), so reconnecting in a loop is throttled.
@@ -274,7 +265,7 @@ impl Worker {
             Ok(None) => return None,
             Err(text) => return self.send(answer(&text)).await,
         };
-        let dir = self.snapshot(&command);
+        let dir = Snapshot::for_command(&self.accounts, &command);
         let outcome = self.guard.hub.handle(self.guard.id, command, &dir);
         if let Some(rx) = outcome.moved {
             *room = rx;
@@ -285,24 +276,6 @@ impl Worker {
             return Some(End::Quiet);
         }
         end
-    }
-
-    /// What the command needs to know about accounts, read before taking
-    /// the hub's lock so no database read happens under it.
-    fn snapshot(&self, command: &Command) -> Snapshot {
-        let logins = match command {
-            Command::ShowUsers => self.accounts.logins(),
-            Command::Private { to, .. } => {
-                self.accounts
-                    .exists(to)
-                    .map(|known| if known { vec![to.clone()] } else { Vec::new() })
-            }
-            _ => Ok(Vec::new()),
-        };
-        Snapshot(logins.unwrap_or_else(|e| {
-            tracing::warn!(cause = %e, "reading accounts for the chat");
-            Vec::new()
-        }))
     }
 
     /// End the session if the token stopped working.
@@ -359,8 +332,28 @@ fn lagged(missed: u64) -> End {
     ))
 }
 
-/// Accounts as one command needs them.
-struct Snapshot(Vec<String>);
+/// Accounts as one command needs them, read before taking the rooms'
+/// lock so no database read happens under it (shared with the relay).
+pub struct Snapshot(Vec<String>);
+
+impl Snapshot {
+    /// What `command` needs to know about accounts.
+    pub fn for_command(accounts: &Accounts, command: &Command) -> Snapshot {
+        let logins = match command {
+            Command::ShowUsers => accounts.logins(),
+            Command::Private { to, .. } => {
+                accounts
+                    .exists(to)
+                    .map(|known| if known { vec![to.clone()] } else { Vec::new() })
+            }
+            _ => Ok(Vec::new()),
+        };
+        Snapshot(logins.unwrap_or_else(|e| {
+            tracing::warn!(cause = %e, "reading accounts for the chat");
+            Vec::new()
+        }))
+    }
+}
 
 impl Directory for Snapshot {
     fn exists(&self, login: &str) -> bool {
@@ -374,21 +367,10 @@ impl Directory for Snapshot {
 
 /// An answer to this client, made here rather than by the core.
 fn answer(text: &str) -> ChatEvent {
-    local(chat_event::Kind::Answer, text)
+    local_event(chat_event::Kind::Answer, text)
 }
 
 /// A notice to this client, made here rather than by the core.
 fn notice(text: &str) -> ChatEvent {
-    local(chat_event::Kind::Notice, text)
-}
-
-fn local(kind: chat_event::Kind, text: &str) -> ChatEvent {
-    ChatEvent {
-        kind: kind as i32,
-        room: String::new(),
-        seq: 0,
-        server_unix_ms: clock::unix_ms(),
-        from: String::new(),
-        text: text.to_string(),
-    }
+    local_event(chat_event::Kind::Notice, text)
 }

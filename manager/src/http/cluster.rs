@@ -76,6 +76,7 @@ pub async fn stats(State(api): State<Api>, caller: Caller) -> ApiResult<Json<Sta
         users_by_state,
         usage,
         chat_deliveries: api.hub.deliveries(),
+        chat_lines_relayed: api.hub.lines_relayed(),
         history: api.history.samples(),
     }))
 }

@@ -235,6 +235,10 @@ fn refresher(metrics: &Metrics, api: Api) -> Refresh {
         metrics.gauge("server_transfers", "Transfers in progress on all servers");
     let accounts = metrics.gauge("accounts", "Registered accounts");
     let chat = metrics.counter("chat_deliveries_total", "Chat events delivered to clients");
+    let chat_lines = metrics.counter(
+        "chat_lines_relayed_total",
+        "Chat room messages the manager itself carried (0 when every chat runs on the servers)",
+    );
     Arc::new(move || {
         let Ok(status) = api.manager.status_now() else {
             return; // the catalog is unreadable: /healthz-style alerts fire elsewhere
@@ -260,5 +264,6 @@ fn refresher(metrics: &Metrics, api: Api) -> Refresh {
         transfers_active.set(clamp(history::transfers_in_progress(&status)));
         accounts.set(api.accounts_db.logins().map_or(0, |l| l.len() as i64));
         dupla::metrics::catch_up(&chat, api.hub.deliveries());
+        dupla::metrics::catch_up(&chat_lines, api.hub.lines_relayed());
     })
 }

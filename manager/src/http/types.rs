@@ -444,6 +444,9 @@ pub struct Stats {
     pub usage: Vec<UserStatus>,
     /// Chat events delivered since the manager started.
     pub chat_deliveries: u64,
+    /// Chat room messages the manager itself carried since it started (its
+    /// compatibility `Rooms` service); chats on the servers never add to it.
+    pub chat_lines_relayed: u64,
     /// The cluster every 10 s over the last hour (since the manager
     /// started, if later), oldest first: the console's charts.
     pub history: Vec<crate::http::history::Sample>,

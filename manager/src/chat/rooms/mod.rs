@@ -14,7 +14,9 @@
 //! The parts, each with one job (all private; everything public is
 //! re-exported here, so callers keep using `crate::chat::rooms::…`):
 //!
-//! - `command`: one line of text to a [`Command`], or the answer why not.
+//! - `dupla::chat::command` (in the core crate, since the storage servers
+//!   parse lines too): one line of text to a [`Command`], or the answer why
+//!   not.
 //! - `event`: what the core hands back — [`Event`], [`Kind`], [`Effect`].
 //! - `state`: the [`Rooms`] data, its read-only queries and how events are
 //!   stamped with a room's sequence number.
@@ -25,7 +27,6 @@
 //! - `tests`: golden transcripts of whole sessions, and the fixtures the
 //!   submodules' unit tests share.
 
-mod command;
 mod event;
 mod handle;
 mod lifecycle;
@@ -34,7 +35,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use command::{parse, validate_room, Command, HELP, MAX_LINE_BYTES, MAX_ROOM_NAME};
+pub use dupla::chat::command::{
+    parse, validate_room, Command, HELP, MAX_LINE_BYTES, MAX_ROOM_NAME,
+};
 pub use event::{Effect, Event, Kind};
 pub use handle::Directory;
 pub use lifecycle::{MAX_ROOMS, MAX_ROOMS_PER_USER};
