@@ -141,7 +141,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             link,
             hub,
             server_id: id.clone(),
-            configured: config.broker.clone(),
+            configured: config.broker.as_ref().map(|url| url.expose()),
+            auth: config.broker_auth.clone(),
             node: node.clone(),
             health,
         }
