@@ -148,10 +148,11 @@ pub struct Args {
     #[serde(skip)]
     pub port: Option<u16>,
     /// The MQTT broker social messages travel through, `mqtt://host:port`
+    /// or `mqtts://host:port` (TLS), optionally with `user:password@`
     /// (Mosquitto, ActiveMQ...); servers without their own `broker` use it.
     /// Unset: the manager runs its embedded broker on `--broker-listen`.
     #[arg(long, env = "DUPLA_BROKER")]
-    pub broker: Option<String>,
+    pub broker: Option<dupla::broker::UrlSetting>,
     /// Where the embedded MQTT broker listens when no broker is configured
     /// [default: 127.0.0.1:0, a free loopback port the servers learn from
     /// the manager].
@@ -284,9 +285,10 @@ pub struct Config {
     /// and loopback (needed when it listens on 0.0.0.0).
     pub tls_names: Vec<String>,
     /// The MQTT broker social messages travel through between servers
-    /// (`mqtt://host:port`); `None` runs the embedded one on
+    /// (`mqtt[s]://host:port`), named to servers as written (a password in
+    /// it included; Debug hides it); `None` runs the embedded one on
     /// `broker_listen`, so a one-machine cluster needs nothing installed.
-    pub broker: Option<String>,
+    pub broker: Option<dupla::broker::BrokerUrl>,
     /// Listen address of the embedded broker.
     pub broker_listen: String,
     /// Launching and retiring storage servers.
@@ -368,7 +370,11 @@ impl Config {
             },
             chat: ChatLimits::default(),
             tls_names: set.tls_names.unwrap_or_default(),
-            broker: set.broker,
+            broker: set
+                .broker
+                .as_deref()
+                .map(dupla::broker::BrokerUrl::parse)
+                .transpose()?,
             broker_listen: set
                 .broker_listen
                 .unwrap_or_else(|| DEFAULT_BROKER_LISTEN.into()),
@@ -496,8 +502,14 @@ mod tests {
         );
         assert!(!config.refuse_over_capacity);
         let config = load(&["--broker", "mqtt://h:1883", "--refuse-over-capacity"]).unwrap();
-        assert_eq!(config.broker.as_deref(), Some("mqtt://h:1883"));
+        assert_eq!(config.broker.as_ref().unwrap().expose(), "mqtt://h:1883");
         assert!(config.refuse_over_capacity, "a bare flag turns it on");
+        let tls = load(&["--broker", "mqtts://srv:hunter2@h"]).unwrap();
+        assert_eq!(tls.broker.as_ref().unwrap().port, 8883);
+        assert!(!format!("{tls:?}").contains("hunter2"), "{tls:?}");
+        let err = load(&["--broker", "mqtts://srv:hunter2@h:x"]).unwrap_err();
+        assert!(err.to_string().contains("bad port"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         let config = load(&["--refuse-over-capacity=false", "--insecure", "7.0.0.1", "9"]);
         let config = config.unwrap();
         assert!(!config.refuse_over_capacity);

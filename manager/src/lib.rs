@@ -81,7 +81,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let social = Arc::new(social::graph::Social::new(kv.clone(), accounts.clone()));
     let presence = Arc::new(social::presence::Presence::new(kv.clone()));
     let (broker_url, embedded_broker) = match &config.broker {
-        Some(url) => (url.clone(), None),
+        Some(url) => (url.expose(), None),
         None => {
             let broker =
                 social::embedded_broker::start(&config.broker_listen, shutdown.clone()).await?;
@@ -254,7 +254,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         .add_service(Timed::new(social_service, metrics.clone()))
         .add_service(Timed::new(relay_service, metrics.clone()))
         .add_optional_service(enrolment);
-    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), broker = %broker_url, "manager listening");
+    tracing::info!(%addr, data = %config.data.display(), tls = transport.is_tls(), broker = %dupla::broker::redact(&broker_url), "manager listening");
     let task = tokio::spawn(async move {
         let result = dupla::rpc::serve(router, listener, shutdown).await;
         let _ = repairs.await;

@@ -15,11 +15,15 @@
 //! behind the sender's back.
 
 use crate::social_hub::Hub;
+use dupla::broker::{redact, BrokerAuth, BrokerUrl};
 use dupla::shutdown::Shutdown;
 use dupla::v1::{self as pb};
 use dupla::{Error, Result};
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    TlsConfiguration, Transport,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +32,6 @@ use tokio::sync::oneshot;
 
 /// The topic every server subscribes to.
 pub const BROADCAST_TOPIC: &str = "dupla/v1/broadcast";
-/// Default MQTT port, when the URL names none.
-pub const DEFAULT_MQTT_PORT: u16 = 1883;
 /// How long a send waits for the broker's acknowledgement.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest MQTT packet either way: a message is a few KiB.
@@ -51,40 +53,6 @@ pub fn server_topic(id: &str) -> String {
     format!("dupla/v1/servers/{id}")
 }
 
-/// `(host, port)` of `mqtt://host:port` (also `tcp://`, or a bare
-/// `host:port`).
-pub fn parse_url(url: &str) -> Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .unwrap_or(url)
-        .trim_end_matches('/');
-    if rest.contains("://") || rest.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "broker {url:?}: expected mqtt://host:port (TLS brokers are not supported yet)"
-        )));
-    }
-    // `[v6]:port`, `[v6]`, `host:port` or `host`.
-    let (host, port) = match rest.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((host, "")) => (host, None),
-            Some((host, port)) => (host, port.strip_prefix(':')),
-            None => (v6, None),
-        },
-        None => match rest.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        },
-    };
-    let port = match port {
-        None => DEFAULT_MQTT_PORT,
-        Some(port) => port
-            .parse()
-            .map_err(|_| Error::InvalidInput(format!("broker {url:?}: bad port {port:?}")))?,
-    };
-    Ok((host.to_string(), port))
-}
-
 /// The current MQTT client, and the senders waiting for the broker's
 /// acknowledgement.
 #[derive(Default)]
@@ -92,8 +60,12 @@ struct Waiters {
     /// The client of the current connection (replaced when the manager
     /// names another broker).
     client: Option<AsyncClient>,
-    /// Its broker's URL.
+    /// Its broker's URL, password hidden (for messages).
     url: String,
+    /// Why the last connection attempt failed, while it does (for the
+    /// message of a refused send: bad credentials, an untrusted
+    /// certificate...).
+    problem: Option<String>,
     /// Publishes handed to the event loop, not yet given a packet id, in
     /// the order the loop sends them.
     queued: VecDeque<oneshot::Sender<Result<()>>>,
@@ -182,9 +154,13 @@ impl BrokerLink {
     /// Publish `payload` on `topic` (QoS 1) and wait for the broker to
     /// take it; as [`BrokerLink::publish`].
     pub async fn publish_bytes(&self, topic: String, payload: Vec<u8>) -> Result<()> {
-        let down = |url: &str| {
+        let down = |url: &str, problem: &Option<String>| {
+            let why = match problem {
+                Some(problem) => format!("is unavailable ({problem})"),
+                None => "is unreachable".to_string(),
+            };
             Error::Unavailable(format!(
-                "the message broker {url} is unreachable: nothing was sent; try again in a moment"
+                "the message broker {url} {why}: nothing was sent; try again in a moment"
             ))
         };
         let (tx, rx) = oneshot::channel();
@@ -197,16 +173,16 @@ impl BrokerLink {
                 .client
                 .as_ref()
                 .filter(|_| self.is_ready())
-                .ok_or_else(|| down(&url))?;
+                .ok_or_else(|| down(&url, &waiters.problem))?;
             client
                 .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                .map_err(|_| down(&url))?;
+                .map_err(|_| down(&url, &waiters.problem))?;
             waiters.queued.push_back(tx);
             url
         };
         match tokio::time::timeout(PUBLISH_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(down(&url)),
+            Ok(Err(_)) => Err(down(&url, &None)),
             Err(_) => Err(Error::Unavailable(format!(
                 "the message broker {url} did not acknowledge the message in {} s; it may not have been delivered",
                 PUBLISH_TIMEOUT.as_secs()
@@ -233,8 +209,11 @@ pub struct Worker {
     pub hub: Arc<Hub>,
     /// This server's id (its topic, its MQTT client id).
     pub server_id: String,
-    /// The broker from node.toml, if any; else the manager says.
+    /// The broker from node.toml (password included), if any; else the
+    /// manager says.
     pub configured: Option<String>,
+    /// This server's user, password and CA for the broker.
+    pub auth: BrokerAuth,
     /// The node, to ask the manager.
     pub node: Arc<crate::node::StorageNode>,
     /// Health of `dupla.v1.Social` follows the link.
@@ -265,7 +244,7 @@ impl Worker {
             };
             match next {
                 Some(other) => {
-                    tracing::info!(old = %url, new = %other, "the manager names another message broker");
+                    tracing::info!(old = %redact(&url), new = %redact(&other), "the manager names another message broker");
                     url = other;
                 }
                 None => break,
@@ -278,18 +257,29 @@ impl Worker {
     /// Keep connected to `url` (forever), or return the other broker the
     /// manager names after repeated failures.
     async fn connection(&self, url: &str) -> Option<String> {
-        let (host, port) = match parse_url(url) {
-            Ok(address) => address,
+        let (options, shown) = match self.options(url) {
+            Ok(options) => options,
             Err(e) => {
-                tracing::error!(error = %e, "no social messages on this server");
-                return std::future::pending().await;
+                // A setting of this server was checked at startup: this is
+                // the URL the manager names, which may change.
+                tracing::error!(error = %e, "no social messages on this server until the manager names a usable broker");
+                {
+                    let mut waiters = self.link.lock();
+                    waiters.url = redact(url);
+                    waiters.problem = Some(e.to_string());
+                }
+                return loop {
+                    tokio::time::sleep(RECONNECT_MAX * RECHECK_AFTER_FAILURES).await;
+                    if self.configured.is_none() {
+                        match self.manager_broker().await {
+                            Ok(other) if other != url => break Some(other),
+                            _ => {}
+                        }
+                    }
+                };
             }
         };
-        let mut options = MqttOptions::new(format!("dupla-server-{}", self.server_id), host, port);
-        options
-            .set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        let url = shown.as_str();
         let (client, mut events) = AsyncClient::new(options, REQUEST_QUEUE);
         // Nagle's algorithm would hold a small PUBLISH (or PUBACK) until
         // the previous segment is acknowledged, and the peer delays that
@@ -302,6 +292,7 @@ impl Worker {
             let mut waiters = self.link.lock();
             waiters.client = Some(client.clone());
             waiters.url = url.to_string();
+            waiters.problem = None;
         }
         tracing::info!(broker = %url, "connecting to the message broker");
         let mut pause = RECONNECT_MIN;
@@ -324,6 +315,7 @@ impl Worker {
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     pause = RECONNECT_MIN;
                     failures = 0;
+                    self.link.lock().problem = None;
                     self.link.ready.store(true, Ordering::SeqCst);
                     let status = tonic_health::ServingStatus::Serving;
                     self.health.set_service_status(SOCIAL_SERVICE, status).await;
@@ -358,15 +350,26 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => {
                     let was_ready = self.link.ready.swap(false, Ordering::SeqCst);
-                    self.link.lock().fail_all(&format!(
-                        "the connection to the message broker {url} dropped: {e}"
-                    ));
+                    let problem = describe(&e);
+                    let new_problem = {
+                        let mut waiters = self.link.lock();
+                        waiters.fail_all(&format!(
+                            "the connection to the message broker {url} dropped: {e}"
+                        ));
+                        let new = waiters.problem.as_deref() != Some(problem.as_str());
+                        waiters.problem = Some(problem.clone());
+                        new
+                    };
                     if was_ready {
-                        tracing::warn!(broker = %url, error = %e, "message broker lost; reconnecting");
+                        tracing::warn!(broker = %url, error = %problem, "message broker lost; reconnecting");
                         let status = tonic_health::ServingStatus::NotServing;
                         self.health.set_service_status(SOCIAL_SERVICE, status).await;
+                    } else if new_problem {
+                        // Once per cause, not once per retry: a broker that
+                        // refuses the credentials is retried every 2 s.
+                        tracing::warn!(broker = %url, error = %problem, "cannot connect to the message broker; retrying");
                     } else {
-                        tracing::debug!(broker = %url, error = %e, "message broker still unreachable");
+                        tracing::debug!(broker = %url, error = %problem, "message broker still unreachable");
                     }
                     failures += 1;
                     if self.configured.is_none() && failures.is_multiple_of(RECHECK_AFTER_FAILURES)
@@ -382,6 +385,34 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The MQTT options for `url` (with this server's credentials and,
+    /// for `mqtts://`, TLS), and the URL to show (password hidden).
+    fn options(&self, url: &str) -> Result<(MqttOptions, String)> {
+        let broker = self.auth.apply(BrokerUrl::parse(url)?);
+        let shown = broker.to_string();
+        let mut options = MqttOptions::new(
+            format!("dupla-server-{}", self.server_id),
+            broker.host.clone(),
+            broker.port,
+        );
+        options
+            .set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        if let Some(username) = &broker.username {
+            let password = broker.password.as_deref().unwrap_or_default();
+            options.set_credentials(username.clone(), password.to_string());
+            if !broker.tls {
+                tracing::warn!(broker = %shown, "the broker credentials travel in plain text: use mqtts:// outside a trusted network");
+            }
+        }
+        if broker.tls {
+            let config = self.auth.tls_config()?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Ok((options, shown))
     }
 
     /// Clear this server's stale presence at the manager and learn the
@@ -424,20 +455,20 @@ impl Worker {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn broker_urls() {
-        assert_eq!(parse_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
-        assert_eq!(
-            parse_url("tcp://10.0.0.1").unwrap(),
-            ("10.0.0.1".into(), 1883)
-        );
-        assert_eq!(parse_url("h:7").unwrap(), ("h".into(), 7));
-        assert_eq!(parse_url("mqtt://[::1]:9").unwrap(), ("::1".into(), 9));
-        assert!(parse_url("mqtts://h:1").is_err());
-        assert!(parse_url("mqtt://h:x").is_err());
+/// What went wrong with the broker, in an operator's words: a refusal of
+/// the credentials or of the certificate says which setting to look at.
+fn describe(e: &ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as Code;
+    match e {
+        ConnectionError::ConnectionRefused(code @ (Code::BadUserNamePassword | Code::NotAuthorized)) => {
+            format!("the broker refused this server's credentials ({code:?}); check broker_username and broker_password_file, or the user and password in the broker URL")
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        ConnectionError::Tls(e) => format!(
+            "TLS with the broker failed ({e}); if its certificate is not signed by a CA of the system, set broker_ca to the PEM file of the CA that did"
+        ),
+        other => other.to_string(),
     }
 }

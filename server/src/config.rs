@@ -2,6 +2,7 @@
 //! flags and `DUPLA_*` variables.
 
 use clap::Parser;
+use dupla::broker::{BrokerAuth, BrokerUrl, UrlSetting};
 use dupla::config::{load_layered, rebase_path, secs_setting, NodeArgs};
 use dupla::size::parse_size;
 use dupla::{Error, Result};
@@ -73,11 +74,24 @@ pub struct Args {
     /// resumed that long) [default: 86400].
     #[arg(long, env = "DUPLA_GC_GRACE_SECS")]
     pub gc_grace_secs: Option<u64>,
-    /// The MQTT broker social messages travel through, `mqtt://host:port`
-    /// [default: the one the manager names: its embedded broker, or its own
-    /// `broker` setting].
+    /// The MQTT broker social messages travel through,
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS), optionally with
+    /// `user:password@` [default: the one the manager names: its embedded
+    /// broker, or its own `broker` setting].
     #[arg(long, env = "DUPLA_BROKER")]
-    pub broker: Option<String>,
+    pub broker: Option<UrlSetting>,
+    /// User name to give the broker (whichever broker: this server's own
+    /// or the one the manager names); replaces a user in the URL.
+    #[arg(long, env = "DUPLA_BROKER_USERNAME")]
+    pub broker_username: Option<String>,
+    /// File whose first line is the broker password (kept out of node.toml
+    /// and the process list); needs `broker_username`.
+    #[arg(long, env = "DUPLA_BROKER_PASSWORD_FILE")]
+    pub broker_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed an `mqtts://` broker's certificate
+    /// [default: the system's CA certificates].
+    #[arg(long, env = "DUPLA_BROKER_CA")]
+    pub broker_ca: Option<PathBuf>,
 }
 
 /// Resolved server settings.
@@ -120,9 +134,11 @@ pub struct Config {
     /// `node.toml` or flags (none by default).
     pub faults: crate::faults::FaultPlan,
     /// The MQTT broker that carries social messages between servers
-    /// (`mqtt://host:port`: Mosquitto, ActiveMQ...); `None` asks the
+    /// (`mqtt[s]://host:port`: Mosquitto, ActiveMQ...); `None` asks the
     /// manager, which names its own setting or its embedded broker.
-    pub broker: Option<String>,
+    pub broker: Option<BrokerUrl>,
+    /// User, password and CA for the broker (Debug hides the password).
+    pub broker_auth: BrokerAuth,
 }
 
 impl Config {
@@ -130,7 +146,9 @@ impl Config {
     pub fn load(args: Args) -> Result<Config> {
         let (set, config_dir) =
             load_layered(&args, args.node.config.as_deref(), |s: &mut Args, base| {
-                rebase_path(&mut s.node.data, base)
+                rebase_path(&mut s.node.data, base);
+                rebase_path(&mut s.broker_password_file, base);
+                rebase_path(&mut s.broker_ca, base);
             })?;
         let node = set.node.resolve(&config_dir, DEFAULT_LISTEN);
         let size =
@@ -162,7 +180,12 @@ impl Config {
             ),
             gc_grace: Duration::from_secs(set.gc_grace_secs.unwrap_or(DEFAULT_GC_GRACE_SECS)),
             faults: Default::default(),
-            broker: set.broker,
+            broker: set.broker.as_deref().map(BrokerUrl::parse).transpose()?,
+            broker_auth: BrokerAuth::load(
+                set.broker_username,
+                set.broker_password_file.as_deref(),
+                set.broker_ca.as_deref(),
+            )?,
         };
         config.validate()?;
         Ok(config)
@@ -189,6 +212,7 @@ impl Config {
             gc_grace: Duration::from_secs(DEFAULT_GC_GRACE_SECS),
             faults: Default::default(),
             broker: None,
+            broker_auth: BrokerAuth::default(),
         }
     }
 
@@ -203,8 +227,13 @@ impl Config {
                 "idle_timeout_secs must be above zero".into(),
             ));
         }
-        if let Some(broker) = &self.broker {
-            crate::broker::parse_url(broker)?;
+        if let (Some(broker), Some(ca)) = (&self.broker, &self.broker_auth.ca_path) {
+            if !broker.tls {
+                return Err(Error::InvalidInput(format!(
+                    "broker_ca {} is set but broker {broker} is plain text: write mqtts:// for TLS",
+                    ca.display()
+                )));
+            }
         }
         if self.repair_rate == 0 || self.scrub_rate == 0 {
             return Err(Error::InvalidInput(
@@ -242,6 +271,52 @@ mod tests {
         assert_eq!(config.manager, DEFAULT_MANAGER);
         assert_eq!(config.secret, "s");
         assert!(!format!("{config:?}").contains("\"s\""), "{config:?}");
+    }
+
+    #[test]
+    fn broker_settings_are_read_checked_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), "hunter2\n").unwrap();
+        let file = dir.path().join("node.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, format!("secret = \"s\"\n{toml}")).unwrap();
+            Config::load(Args {
+                node: NodeArgs {
+                    config: Some(file.clone()),
+                    ..NodeArgs::default()
+                },
+                ..Args::default()
+            })
+        };
+        // Relative files are found beside node.toml.
+        let config = load(
+            "broker = \"mqtts://mq.example\"\nbroker_username = \"srv\"\nbroker_password_file = \"password\"\n",
+        )
+        .unwrap();
+        let broker = config.broker.clone().unwrap();
+        assert_eq!((broker.tls, broker.port), (true, 8883));
+        assert_eq!(config.broker_auth.password.as_deref(), Some("hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+        let config = load("broker = \"mqtt://srv:hunter2@mq.example\"\n").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"), "{config:?}");
+        let args = Args {
+            broker: Some("mqtt://srv:hunter2@h".into()),
+            ..Args::default()
+        };
+        assert!(!format!("{args:?}").contains("hunter2"), "{args:?}");
+        for (toml, named) in [
+            ("broker = \"mqtt://h:port\"\n", "port"),
+            ("broker = \"http://h\"\n", "scheme"),
+            (
+                "broker_username = \"u\"\nbroker_password_file = \"nope\"\n",
+                "broker_password_file",
+            ),
+            ("broker_ca = \"nope.pem\"\n", "broker_ca"),
+            ("broker_ca = \"password\"\n", "broker_ca"),
+        ] {
+            let err = load(toml).unwrap_err().to_string();
+            assert!(err.contains(named), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -54,6 +54,11 @@ impl NodeHandle {
 /// (a broker, a smaller `max_sessions`...), kept for its restarts.
 pub type ManagerSetup = std::sync::Arc<dyn Fn(&mut dupla_manager::Config) + Send + Sync>;
 
+/// Settings a test gives its servers beyond [`dupla_server::Config::for_test`]
+/// (broker credentials...), applied to each server started or restarted
+/// while set.
+pub type ServerSetup = std::sync::Arc<dyn Fn(&mut dupla_server::Config) + Send + Sync>;
+
 /// Login of the user [`TestCluster::start`] registers and logs in.
 pub const TEST_USER: &str = "tester";
 
@@ -72,6 +77,10 @@ pub struct TestCluster {
     /// How test clients dial the cluster: plain text, or (after
     /// [`TestCluster::start_tls`]) TLS trusting the cluster's CA.
     pub transport: dupla::rpc::Transport,
+    /// Extra server settings, applied to every server (re)started from
+    /// now on: change it between [`TestCluster::add_server`] calls to
+    /// start servers set up differently.
+    pub server_setup: Option<ServerSetup>,
     /// Extra manager settings, applied at every (re)start.
     manager_setup: Option<ManagerSetup>,
     root: TempDir,
@@ -118,11 +127,22 @@ impl TestCluster {
         n: usize,
         setup: impl Fn(&mut dupla_manager::Config) + Send + Sync + 'static,
     ) -> TestCluster {
+        Self::start_configured_servers(n, setup, |_| {}).await
+    }
+
+    /// As [`TestCluster::start_configured`], each server also set up by
+    /// `servers` (kept as [`TestCluster::server_setup`]).
+    pub async fn start_configured_servers(
+        n: usize,
+        setup: impl Fn(&mut dupla_manager::Config) + Send + Sync + 'static,
+        servers: impl Fn(&mut dupla_server::Config) + Send + Sync + 'static,
+    ) -> TestCluster {
         Self::start_servers_with(
             n,
             false,
             |_| FaultPlan::none(),
             Some(std::sync::Arc::new(setup)),
+            Some(std::sync::Arc::new(servers)),
         )
         .await
     }
@@ -132,7 +152,7 @@ impl TestCluster {
         tls: bool,
         faults: impl Fn(usize) -> FaultPlan,
     ) -> TestCluster {
-        Self::start_servers_with(n, tls, faults, None).await
+        Self::start_servers_with(n, tls, faults, None, None).await
     }
 
     async fn start_servers_with(
@@ -140,6 +160,7 @@ impl TestCluster {
         tls: bool,
         faults: impl Fn(usize) -> FaultPlan,
         manager_setup: Option<ManagerSetup>,
+        server_setup: Option<ServerSetup>,
     ) -> TestCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let manager = start_manager(
@@ -164,6 +185,7 @@ impl TestCluster {
             token: String::new(),
             idle_timeout: None,
             transport,
+            server_setup,
             manager_setup,
             root,
         };
@@ -200,6 +222,9 @@ impl TestCluster {
         config.insecure = !self.transport.is_tls();
         if let Some(idle) = self.idle_timeout {
             config.idle_timeout = idle;
+        }
+        if let Some(setup) = &self.server_setup {
+            setup(&mut config);
         }
         let (handle, shutdown) = shutdown::channel();
         let running = dupla_server::start(config, shutdown)

@@ -1,5 +1,7 @@
 //! A real Mosquitto broker for tests: its own config in a temp directory,
-//! a free loopback port, killed on drop, restartable on the same port.
+//! a free loopback port, killed on drop, restartable on the same port;
+//! optionally with a password file (no anonymous clients) and TLS with a
+//! certificate from a CA made for the test ([`Options`]).
 //! `.ci/run` installs the `mosquitto` package; a test on a machine without
 //! it says so and skips.
 
@@ -30,6 +32,36 @@ pub fn binary() -> Option<PathBuf> {
         })
 }
 
+/// How a test's Mosquitto is set up beyond a plain, anonymous listener.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Users and passwords of its `password_file` (made with
+    /// `mosquitto_passwd`); when any, anonymous clients are refused.
+    pub users: Vec<(String, String)>,
+    /// TLS on its listener, with a certificate for 127.0.0.1 and localhost
+    /// signed by a CA made for the test ([`Mosquitto::ca_file`]).
+    pub tls: bool,
+}
+
+/// `mosquitto_passwd`, beside the broker's binary or on the PATH.
+fn passwd_binary(broker: &std::path::Path) -> PathBuf {
+    [
+        "/usr/bin/mosquitto_passwd",
+        "/usr/local/bin/mosquitto_passwd",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .chain(broker.parent().map(|dir| dir.join("mosquitto_passwd")))
+    .find(|p| p.exists())
+    .unwrap_or_else(|| PathBuf::from("mosquitto_passwd"))
+}
+
+/// Whether this process runs as root (`/proc/self` belongs to its user).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// A running Mosquitto.
 pub struct Mosquitto {
     /// Its port on 127.0.0.1.
@@ -37,12 +69,18 @@ pub struct Mosquitto {
     binary: PathBuf,
     dir: TempDir,
     child: Option<Child>,
+    options: Options,
 }
 
 impl Mosquitto {
     /// Start one on a free port, or `None` (with a message saying the test
     /// is skipped) when mosquitto is not installed.
     pub fn start(test: &str) -> Option<Mosquitto> {
+        Self::start_with(test, Options::default())
+    }
+
+    /// [`Mosquitto::start`] set up as `options` says.
+    pub fn start_with(test: &str, options: Options) -> Option<Mosquitto> {
         let Some(binary) = binary() else {
             eprintln!(
                 "SKIPPED {test}: mosquitto is not installed (apt-get install mosquitto; .ci/run does it)"
@@ -55,28 +93,88 @@ impl Mosquitto {
             binary,
             dir,
             child: None,
+            options,
         };
+        broker.write_files();
         broker.restart();
         Some(broker)
     }
 
-    /// `mqtt://127.0.0.1:PORT`.
+    /// `mqtt://127.0.0.1:PORT`, or `mqtts://` with TLS.
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM file of the CA that signed its certificate (with TLS).
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.options.tls, "this Mosquitto has no TLS");
+        self.dir.path().join("ca").join(dupla::tls::CA_CERT_FILE)
+    }
+
+    /// The password file and the TLS certificate the options ask for.
+    fn write_files(&self) {
+        for (i, (user, password)) in self.options.users.iter().enumerate() {
+            let file = self.dir.path().join("passwords");
+            let mut command = Command::new(passwd_binary(&self.binary));
+            command.arg("-b");
+            if i == 0 {
+                command.arg("-c");
+            }
+            let status = command
+                .arg(&file)
+                .arg(user)
+                .arg(password)
+                .status()
+                .expect("run mosquitto_passwd");
+            assert!(status.success(), "mosquitto_passwd failed: {status}");
+        }
+        if self.options.tls {
+            let ca = dupla::tls::Ca::load_or_create(&self.dir.path().join("ca")).expect("test CA");
+            let identity = ca
+                .issue("mosquitto", &dupla::tls::cert_hosts(&[]))
+                .expect("broker certificate");
+            std::fs::write(self.dir.path().join("broker.pem"), &identity.chain_pem)
+                .expect("write the certificate");
+            std::fs::write(self.dir.path().join("broker.key"), &identity.key_pem)
+                .expect("write the key");
+        }
+    }
+
+    /// Its mosquitto.conf.
+    fn config(&self) -> String {
+        let dir = self.dir.path();
+        let mut config = format!("listener {} 127.0.0.1\npersistence false\n", self.port);
+        if self.options.users.is_empty() {
+            config.push_str("allow_anonymous true\n");
+        } else {
+            let file = dir.join("passwords");
+            config.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                file.display()
+            ));
+        }
+        if self.options.tls {
+            config.push_str(&format!(
+                "certfile {}\nkeyfile {}\n",
+                dir.join("broker.pem").display(),
+                dir.join("broker.key").display()
+            ));
+        }
+        // Started as root, Mosquitto drops to the `mosquitto` user before
+        // reading the password file, which it then may not read in the
+        // test's private temp directory.
+        if running_as_root() {
+            config.push_str("user root\n");
+        }
+        config
     }
 
     /// Start it (again) on its port and wait until it accepts connections.
     pub fn restart(&mut self) {
         self.kill();
         let config = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-                self.port
-            ),
-        )
-        .expect("write mosquitto.conf");
+        std::fs::write(&config, self.config()).expect("write mosquitto.conf");
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
         let child = Command::new(&self.binary)
             .arg("-c")

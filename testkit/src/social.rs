@@ -99,7 +99,7 @@ pub fn bearer<T>(token: &str, message: T) -> Request<T> {
 pub async fn one_user_per_server(n: usize, url: String) -> crate::TestCluster {
     let cluster = crate::TestCluster::start_configured(n, move |c| {
         c.max_sessions = 1;
-        c.broker = Some(url.clone());
+        c.broker = Some(dupla::broker::BrokerUrl::parse(&url).expect("a broker URL"));
     })
     .await;
     wait_for_social(&cluster).await;

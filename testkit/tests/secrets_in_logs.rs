@@ -1,11 +1,12 @@
 //! Nothing logs a token, a password or the cluster secret: every node's
 //! log, at trace level for every crate (tonic, h2 and hyper included), is
 //! captured through a whole session (register, login, a wrong password,
-//! upload, download, logout) and searched for them.
+//! upload, download, logout; the servers log in to the broker with a
+//! password) and searched for them.
 
 use dupla::v1::{LoginRequest, LogoutRequest};
 use dupla_testkit::chat::{self, TEST_PASSWORD};
-use dupla_testkit::cluster::TEST_SECRET;
+use dupla_testkit::cluster::{TEST_SECRET, TEST_USER};
 use dupla_testkit::raw::{self, Target};
 use dupla_testkit::{test_bytes, TestCluster};
 use std::io::Write;
@@ -25,6 +26,9 @@ impl Write for Captured {
     }
 }
 
+/// What the servers give the broker as their password.
+const BROKER_PASSWORD: &str = "broker-hunter2";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_log_line_carries_a_token_a_password_or_the_secret() {
     let captured = Captured::default();
@@ -35,8 +39,28 @@ async fn no_log_line_carries_a_token_a_password_or_the_secret() {
         .with_ansi(false)
         .init();
     dupla_testkit::bounded(async {
-        let cluster = TestCluster::start(2).await;
+        // The embedded broker takes any credentials: what matters is that
+        // the servers give one, from a file, over plain text (which they
+        // warn about, naming the broker).
+        let files = tempfile::tempdir().unwrap();
+        let password_file = files.path().join("broker-password");
+        std::fs::write(&password_file, format!("{BROKER_PASSWORD}\n")).unwrap();
+        let mut cluster = TestCluster::start_configured_servers(
+            2,
+            |_| {},
+            move |c| {
+                c.broker_auth = dupla::broker::BrokerAuth::load(
+                    Some("dupla".into()),
+                    Some(&password_file),
+                    None,
+                )
+                .unwrap();
+            },
+        )
+        .await;
         let manager = cluster.manager_addr();
+        cluster.token = chat::user(&manager, TEST_USER).await;
+        dupla_testkit::social::wait_for_social(&cluster).await;
         let bob = chat::user(&manager, "bob").await;
         let refused = chat::accounts(&manager)
             .await
@@ -57,12 +81,17 @@ async fn no_log_line_carries_a_token_a_password_or_the_secret() {
             .unwrap();
         let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
         assert!(log.contains("upload committed"), "the log was not captured");
+        assert!(
+            log.contains("credentials travel in plain text"),
+            "no broker login"
+        );
         for (what, secret) in [
             ("bob's token", bob.as_str()),
             ("the test user's token", cluster.token.as_str()),
             ("a password", TEST_PASSWORD),
             ("a wrong password", "not the password"),
             ("the cluster secret", TEST_SECRET),
+            ("the broker password", BROKER_PASSWORD),
         ] {
             assert!(!log.contains(secret), "{what} is in the log");
         }

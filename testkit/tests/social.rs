@@ -1,10 +1,11 @@
 //! The social network in process: the graph and presence on the manager,
 //! `Social` on the servers, messages between servers through a broker —
 //! the manager's embedded one, then a real Mosquitto (killed and restarted
-//! mid-conversation).
+//! mid-conversation; with a password file; with TLS).
 
+use dupla::broker::{BrokerAuth, BrokerUrl};
 use dupla::v1::{self as pb};
-use dupla_testkit::mosquitto::Mosquitto;
+use dupla_testkit::mosquitto::{self, Mosquitto};
 use dupla_testkit::social::{
     bearer, one_user_per_server, wait_for_social, SocialUser, SOCIAL_PASSWORD,
 };
@@ -40,6 +41,17 @@ async fn befriend(a: &mut SocialUser, b: &mut SocialUser) {
         .unwrap()
         .into_inner();
     assert_eq!(reply.outcome, pb::Outcome::Ok as i32);
+}
+
+/// ann and bob, friends, on two servers (`max_sessions = 1`), once every
+/// server is connected to the broker.
+async fn friends_apart(cluster: &TestCluster) -> (SocialUser, SocialUser) {
+    wait_for_social(cluster).await;
+    let mut ann = join(cluster, "ann").await;
+    let mut bob = join(cluster, "bob").await;
+    assert_ne!(ann.server, bob.server, "max_sessions = 1 spreads them");
+    befriend(&mut ann, &mut bob).await;
+    (ann, bob)
 }
 
 async fn send(from: &mut SocialUser, to: &str, text: &str) -> Result<pb::SendReply, tonic::Status> {
@@ -313,6 +325,146 @@ async fn a_full_cluster_refuses_logins_when_told_to() {
             .unwrap();
         let reply = accounts.login(login()).await.unwrap().into_inner();
         assert!(!reply.over_capacity);
+    })
+    .await
+}
+
+/// The `dupla.v1.Social` health of the server at `addr`.
+async fn social_health(addr: &str) -> i32 {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let request = HealthCheckRequest {
+        service: "dupla.v1.Social".into(),
+    };
+    HealthClient::new(dial(addr))
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// Send from `from`, whose server cannot use the broker, until the refusal
+/// (UNAVAILABLE) explains why with `reason`: the first sends may only know
+/// that the broker is not connected yet. Returns the message.
+async fn refused_because(from: &mut SocialUser, to: &str, reason: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let err = send(from, to, "refused").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        if err.message().contains(reason) {
+            return err.message().to_string();
+        }
+        assert!(Instant::now() < deadline, "never explained: {err:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Add a server set up by `setup` and log `login` in there: every other
+/// server already holds a session (`max_sessions = 1`).
+async fn join_new_server(
+    cluster: &mut TestCluster,
+    login: &str,
+    setup: impl Fn(&mut dupla_server::Config) + Send + Sync + 'static,
+) -> SocialUser {
+    cluster.server_setup = Some(std::sync::Arc::new(setup));
+    let i = cluster.add_server().await;
+    cluster.wait_for_up(i + 1).await;
+    let user = join(cluster, login).await;
+    assert_eq!(user.server, cluster.server_addr(i));
+    user
+}
+
+#[tokio::test]
+async fn broker_credentials_in_the_url_or_a_password_file_and_refused_ones() {
+    let options = mosquitto::Options {
+        users: vec![("dupla".into(), "right pass@".into())],
+        ..Default::default()
+    };
+    let Some(broker) = Mosquitto::start_with("broker_credentials", options) else {
+        return;
+    };
+    bounded(async {
+        let files = tempfile::tempdir().unwrap();
+        let (right, wrong) = (files.path().join("right"), files.path().join("wrong"));
+        std::fs::write(&right, "right pass@\n").unwrap();
+        std::fs::write(&wrong, "wrong pass\n").unwrap();
+        // Server 0 takes the user and password from the URL the manager
+        // names (percent-encoded), server 1 from its own settings.
+        let url = format!("mqtt://dupla:right%20pass%40@127.0.0.1:{}", broker.port);
+        let mut cluster = TestCluster::start_configured(1, move |c| {
+            c.max_sessions = 1;
+            c.broker = Some(BrokerUrl::parse(&url).unwrap());
+        })
+        .await;
+        let mut ann = join(&cluster, "ann").await;
+        let mut bob = join_new_server(&mut cluster, "bob", move |c| {
+            c.broker_auth = BrokerAuth::load(Some("dupla".into()), Some(&right), None).unwrap();
+        })
+        .await;
+        wait_for_social(&cluster).await;
+        befriend(&mut ann, &mut bob).await;
+        send(&mut ann, "bob", "with a password").await.unwrap();
+        assert_eq!(bob.next_message().await.text, "with a password");
+        send(&mut bob, "ann", "and back").await.unwrap();
+        assert_eq!(ann.next_message().await.text, "and back");
+
+        // A server with the wrong password: its sends are refused, saying
+        // why, and its Social health says NOT_SERVING; the others carry on.
+        let mut cat = join_new_server(&mut cluster, "cat", move |c| {
+            c.broker_auth = BrokerAuth::load(Some("dupla".into()), Some(&wrong), None).unwrap();
+        })
+        .await;
+        befriend(&mut cat, &mut ann).await;
+        let why = refused_because(&mut cat, "ann", "refused this server's credentials").await;
+        assert!(!why.contains("wrong pass"), "{why}");
+        let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing;
+        assert_eq!(social_health(&cat.server).await, not_serving as i32);
+        send(&mut ann, "bob", "still fine").await.unwrap();
+        assert_eq!(bob.next_message().await.text, "still fine");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn broker_over_tls_trusting_its_ca_and_refusing_without_it() {
+    let options = mosquitto::Options {
+        tls: true,
+        ..Default::default()
+    };
+    let Some(broker) = Mosquitto::start_with("broker_over_tls", options) else {
+        return;
+    };
+    bounded(async {
+        let url = broker.url();
+        assert!(url.starts_with("mqtts://"), "{url}");
+        let ca = broker.ca_file();
+        let mut cluster = TestCluster::start_configured_servers(
+            2,
+            move |c| {
+                c.max_sessions = 1;
+                c.broker = Some(BrokerUrl::parse(&url).unwrap());
+            },
+            move |c| c.broker_auth = BrokerAuth::load(None, None, Some(&ca)).unwrap(),
+        )
+        .await;
+        let (mut ann, mut bob) = friends_apart(&cluster).await;
+        send(&mut ann, "bob", "over TLS").await.unwrap();
+        assert_eq!(bob.next_message().await.text, "over TLS");
+
+        // Without broker_ca, the system's roots do not vouch for the test
+        // CA: the handshake fails and the server says to set broker_ca.
+        let mut cat = join_new_server(&mut cluster, "cat", |_| {}).await;
+        befriend(&mut cat, &mut ann).await;
+        let why = refused_because(&mut cat, "ann", "broker_ca").await;
+        // Whether the machine has system roots (the handshake then fails
+        // on the unknown issuer) or none at all.
+        assert!(
+            why.contains("UnknownIssuer") || why.contains("no system CA certificates"),
+            "{why}"
+        );
+        let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing;
+        assert_eq!(social_health(&cat.server).await, not_serving as i32);
     })
     .await
 }
