@@ -170,6 +170,20 @@ pub async fn user_on_server(addr: &str, login: &str) -> (String, String) {
     (reply.token, server)
 }
 
+/// The storage server the manager at `addr` assigned to `token`'s login,
+/// where `dupla chat` opens that user's chat.
+pub async fn assigned_server(addr: &str, token: &str) -> String {
+    accounts(addr)
+        .await
+        .who_am_i(authed(token, dupla::v1::WhoAmIRequest {}))
+        .await
+        .unwrap_or_else(|s| panic!("who am i: {s:?}"))
+        .into_inner()
+        .server
+        .expect("a server is assigned")
+        .addr
+}
+
 /// An event as `dupla chat` prints it on a pipe (the contract).
 pub fn render(event: &ChatEvent) -> String {
     match chat_event::Kind::try_from(event.kind) {

@@ -148,6 +148,8 @@ async fn the_console_signs_in_uploads_finds_downloads_and_administers() {
     };
     bounded(async {
         let mut cluster = TestCluster::start(3).await;
+        // The servers serve chat once their broker links are up.
+        dupla_testkit::social::wait_for_social(&cluster).await;
         let base = cluster.manager_http();
         let client = browser(&driver).await;
 
@@ -238,8 +240,10 @@ async fn the_console_signs_in_uploads_finds_downloads_and_administers() {
             .unwrap();
         assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
 
-        // Chat between the page and a `dupla chat` client, in one room.
-        let mut terminal = dupla_testkit::chat::ChatClient::connect(&cluster.manager_addr(), "bob", &bob)
+        // Chat between the page and a `dupla chat` client, in one room: the
+        // client on bob's storage server, as `dupla chat` opens it.
+        let bob_server = dupla_testkit::chat::assigned_server(&cluster.manager_addr(), &bob).await;
+        let mut terminal = dupla_testkit::chat::ChatClient::connect(&bob_server, "bob", &bob)
             .await
             .unwrap();
         client.goto(&format!("{base}/#/chat")).await.unwrap();

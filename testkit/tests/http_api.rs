@@ -842,14 +842,7 @@ async fn metrics_healthz_and_the_openapi_document() {
                 .await
                 .unwrap();
         }
-        let manager = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let manager = metrics(&http, &base).await;
         for series in [
             "dupla_rpc_duration_seconds_bucket",
             "dupla_rpc_requests_total",
@@ -1099,6 +1092,8 @@ async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
     use dupla_testkit::chat::ChatClient;
     bounded(async {
         let mut cluster = TestCluster::start(1).await;
+        // The server serves chat once its broker link is up.
+        dupla_testkit::social::wait_for_social(&cluster).await;
         let base = cluster.manager_http();
         let http = Client::new();
         let web = http_user(&http, &base, "webchat").await;
@@ -1145,9 +1140,10 @@ async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
                 .send()
         };
 
-        // A `dupla chat` client (gRPC) and the page meet in a room.
+        // A `dupla chat` client (gRPC, on the user's storage server, as
+        // `dupla chat` opens it) and the page meet in a room.
         let mut terminal = ChatClient::connect(
-            &cluster.manager_addr(),
+            &dupla_testkit::chat::assigned_server(&cluster.manager_addr(), &cluster.token).await,
             dupla_testkit::cluster::TEST_USER,
             &cluster.token,
         )
@@ -1167,6 +1163,15 @@ async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
         terminal.expect("webchat: hello from the page").await;
         terminal.send("hello from the terminal").await;
         wait_for("message|tester|hello from the terminal").await;
+        // Both ways went through the storage server and the broker: the
+        // manager's own rooms carried nothing.
+        let metrics = metrics(&http, &base).await;
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("dupla_chat_lines_relayed_total") && l.ends_with(" 0")),
+            "{metrics}"
+        );
         // Another user cannot read or write this session.
         let other = cluster.token.clone();
         let peek = http
@@ -1209,4 +1214,15 @@ async fn the_browser_chat_shares_the_rooms_of_dupla_chat() {
         drop(answer);
     })
     .await;
+}
+
+/// The text of `GET {base}/metrics`.
+async fn metrics(http: &Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

@@ -1,8 +1,12 @@
 //! Chat from a browser: the same rooms as `dupla chat`, reached through
 //! `Rooms/Chat` itself. A chat session here is one `Rooms/Chat` stream
-//! that the manager opens to its own gRPC port as the user (so every rule
-//! of the rooms, `#` commands, flood control and kicks included, is the
-//! gRPC one), with its events kept in a short buffer the page long-polls.
+//! that the manager opens as the user where `dupla chat` would: on the
+//! user's assigned storage server (then the other `up` ones), whose rooms
+//! travel through the message broker; on the manager's own gRPC port only
+//! when no server is up or serves chat. So every rule of the rooms, `#`
+//! commands, flood control and kicks included, is the gRPC one, and the
+//! page and a terminal meet in the same rooms. Its events are kept in a
+//! short buffer the page long-polls.
 //!
 //! `POST /api/chat` opens a session, `POST /api/chat/{id}/lines` sends a
 //! line, `GET /api/chat/{id}/events?after=N` waits for events after the
@@ -152,10 +156,68 @@ impl ChatSessions {
 
 /// The caller's login, checked as every user call is.
 fn login_of(api: &Api, caller: &Caller) -> Result<String> {
+    Ok(session_of(api, caller)?.login)
+}
+
+fn session_of(api: &Api, caller: &Caller) -> Result<crate::identity::auth::Session> {
     let auth = crate::identity::auth::Authenticator::new(api.tokens.clone());
-    Ok(auth
-        .check_token(caller.token.as_deref().unwrap_or_default())?
-        .login)
+    auth.check_token(caller.token.as_deref().unwrap_or_default())
+}
+
+/// Where `dupla chat` would open this user's chat: the assigned server
+/// first while it is up, then the other `up` servers.
+fn chat_servers(api: &Api, assigned: Option<&str>) -> Vec<String> {
+    let membership = api.state.lock_membership();
+    let now = Instant::now();
+    let mut up: Vec<&crate::cluster::membership::Member> = membership
+        .members()
+        .filter(|m| {
+            membership.liveness(m, now) == crate::cluster::membership::Liveness::Up
+                && !membership.is_draining(&m.node.id)
+        })
+        .collect();
+    up.sort_by_key(|m| (Some(m.node.id.as_str()) != assigned, m.report.active));
+    up.into_iter().map(|m| m.node.addr.clone()).collect()
+}
+
+/// Open the user's chat stream as `dupla chat` does: on the first server
+/// of [`chat_servers`] that can be reached, or on the manager's own rooms
+/// when none can or the server has no chat (`UNIMPLEMENTED`, an older
+/// version). Any other refusal is the answer: falling back to the
+/// manager's rooms then would put the page in rooms no terminal is in.
+async fn open_stream(
+    api: &Api,
+    caller: &Caller,
+    assigned: Option<&str>,
+) -> Result<(mpsc::Sender<pb::ChatInput>, tonic::Streaming<pb::ChatEvent>)> {
+    for addr in chat_servers(api, assigned) {
+        let channel = match api.state.transport.connect(&addr).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "console chat: server unreachable; trying the next");
+                continue;
+            }
+        };
+        let (tx, rx) = mpsc::channel(CHAT_INPUT_LINES);
+        let request = caller.request(tokio_stream::wrappers::ReceiverStream::new(rx));
+        match pb::rooms_client::RoomsClient::new(channel)
+            .chat(request)
+            .await
+        {
+            Ok(events) => return Ok((tx, events.into_inner())),
+            Err(status) if status.code() == tonic::Code::Unimplemented => break,
+            Err(status) => return Err(Error::from_status(status)),
+        }
+    }
+    let (tx, rx) = mpsc::channel(CHAT_INPUT_LINES);
+    let request = caller.request(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let channel = api.state.transport.connect_lazy(&api.grpc_addr)?;
+    let events = pb::rooms_client::RoomsClient::new(channel)
+        .chat(request)
+        .await
+        .map_err(Error::from_status)?
+        .into_inner();
+    Ok((tx, events))
 }
 
 #[utoipa::path(post, path = "/api/chat", tag = "chat",
@@ -164,7 +226,8 @@ fn login_of(api: &Api, caller: &Caller) -> Result<String> {
     security(("bearer" = [])))]
 /// Join the chat (the lobby) as the caller.
 pub async fn open(State(api): State<Api>, caller: Caller) -> ApiResult<Json<ChatOpened>> {
-    let login = login_of(&api, &caller)?;
+    let session = session_of(&api, &caller)?;
+    let login = session.login;
     api.chat.sweep();
     let held = api
         .chat
@@ -180,14 +243,8 @@ pub async fn open(State(api): State<Api>, caller: Caller) -> ApiResult<Json<Chat
         ))
         .into());
     }
-    let (tx, rx) = mpsc::channel(CHAT_INPUT_LINES);
-    let channel = api.state.transport.connect_lazy(&api.grpc_addr)?;
-    let request = caller.request(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let mut events = pb::rooms_client::RoomsClient::new(channel)
-        .chat(request)
-        .await
-        .map_err(Error::from_status)?
-        .into_inner();
+    let assigned = session.server.as_ref().map(|n| n.id.as_str());
+    let (tx, mut events) = open_stream(&api, &caller, assigned).await?;
     let session = Arc::new(Session {
         login,
         input: tx,
