@@ -12,8 +12,8 @@
 # fan-out) and direct mode (a ring of friends: 1 delivery per message), at
 # each rate of GROUP_RATES / DIRECT_RATES, watching the CPU of the
 # manager, the broker, each server and the load client during the sending
-# window. The 1-server cluster also runs `dupla bench chat` for today's
-# manager-room figure on the same machine. Last, an elastic run: a manager
+# window. The 1-server cluster also runs `dupla bench chat` (a chat room,
+# which now runs on the servers and the broker) on the same machine. Last, an elastic run: a manager
 # with the `local` launcher, max_sessions = 10 and one server; ten users
 # fill it through `dupla shell`, and the eleventh login is timed until its
 # message stream is open on the server launched for it.
@@ -182,7 +182,7 @@ def cpu(r, name):
     return f"{sum(c):.2f}" if c else "-"
 print(f"{'servers':>7} {'run':<22} {'msg/s':>6} {'deliveries/s':>12} {'lost':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'manager':>7} {'broker':>6} {'servers':>7} {'bench':>6} {'machine':>7}")
 for r in rows:
-    kind = "chat (manager room)" if r["kind"] == "chat" else f"{r['mode']} ({r['clients']} users)"
+    kind = "chat (room)" if r["kind"] == "chat" else f"{r['mode']} ({r['clients']} users)"
     lost = r["lost"]
     print(f"{r['server_count']:>7} {kind:<22} {r['rate']:>6} {r['deliveries_per_s']:>12.0f} {lost:>6} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} "
           f"{cpu(r,'manager'):>7} {cpu(r,'broker'):>6} {cpu(r,'servers'):>7} {cpu(r,'bench'):>6} {cpu(r,'machine'):>7}")
