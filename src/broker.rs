@@ -298,8 +298,8 @@ impl BrokerAuth {
     }
 
     /// The TLS client config for an `mqtts://` broker: trusting
-    /// `broker_ca` if set, else the system's roots; ring, as every other
-    /// TLS link of the cluster.
+    /// `broker_ca` if set, else the system's roots; the cluster's own
+    /// provider and suites, as every other TLS link.
     pub fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca {
@@ -326,7 +326,7 @@ impl BrokerAuth {
                 }
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crate::tls::crypto_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Internal(format!("TLS: {e}")))?

@@ -108,11 +108,7 @@ async fn friends(user: &mut SocialUser) -> Vec<String> {
 async fn graph_and_messages_across_servers_with_the_embedded_broker() {
     bounded(async {
         let mut cluster = TestCluster::start_configured(2, |c| c.max_sessions = 1).await;
-        wait_for_social(&cluster).await;
-        let mut ann = join(&cluster, "ann").await;
-        let mut bob = join(&cluster, "bob").await;
-        assert_ne!(ann.server, bob.server, "max_sessions = 1 spreads them");
-        befriend(&mut ann, &mut bob).await;
+        let (mut ann, mut bob) = friends_apart(&cluster).await;
 
         let reply = send(&mut ann, "bob", "hello world").await.unwrap();
         assert_eq!(reply.outcome, pb::Outcome::Ok as i32);
@@ -258,10 +254,7 @@ async fn broker_killed_and_restarted_mid_conversation() {
     bounded(async {
         let url = broker.url();
         let cluster = one_user_per_server(2, url).await;
-        let mut ann = join(&cluster, "ann").await;
-        let mut bob = join(&cluster, "bob").await;
-        assert_ne!(ann.server, bob.server);
-        befriend(&mut ann, &mut bob).await;
+        let (mut ann, mut bob) = friends_apart(&cluster).await;
         let create = ann.req(pb::GroupRequest { group: "g".into() });
         ann.social.create_group(create).await.unwrap();
         let join_g = bob.req(pb::GroupRequest { group: "g".into() });

@@ -214,12 +214,17 @@ impl Membership {
         self.members.remove(id)
     }
 
-    /// Servers that may take new data now, as placement candidates: up,
-    /// and not being drained.
-    pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
+    /// Servers that may take new data and sessions now: up, and not being
+    /// drained.
+    pub fn serving(&self, now: Instant) -> impl Iterator<Item = &Member> {
         self.members
             .values()
-            .filter(|m| self.liveness(m, now) == Liveness::Up && !self.is_draining(&m.node.id))
+            .filter(move |m| self.liveness(m, now) == Liveness::Up && !self.is_draining(&m.node.id))
+    }
+
+    /// The [`serving`](Self::serving) servers as placement candidates.
+    pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
+        self.serving(now)
             .map(|m| Candidate {
                 id: m.node.id.clone(),
                 free: m.report.capacity.saturating_sub(m.report.used),

@@ -168,14 +168,7 @@ fn session_of(api: &Api, caller: &Caller) -> Result<crate::identity::auth::Sessi
 /// first while it is up, then the other `up` servers.
 fn chat_servers(api: &Api, assigned: Option<&str>) -> Vec<String> {
     let membership = api.state.lock_membership();
-    let now = Instant::now();
-    let mut up: Vec<&crate::cluster::membership::Member> = membership
-        .members()
-        .filter(|m| {
-            membership.liveness(m, now) == crate::cluster::membership::Liveness::Up
-                && !membership.is_draining(&m.node.id)
-        })
-        .collect();
+    let mut up: Vec<_> = membership.serving(Instant::now()).collect();
     up.sort_by_key(|m| (Some(m.node.id.as_str()) != assigned, m.report.active));
     up.into_iter().map(|m| m.node.addr.clone()).collect()
 }
