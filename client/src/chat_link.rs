@@ -1,8 +1,8 @@
 //! Where a chat stream opens: on the user's assigned storage server, which
 //! serves the chat of its users and carries room messages through the
-//! message broker (then on the other `up` servers, as transfers do); on
-//! the manager's own chat only when no server is up, or the server is of a
-//! version without chat. Shared by `dupla chat` and `dupla bench chat`.
+//! message broker (then on the other `up` servers, as transfers do, or on
+//! late ones when none is up); on the manager's own chat only when no
+//! server is up or late, or the server is of a version without chat. Shared by `dupla chat` and `dupla bench chat`.
 
 use crate::session::{rpc_error, Client, Role};
 use dupla::v1::rooms_client::RoomsClient;
@@ -37,7 +37,14 @@ impl Client {
         &self,
         queue: usize,
     ) -> Result<(mpsc::Sender<ChatInput>, ChatStream)> {
-        match self.entry_servers().await {
+        let candidates = match self.entry_servers().await {
+            Err(e) => match self.late_servers().await {
+                Ok(late) if !late.is_empty() => Ok(late),
+                _ => Err(e),
+            },
+            found => found,
+        };
+        match candidates {
             Ok(candidates) => {
                 let (addr, channel) = self.connect_first(Role::Server, &candidates).await?;
                 let (input, rx) = mpsc::channel(queue);

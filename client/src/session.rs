@@ -352,6 +352,17 @@ impl Client {
         Ok(ranked)
     }
 
+    /// The manager's late (suspect) servers, fewest active transfers first:
+    /// worth a try when none is up, since a late heartbeat under load says
+    /// little about whether a server answers.
+    pub(crate) async fn late_servers(&self) -> Result<Vec<String>> {
+        let status = self.status().await?;
+        Ok(rank_by_state(
+            &status.servers,
+            dupla::v1::ServerState::Suspect,
+        ))
+    }
+
     /// Connect to the first reachable server of `candidates`, saying on
     /// stderr when one is skipped. Returns its address and a Storage client.
     pub(crate) async fn connect_storage(
@@ -402,9 +413,14 @@ impl Client {
 /// The `up` servers, fewest active transfers first (ties by address, so the
 /// order is stable), as entry candidates.
 pub fn rank_entries(servers: &[ServerStatus]) -> Vec<String> {
+    rank_by_state(servers, dupla::v1::ServerState::Up)
+}
+
+/// The servers in `state`, fewest active transfers first (ties by address).
+fn rank_by_state(servers: &[ServerStatus], state: dupla::v1::ServerState) -> Vec<String> {
     let mut up: Vec<(u32, &str)> = servers
         .iter()
-        .filter(|s| s.state() == dupla::v1::ServerState::Up)
+        .filter(|s| s.state() == state)
         .filter_map(|s| {
             let node = s.node.as_ref()?;
             (!node.addr.is_empty()).then_some((s.active_transfers, node.addr.as_str()))
@@ -518,6 +534,10 @@ mod tests {
             server("e:1", "up", 1),
         ];
         assert_eq!(rank_entries(&servers), ["c:1", "e:1", "a:1"]);
+        assert_eq!(
+            rank_by_state(&servers, dupla::v1::ServerState::Suspect),
+            ["d:1"]
+        );
         assert!(rank_entries(&[]).is_empty());
     }
 

@@ -222,6 +222,30 @@ impl Membership {
             .filter(move |m| self.liveness(m, now) == Liveness::Up && !self.is_draining(&m.node.id))
     }
 
+    /// Addresses of the servers a user's chat may open on, best first: the
+    /// assigned server, then the other serving ones by fewest transfers,
+    /// then late (suspect) ones. A late heartbeat under load says little
+    /// about whether a server answers; the connection decides, and only
+    /// when none does is the manager's own chat used (which would put the
+    /// user in rooms no one on a server is in).
+    pub fn chat_servers(&self, now: Instant, assigned: Option<&str>) -> Vec<String> {
+        let mut live: Vec<_> = self
+            .members
+            .values()
+            .filter(|m| !self.is_draining(&m.node.id))
+            .map(|m| (m, self.liveness(m, now)))
+            .filter(|(_, liveness)| *liveness != Liveness::Down)
+            .collect();
+        live.sort_by_key(|(m, liveness)| {
+            (
+                Some(m.node.id.as_str()) != assigned,
+                *liveness != Liveness::Up,
+                m.report.active,
+            )
+        });
+        live.into_iter().map(|(m, _)| m.node.addr.clone()).collect()
+    }
+
     /// The [`serving`](Self::serving) servers as placement candidates.
     pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
         self.serving(now)
@@ -269,6 +293,38 @@ mod tests {
             .unwrap());
         let a = m.get("a").unwrap().clone();
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(31)), Liveness::Up);
+    }
+
+    #[test]
+    fn chat_opens_on_the_assigned_server_even_when_it_is_late() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let t0 = Instant::now();
+        for (id, at) in [("a", 0), ("b", 5), ("c", 5), ("d", 5)] {
+            m.heartbeat(
+                node(id),
+                Report {
+                    active: if id == "b" { 2 } else { 0 },
+                    ..Default::default()
+                },
+                t0 + Duration::from_secs(at),
+                Proof::Unavailable,
+            )
+            .unwrap();
+        }
+        m.set_draining("d", true);
+        m.restore(node("e"));
+        let now = t0 + Duration::from_secs(6);
+        // "a" is late (suspect) but assigned: tried first; "d" drains and
+        // "e" was never heard from: not tried.
+        assert_eq!(m.chat_servers(now, Some("a")), ["a:1", "c:1", "b:1"]);
+        // Not assigned: the serving servers first, the late one last.
+        assert_eq!(m.chat_servers(now, Some("b")), ["b:1", "c:1", "a:1"]);
+        assert_eq!(m.chat_servers(now, None), ["c:1", "b:1", "a:1"]);
+        // Silent past the grace period: not tried.
+        assert_eq!(
+            m.chat_servers(t0 + Duration::from_secs(31), Some("a")),
+            ["c:1", "b:1"]
+        );
     }
 
     #[test]

@@ -164,13 +164,12 @@ fn session_of(api: &Api, caller: &Caller) -> Result<crate::identity::auth::Sessi
     auth.check_token(caller.token.as_deref().unwrap_or_default())
 }
 
-/// Where `dupla chat` would open this user's chat: the assigned server
-/// first while it is up, then the other `up` servers.
+/// Where `dupla chat` would open this user's chat (see
+/// [`Membership::chat_servers`](crate::cluster::membership::Membership::chat_servers)).
 fn chat_servers(api: &Api, assigned: Option<&str>) -> Vec<String> {
-    let membership = api.state.lock_membership();
-    let mut up: Vec<_> = membership.serving(Instant::now()).collect();
-    up.sort_by_key(|m| (Some(m.node.id.as_str()) != assigned, m.report.active));
-    up.into_iter().map(|m| m.node.addr.clone()).collect()
+    api.state
+        .lock_membership()
+        .chat_servers(Instant::now(), assigned)
 }
 
 /// Open the user's chat stream as `dupla chat` does: on the first server
