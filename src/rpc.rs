@@ -2,7 +2,7 @@
 //! services every node offers (health, reflection, Greeter, Clock), and the
 //! cluster secret that guards internal calls.
 
-use crate::chunk::CHUNK_SIZE;
+use crate::chunk::MAX_CHUNK_SIZE;
 use crate::clock::ClockService;
 use crate::greeter::GreeterService;
 use crate::shutdown::Shutdown;
@@ -41,7 +41,7 @@ pub fn check_demo_secret(secret: &Secret, listen: &str) -> Result<()> {
 pub const SECRET_METADATA: &str = "x-dupla-secret";
 
 /// Per-stream HTTP/2 flow-control window. The default 64 KiB would stall a
-/// 1 MiB chunk for many round trips; 8 MiB lets several chunks fly per stream.
+/// chunk for many round trips; 8 MiB lets several chunks fly per stream.
 pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 
 /// Per-connection HTTP/2 window: room for a few concurrent streams at full speed.
@@ -54,7 +54,7 @@ pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// Largest message a node accepts: one chunk plus generous framing, so a
 /// hostile peer cannot make a node buffer more than this per message.
-pub const MAX_MESSAGE_BYTES: usize = CHUNK_SIZE + (64 << 10);
+pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_SIZE + (64 << 10);
 
 /// Largest message that carries a whole file's chunk list (a catalog entry:
 /// commits, lookups, listings, upload receipts, download headers): 32 bytes

@@ -143,7 +143,7 @@ pub async fn download<K: ChunkSink>(
     })
 }
 
-/// Chunks received but not yet checked and written (1 MiB at most each):
+/// Chunks received but not yet checked and written (2 MiB at most each):
 /// enough to keep the stream flowing while the disk catches up, few enough
 /// to bound a restore's memory.
 pub const DOWNLOAD_QUEUE_CHUNKS: usize = 8;

@@ -27,9 +27,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Chunks queued between the reader and the network (1 MiB at most each):
-/// enough to keep the stream busy while the next chunk is read and hashed,
-/// small enough that an upload holds at most ~8 MiB.
+/// Chunks queued between the reader and the network (about 1 MiB each, 2
+/// at most): enough to keep the stream busy while the next chunk is read
+/// and hashed, small enough that an upload holds about 8 MiB (16 at most).
 pub const UPLOAD_CHANNEL_CAPACITY: usize = 8;
 
 /// Where upload bytes come from. Called on a blocking thread, so an

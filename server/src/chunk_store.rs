@@ -156,7 +156,7 @@ fn write_direct(mut file: File, data: &[u8]) -> std::io::Result<()> {
     let padded = data.len().next_multiple_of(DIRECT_IO_ALIGN);
     BUFFER.with_borrow_mut(|buffer| {
         if buffer.len() < padded + DIRECT_IO_ALIGN {
-            *buffer = vec![0u8; padded.max(dupla::chunk::CHUNK_SIZE) + DIRECT_IO_ALIGN];
+            *buffer = vec![0u8; padded.max(dupla::chunk::MAX_CHUNK_SIZE) + DIRECT_IO_ALIGN];
         }
         let start = buffer.as_ptr().align_offset(DIRECT_IO_ALIGN);
         let aligned = &mut buffer[start..start + padded];
@@ -203,7 +203,7 @@ fn read_chunk_file(path: &Path) -> std::io::Result<Bytes> {
 fn read_direct(mut file: File) -> std::io::Result<Option<Bytes>> {
     use std::io::Read;
     let len = file.metadata()?.len() as usize;
-    if len > dupla::chunk::CHUNK_SIZE {
+    if len > dupla::chunk::MAX_CHUNK_SIZE {
         return Ok(None);
     }
     let mut buffer = READ_BUFFERS.take();
@@ -225,7 +225,7 @@ fn read_direct(mut file: File) -> std::io::Result<Option<Bytes>> {
 /// aligned start); enough kept for a few downloads' read-ahead.
 #[cfg(target_os = "linux")]
 static READ_BUFFERS: dupla::pool::BufferPool =
-    dupla::pool::BufferPool::new(dupla::chunk::CHUNK_SIZE + 2 * DIRECT_IO_ALIGN, 16);
+    dupla::pool::BufferPool::new(dupla::chunk::MAX_CHUNK_SIZE + 2 * DIRECT_IO_ALIGN, 16);
 
 /// Ask the kernel to start writing `file` back now, so the commit's sync
 /// finds little left to do (Linux; elsewhere the commit does it all).

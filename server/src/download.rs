@@ -26,11 +26,11 @@ use tonic::{Status, Streaming};
 pub const DOWNLOAD_DEPTH_CHUNKS: usize = 4;
 
 /// Chunks read from this server's own disk ahead of the one being sent
-/// (at most 4 MiB per download): enough to keep a cold disk's queue busy.
+/// (at most 8 MiB per download): enough to keep a cold disk's queue busy.
 pub const LOCAL_READ_AHEAD_CHUNKS: usize = 4;
 
 /// A remote holder that takes longer than this to open a fetch or to send
-/// the next chunk (1 MiB, milliseconds on a healthy link) is skipped for the
+/// the next chunk (about 1 MiB, milliseconds on a healthy link) is skipped for the
 /// next one. Without it a holder cut off mid-read holds the reader until
 /// HTTP/2 keepalive gives up (30 s).
 pub const HOLDER_TIMEOUT: Duration = Duration::from_secs(5);

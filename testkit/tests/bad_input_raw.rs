@@ -6,7 +6,7 @@
 //! as it was, and leave the cluster able to take a valid upload and restore.
 
 use bytes::{Buf, BufMut, Bytes};
-use dupla::chunk::{self, CHUNK_SIZE};
+use dupla::chunk::{self, CHUNK_SIZE, MAX_CHUNK_SIZE};
 use dupla::rpc::{MAX_CATALOG_MESSAGE_BYTES, MAX_MESSAGE_BYTES, SECRET_METADATA};
 use dupla::v1::storage_client::StorageClient;
 use dupla::v1::{
@@ -395,7 +395,7 @@ async fn oversized_messages_and_chunks_are_refused() {
         let before = files(&cluster).await;
         let durable = durable_chunks(&cluster);
 
-        // A chunk message past MAX_MESSAGE_BYTES (1 MiB + 64 KiB): the
+        // A chunk message past MAX_MESSAGE_BYTES (2 MiB + 64 KiB): the
         // server's decoder refuses it from its length prefix.
         for over in [MAX_MESSAGE_BYTES + 1, 4 * MAX_MESSAGE_BYTES] {
             let messages = vec![
@@ -417,13 +417,13 @@ async fn oversized_messages_and_chunks_are_refused() {
                 &format!("a {over}-byte chunk message"),
             );
         }
-        // An UploadBegin past the limit (40,000 resume hashes, ~1.4 MB):
+        // An UploadBegin past the limit (70,000 resume hashes, ~2.4 MB):
         // refused before anything is placed.
         let too_many = UploadRequest {
             msg: Some(upload_request::Msg::Begin(UploadBegin {
                 name: "huge-begin.bin".into(),
-                size: 40_000 * CHUNK_SIZE as u64,
-                resume_chunks: vec![Hash::of(b"x").to_bytes(); 40_000],
+                size: 70_000 * CHUNK_SIZE as u64,
+                resume_chunks: vec![Hash::of(b"x").to_bytes(); 70_000],
                 resume: true,
                 held_chunks: Vec::new(),
             })),
@@ -436,7 +436,7 @@ async fn oversized_messages_and_chunks_are_refused() {
             result,
             Code::InvalidArgument,
             "too large",
-            "a 1.4 MB UploadBegin",
+            "a 2.4 MB UploadBegin",
         );
         // The same size of message on a unary call is refused by tonic
         // before the handler runs: OUT_OF_RANGE, as docs/protocol.md says.
@@ -444,8 +444,8 @@ async fn oversized_messages_and_chunks_are_refused() {
             .await
             .upload_status(cluster.at(0).request(UploadStatusRequest {
                 name: "huge-status.bin".into(),
-                size: 40_000 * CHUNK_SIZE as u64,
-                chunks: vec![Hash::of(b"x").to_bytes(); 40_000],
+                size: 70_000 * CHUNK_SIZE as u64,
+                chunks: vec![Hash::of(b"x").to_bytes(); 70_000],
                 chunk_lengths: Vec::new(),
             }))
             .await;
@@ -453,7 +453,7 @@ async fn oversized_messages_and_chunks_are_refused() {
             result,
             Code::OutOfRange,
             "too large",
-            "a 1.4 MB UploadStatus",
+            "a 2.4 MB UploadStatus",
         );
         // Inside the limit but over the resume bound (30,000 hashes).
         let over_bound = UploadRequest {
@@ -473,22 +473,23 @@ async fn oversized_messages_and_chunks_are_refused() {
             "30,001 resume hashes",
         );
 
-        // A chunk of CHUNK_SIZE + 1 bytes: the message fits, the chunk does not.
-        let data = test_bytes(2 * CHUNK_SIZE, 3);
-        let mut long = data[..CHUNK_SIZE].to_vec();
+        // A chunk of MAX_CHUNK_SIZE + 1 bytes: the message fits, the chunk
+        // does not.
+        let data = test_bytes(2 * MAX_CHUNK_SIZE, 3);
+        let mut long = data[..MAX_CHUNK_SIZE].to_vec();
         long.push(0);
         let messages = vec![
             begin("one-byte-over.bin", data.len() as u64),
             chunk_msg(0, long),
-            chunk_msg(1, data[CHUNK_SIZE..].to_vec()),
+            chunk_msg(1, data[MAX_CHUNK_SIZE..].to_vec()),
             end(Hash::of(&data)),
         ];
         let result = raw::upload_raw(&cluster.at(0), messages).await;
         assert_status(
             result,
             Code::InvalidArgument,
-            "has 1048577 bytes; chunks are 1 to 1048576 bytes",
-            "a chunk of CHUNK_SIZE + 1 bytes",
+            "has 2097153 bytes; chunks are 1 to 2097152 bytes",
+            "a chunk of MAX_CHUNK_SIZE + 1 bytes",
         );
         // The last chunk one byte longer than the declared size allows.
         let messages = vec![
