@@ -5,6 +5,7 @@
 //! Nothing here is specific to the manager, a storage server or the client;
 //! the decision logic (placement) is plain functions without I/O.
 
+pub mod alloc;
 pub mod broker;
 pub mod chat;
 pub mod chunk;

@@ -16,6 +16,7 @@ use std::time::Duration;
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
+    dupla::alloc::keep_large_buffers();
     // Like any Unix filter, stop quietly when the reader goes away
     // (`dupla --json snapshots | head -1`) instead of panicking on a
     // failed print.

@@ -105,8 +105,13 @@ fn operate(operator: Operator) -> dupla::Result<()> {
     Ok(())
 }
 
+fn main() -> std::process::ExitCode {
+    dupla::alloc::keep_large_buffers();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn serve() -> std::process::ExitCode {
     dupla::telemetry::init("info");
     let operator = matches!(
         std::env::args().nth(1).as_deref(),

@@ -2,8 +2,13 @@
 
 use clap::Parser;
 
+fn main() -> std::process::ExitCode {
+    dupla::alloc::keep_large_buffers();
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn serve() -> std::process::ExitCode {
     dupla::telemetry::init("info");
     let args = dupla_server::Args::parse();
     let result = match dupla_server::Config::load(args) {
