@@ -152,9 +152,16 @@ pub async fn run(
         ),
     );
     let accounts = sign_in(anonymous, &logins, &password, &file).await?;
+    // Each member chats on the server its login assigned, as `dupla chat`
+    // does: the room's members spread over the servers as their sessions do.
     let members: Vec<Client> = accounts
         .iter()
-        .map(|a| anonymous.sibling().with_token(a.token.clone()))
+        .map(|a| {
+            anonymous
+                .sibling()
+                .with_token(a.token.clone())
+                .with_assigned_server(a.server.clone())
+        })
         .collect();
     let room = format!("bench-{:08x}", rand::random::<u32>());
     let measured = measure(&members, args, &room, setup, progress).await;
