@@ -1,6 +1,8 @@
 //! `dupla bench chat`: the chat load benchmark. N real accounts chat in one
-//! room of the manager, over N connections, and every message is timed from
-//! the moment its sender stamped it to the moment each member received it.
+//! room, over N connections, each on the server its login assigned (as
+//! `dupla chat` opens it; the room spans the servers through the broker),
+//! and every message is timed from the moment its sender stamped it to the
+//! moment each member received it.
 //!
 //! The run, bounded in count and in time, stops by itself:
 //! 1. **Accounts.** `PREFIX000`, `PREFIX001`... are registered on first use
