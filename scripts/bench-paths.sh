@@ -14,7 +14,9 @@
 #    blake3, write, fsync), alternating, the page cache dropped before each
 #    (needs root; said when not permitted). Times are wall clock of the
 #    whole command, as a user sees it.
-# Manager and servers on 127.0.0.1:54050-54053, in a temporary directory.
+# Manager and servers on 127.0.0.1:29050-29053 (below the kernel's ephemeral
+# port range, so other programs' outgoing connections cannot hold them),
+# in a temporary directory.
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/lib-cluster.sh
@@ -59,7 +61,7 @@ echo "== dupla: manager + 3 servers"
 # Removed benchmark files are collected within ~30 s, so the disk does not
 # fill up over the runs (an upload lasts a few seconds, far within the
 # grace period).
-start_cluster "$bin" "$work" 54050 --gc-grace-secs 20 --gc-interval-secs 10
+start_cluster "$bin" "$work" 29050 --gc-grace-secs 20 --gc-interval-secs 10
 root="$work/root"
 bench_login
 
@@ -67,7 +69,7 @@ echo "== dupla backup of a fresh ${size_mib} MiB file, each server named as the 
 declare -A by_server
 for i in $(seq "$runs"); do
   for n in 1 2 3; do
-    server="127.0.0.1:5405$n"
+    server="127.0.0.1:2905$n"
     name="up-$i-$n.bin"
     head -c "$bytes" /dev/urandom >"$root/$name"
     cat "$root/$name" >/dev/null # the source in the page cache, as the naive chain's
@@ -85,7 +87,7 @@ done
 for n in 1 2 3; do
   # shellcheck disable=SC2086
   m="$(med ${by_server[$n]})"
-  echo "SUMMARY backup via 127.0.0.1:5405$n: $(median ${by_server[$n]}); vs naive $naive_median MB/s: $(python3 -c "print(f'{$m / $naive_median:.2f}x')") (goal >= 1.1x)"
+  echo "SUMMARY backup via 127.0.0.1:2905$n: $(median ${by_server[$n]}); vs naive $naive_median MB/s: $(python3 -c "print(f'{$m / $naive_median:.2f}x')") (goal >= 1.1x)"
 done
 
 echo "== restore of ${size_mib} MiB into the client root vs a local copy (cold read + blake3 + write + fsync)"
