@@ -103,6 +103,31 @@ pub fn choose(key: &str, size: u64, candidates: &[Candidate], epsilon: f64) -> V
     order
 }
 
+/// `order` (from [`choose`]) with the holders of the file's previous version
+/// moved to the front, in their order, when every one of them is in it. A
+/// new version goes where the old one is: the chunks the two share are
+/// already there and travel by reference, where a placement that moved
+/// (free space shifts the weights a little with every upload) would make
+/// the client send the whole file again. A holder that left the order (down,
+/// draining, full) leaves it as it is.
+pub fn prefer_holders(
+    mut order: Vec<usize>,
+    candidates: &[Candidate],
+    holders: &[String],
+) -> Vec<usize> {
+    let positions: Option<Vec<usize>> = holders
+        .iter()
+        .take(2)
+        .map(|h| order.iter().position(|&i| candidates[i].id == *h))
+        .collect();
+    let Some(positions) = positions.filter(|p| !p.is_empty()) else {
+        return order;
+    };
+    let front: Vec<usize> = positions.iter().map(|&p| order[p]).collect();
+    order.retain(|i| !front.contains(i));
+    front.into_iter().chain(order).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +149,26 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("user/file-{i}.bin")).collect()
+    }
+
+    #[test]
+    fn a_new_version_stays_with_the_previous_holders_while_they_can_take_it() {
+        let cands = servers(&[1, 2, 3, 4]);
+        let order = choose("user/big.bin", 1, &cands, DEFAULT_LOAD_EPSILON);
+        let (a, b) = (order[2], order[3]);
+        let holders = vec![cands[a].id.clone(), cands[b].id.clone()];
+        let sticky = prefer_holders(order.clone(), &cands, &holders);
+        assert_eq!(&sticky[..2], &[a, b]);
+        assert_eq!(sticky.len(), order.len());
+        assert!(order.iter().all(|i| sticky.contains(i)));
+        // A previous holder that is not in the order (down, full): as chosen.
+        let gone = vec![cands[a].id.clone(), "server-9".to_string()];
+        assert_eq!(prefer_holders(order.clone(), &cands, &gone), order);
+        // No previous version: as chosen.
+        assert_eq!(prefer_holders(order.clone(), &cands, &[]), order);
+        // A degraded previous version (one holder) keeps that one first.
+        let one = vec![cands[b].id.clone()];
+        assert_eq!(prefer_holders(order.clone(), &cands, &one)[0], b);
     }
 
     #[test]

@@ -148,7 +148,12 @@ impl ManagerService {
             (candidates, nodes, up)
         };
         let key = crate::files::catalog::placement_key(owner, &req.name);
-        let order = placement::choose(&key, req.size, &candidates, DEFAULT_LOAD_EPSILON);
+        let previous = self.state.catalog.get(owner, &req.name)?;
+        let order = placement::prefer_holders(
+            placement::choose(&key, req.size, &candidates, DEFAULT_LOAD_EPSILON),
+            &candidates,
+            previous.as_ref().map_or(&[][..], |p| &p.holders[..]),
+        );
         if order.is_empty() && !candidates.is_empty() {
             // Waiting will not help: the file is larger than any live server's room.
             let largest = candidates.iter().map(|c| c.free).max().unwrap_or(0);
