@@ -474,9 +474,15 @@ impl Catalog {
         self.kv.apply(&batch)
     }
 
-    /// The latest version of `owner`'s `name`, if any is committed.
+    /// The latest version of `owner`'s `name`, if any is committed. Only
+    /// that one is decoded (every `Place` asks, and a big file's older
+    /// versions each carry a long chunk list).
     pub fn get(&self, owner: &str, name: &str) -> Result<Option<FileRecord>> {
-        Ok(self.versions_of(owner, name)?.pop())
+        self.kv
+            .scan_prefix(FILES_TREE, &name_prefix(owner, name))?
+            .pop()
+            .map(|(_, v)| decode(&v))
+            .transpose()
     }
 
     /// Version `version` of `owner`'s `name` (0: the latest).
