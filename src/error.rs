@@ -49,12 +49,20 @@ pub enum Error {
     /// lost): run it again from the start.
     #[error("{0}")]
     Stale(String),
-    /// A local disk or file error.
+    /// A local disk or file error. Not marked as the error's source: the
+    /// message already says it, and a printed cause chain (`{:#}`) would
+    /// repeat it.
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A bug or broken invariant.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Io(e)
+    }
 }
 
 impl Error {

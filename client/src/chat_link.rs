@@ -2,7 +2,8 @@
 //! serves the chat of its users and carries room messages through the
 //! message broker (then on the other `up` servers, as transfers do, or on
 //! late ones when none is up); on the manager's own chat only when no
-//! server is up or late, or the server is of a version without chat. Shared by `dupla chat` and `dupla bench chat`.
+//! server is up or late, or the server is of a version without chat.
+//! Shared by `dupla chat` and `dupla bench chat`.
 
 use crate::session::{rpc_error, Client, Role};
 use dupla::v1::rooms_client::RoomsClient;

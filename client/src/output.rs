@@ -157,6 +157,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_io_error_is_said_once() {
+        // A disk-full error on a server, as the backup reports it: its
+        // message must not be repeated as its own cause.
+        let err = dupla::Error::Io(std::io::Error::other("No space left on device"))
+            .map_message(|m| format!("{m}; no snapshot was recorded"));
+        let line = error_line(&anyhow::Error::from(err));
+        assert_eq!(
+            line,
+            "I/O error: No space left on device; no snapshot was recorded"
+        );
+    }
+
+    #[test]
     fn dates_are_utc_calendar_dates() {
         assert_eq!(format_unix_ms(0), "-");
         assert_eq!(format_unix_ms(1), "1970-01-01 00:00:00");
