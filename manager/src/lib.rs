@@ -175,10 +175,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     let catalog_accounts = accounts.clone();
     // The rooms of the chats the storage servers serve (lines go through
     // the broker; the servers ask the manager only for room changes).
+    let members = state.clone();
     let relay = chat::relay::RelayService::new(
         accounts.clone(),
         authenticator.clone(),
         config.chat.max_clients,
+        Arc::new(move |server: &str| {
+            members
+                .lock_membership()
+                .has_died(server, std::time::Instant::now())
+        }),
     );
     {
         let relay = relay.clone();

@@ -184,6 +184,19 @@ impl Membership {
         }
     }
 
+    /// Whether server `id` is known to have died: heard from since this
+    /// manager started and silent past the grace period since, or no longer
+    /// a member. One not heard from yet since a restart is not counted: it
+    /// may be alive and about to heartbeat.
+    pub fn has_died(&self, id: &str, now: Instant) -> bool {
+        match self.members.get(id) {
+            None => true,
+            Some(member) => {
+                member.last_seen.is_some() && self.liveness(member, now) == Liveness::Down
+            }
+        }
+    }
+
     /// Every member, ordered by id.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
@@ -293,6 +306,21 @@ mod tests {
             .unwrap());
         let a = m.get("a").unwrap().clone();
         assert_eq!(m.liveness(&a, t0 + Duration::from_secs(31)), Liveness::Up);
+    }
+
+    #[test]
+    fn only_a_server_heard_from_and_silent_since_has_died() {
+        let mut m = Membership::new(Duration::from_secs(3), Duration::from_secs(30));
+        let t0 = Instant::now();
+        // Known from the catalog after a restart, not heard from yet.
+        m.restore(node("quiet"));
+        m.heartbeat(node("a"), Report::default(), t0, Proof::Unavailable)
+            .unwrap();
+        let later = t0 + Duration::from_secs(31);
+        assert!(!m.has_died("quiet", later), "may be about to heartbeat");
+        assert!(!m.has_died("a", t0 + Duration::from_secs(29)));
+        assert!(m.has_died("a", later));
+        assert!(m.has_died("never-a-member", t0));
     }
 
     #[test]
