@@ -116,6 +116,56 @@ const DIRECT_IO_ALIGN: usize = 4096;
 /// chunks costs more CPU (page allocation and copying, then writeback) than
 /// the rest of the write path; the chunks are read back rarely (restores,
 /// scrubs), and each read re-hashes them anyway.
+/// Room the store leaves free on its disk: the server's catalog, logs and
+/// temporary files share the disk and must still be writable when the store
+/// counts itself full.
+pub const DISK_HEADROOM: u64 = 256 << 20;
+
+/// What the store may hold: `configured`, or what it holds plus the disk's
+/// free room above [`DISK_HEADROOM`] when that is less.
+fn effective_capacity(configured: u64, used: u64, disk_room: Option<u64>) -> u64 {
+    match disk_room {
+        Some(room) => configured.min(used.saturating_add(room.saturating_sub(DISK_HEADROOM))),
+        None => configured,
+    }
+}
+
+/// Bytes an unprivileged process may still write on the filesystem of
+/// `path`, or `None` when the system cannot say.
+fn disk_room(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a NUL-terminated string and `stat` is writable
+        // memory of the right type; it is read only after success.
+        let stat = unsafe {
+            if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+                return None;
+            }
+            stat.assume_init()
+        };
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A failed chunk write as the caller should see it: a full disk is
+/// `Exhausted` (retrying on the same server will not help; placement
+/// chooses another) rather than a retryable I/O error.
+fn write_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        Error::Exhausted(format!("server disk full: {e}"))
+    } else {
+        Error::Io(e)
+    }
+}
+
 fn write_new_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
@@ -322,9 +372,16 @@ impl ChunkStore {
         })
     }
 
-    /// Bytes this store may hold.
+    /// Bytes this store may hold: the configured capacity, or less when
+    /// the disk under it has less room left (other files share it). The
+    /// heartbeat reports this, so placement stops choosing a server whose
+    /// disk is filling up for any reason.
     pub fn capacity(&self) -> u64 {
-        self.inner.capacity
+        effective_capacity(
+            self.inner.capacity,
+            self.used(),
+            disk_room(&self.inner.chunks),
+        )
     }
 
     /// Bytes held now.
@@ -378,7 +435,7 @@ impl ChunkStore {
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             self.release(len);
-            return Err(Error::Io(e));
+            return Err(write_error(e));
         }
         Ok(Staged {
             hash,
@@ -461,12 +518,17 @@ impl ChunkStore {
     /// Count `len` staged bytes against capacity, or refuse them.
     fn reserve(&self, len: u64) -> Result<()> {
         let reserved = self.inner.reserved.fetch_add(len, Ordering::Relaxed) + len;
-        if self.used() + reserved > self.capacity() {
+        let capacity = self.capacity();
+        if self.used() + reserved > capacity {
             self.release(len);
+            let why = if capacity < self.inner.capacity {
+                " (its disk is nearly full)"
+            } else {
+                ""
+            };
             return Err(Error::Exhausted(format!(
-                "server full: {} of {} bytes used",
+                "server full: {} of {capacity} bytes used{why}",
                 self.used(),
-                self.capacity()
             )));
         }
         Ok(())
@@ -768,6 +830,36 @@ mod tests {
 #[cfg(test)]
 mod staging_tests {
     use super::*;
+
+    #[test]
+    fn capacity_shrinks_to_the_room_left_on_the_disk() {
+        let gib = 1u64 << 30;
+        // Plenty of disk: the configured capacity.
+        assert_eq!(effective_capacity(10 * gib, gib, Some(100 * gib)), 10 * gib);
+        // 2 GiB free on the disk: what is held plus that, less the headroom.
+        assert_eq!(
+            effective_capacity(10 * gib, gib, Some(2 * gib)),
+            3 * gib - DISK_HEADROOM
+        );
+        // A disk within the headroom takes nothing more.
+        assert_eq!(
+            effective_capacity(10 * gib, gib, Some(DISK_HEADROOM / 2)),
+            gib
+        );
+        // Unknown room: the configured capacity.
+        assert_eq!(effective_capacity(10 * gib, gib, None), 10 * gib);
+        // The real disk under a temporary directory answers.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(disk_room(dir.path()).is_some_and(|room| room > 0));
+    }
+
+    #[test]
+    fn a_full_disk_is_exhausted_not_a_retryable_io_error() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(write_error(full), Error::Exhausted(_)));
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert!(matches!(write_error(other), Error::Io(_)));
+    }
 
     #[tokio::test]
     async fn staged_chunks_are_invisible_until_committed_and_discard_cleans_up() {

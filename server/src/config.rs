@@ -200,7 +200,11 @@ impl Config {
             advertise: None,
             manager,
             data,
-            capacity: 1 << 40,
+            // Far more than any test stores, and less than the free space of
+            // the disks tests run on, so that what servers report (their
+            // capacity shrinks to the disk's room when that is less) stays
+            // fixed while other tests fill and empty the disk.
+            capacity: 4 << 30,
             secret: secret.into(),
             insecure: true,
             heartbeat_interval: Duration::from_millis(100),
