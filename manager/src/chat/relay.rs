@@ -126,9 +126,19 @@ impl State {
         all
     }
 
-    /// The answer to `id`'s call, with the waiting effects first.
+    /// The answer to `id`'s call, with the waiting effects first. Their
+    /// room events name `id` as their origin: its server then waits for
+    /// them to come back through the broker before handing over the answer,
+    /// as for the call's own events, so the answer comes after them.
     fn answer(&mut self, id: ClientId, effects: Vec<rooms::Effect>) -> Reply {
         let mut reply = self.reply(id, effects);
+        if let Some(origin) = self.client_ref(id) {
+            for effect in &mut self.orphaned {
+                if let Some(pb::relay_effect::Effect::Room(envelope)) = &mut effect.effect {
+                    envelope.origin = Some(origin.clone());
+                }
+            }
+        }
         reply.effects = self.after_orphaned(reply.effects);
         Ok(Response::new(reply))
     }
@@ -357,7 +367,8 @@ mod tests {
         relay.open(request).await.unwrap().into_inner().client_id
     }
 
-    /// The texts of the room events and answers of a reply, in order.
+    /// The texts of the room events and answers of a reply, in order; each
+    /// room event's text is followed by its origin's client id.
     async fn command(relay: &RelayService, server: &str, id: ClientId, line: &str) -> Vec<String> {
         let request = Request::new(pb::RelayCommandRequest {
             server_id: server.into(),
@@ -369,7 +380,12 @@ mod tests {
             .effects
             .into_iter()
             .filter_map(|e| match e.effect {
-                Some(pb::relay_effect::Effect::Room(envelope)) => envelope.event.map(|e| e.text),
+                Some(pb::relay_effect::Effect::Room(envelope)) => {
+                    let origin = envelope.origin.map_or(0, |o| o.client_id);
+                    envelope
+                        .event
+                        .map(|e| format!("{} (from {origin})", e.text))
+                }
                 Some(pb::relay_effect::Effect::Tell(tell)) => tell.event.map(|e| e.text),
                 _ => None,
             })
@@ -386,10 +402,18 @@ mod tests {
         assert_eq!(texts, ["rooms: lobby (2)"]);
 
         // s2 dies without a word: at ada's next command bob leaves the
-        // room, before the answer, which no longer counts him.
+        // room, before the answer, which no longer counts him. The notice
+        // names ada's connection as its origin, so that her server hands
+        // her the answer only after the notice came back from the broker.
         dead.lock().unwrap().insert("s2".to_string());
         let texts = command(&relay, "s1", ada, "#lR").await;
-        assert_eq!(texts, ["bob left lobby", "rooms: lobby (1)"]);
+        assert_eq!(
+            texts,
+            [
+                format!("bob left lobby (from {ada})"),
+                "rooms: lobby (1)".into()
+            ]
+        );
         assert!(!relay.is_online("bob"));
     }
 
