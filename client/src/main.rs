@@ -15,17 +15,33 @@ use std::time::Duration;
 /// exit. Bounded because a pending menu read of stdin can never finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// Like any Unix filter, stop quietly when the reader of our output goes
+/// away (`dupla --json snapshots | head -1`) instead of panicking on a
+/// failed print. Not by restoring SIGPIPE's default action: that would also
+/// kill the process, without a word, when a server closes a connection
+/// while we write to it (TLS writes use `writev`, which cannot ask the
+/// kernel not to signal). So SIGPIPE stays ignored, and only a print that
+/// failed because stdout closed ends the process, with the status a
+/// SIGPIPE death would give (128 + 13).
+fn quiet_when_stdout_closes() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
 fn main() -> ExitCode {
     dupla::alloc::keep_large_buffers();
-    // Like any Unix filter, stop quietly when the reader goes away
-    // (`dupla --json snapshots | head -1`) instead of panicking on a
-    // failed print.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of a signal before any
-    // thread starts has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     dupla::telemetry::init("warn");
     if cli.command.is_none() && !std::io::stdin().is_terminal() {

@@ -328,3 +328,36 @@ fn insecure_runs_in_plain_text_and_says_so() {
     assert!(stderr.contains("--insecure"), "{stderr}");
     assert!(!root.join(".dupla").join("ca.pem").exists());
 }
+
+#[test]
+fn a_plaintext_client_of_a_tls_cluster_always_says_why() {
+    use dupla_testkit::procs::{client, copy_node_dir, free_port, NodeProcess};
+    let tmp = tempfile::tempdir().unwrap();
+    let manager_addr = format!("127.0.0.1:{}", free_port());
+    let manager = NodeProcess::start(
+        "manager",
+        "dupla-manager",
+        &copy_node_dir("manager", tmp.path()),
+        &manager_addr,
+        &["--listen", &manager_addr],
+    );
+    let root = copy_node_dir("client", tmp.path());
+    // The TLS node drops the plain-text connection while the client writes
+    // to it. That once killed the client with SIGPIPE, silently, about one
+    // run in two; every run must end with an error line and status 1.
+    for run in 0..12 {
+        let out = client(
+            &root,
+            &["--manager", manager_addr.as_str(), "--insecure", "status"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "run {run}: {:?}, stderr: {stderr}\n{}",
+            out.status,
+            manager.log()
+        );
+        assert!(stderr.starts_with("error: "), "run {run}: {stderr}");
+    }
+}
