@@ -28,8 +28,9 @@ pub struct Settings {
     #[arg(long, value_name = "ADDR", env = "DUPLA_MANAGER", global = true)]
     pub manager: Option<String>,
 
-    /// Storage server to use as the entry for transfers, instead of the
-    /// least busy one the manager reports
+    /// Storage server to try first for transfers, instead of the least busy
+    /// one the manager reports (a large backup still enters at the server
+    /// chosen to store it, and any transfer moves on when this one fails)
     #[arg(long, value_name = "ADDR", env = "DUPLA_SERVER", global = true)]
     pub server: Option<String>,
 

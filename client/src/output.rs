@@ -128,6 +128,12 @@ pub fn print_error(err: &anyhow::Error) {
 /// What the user can do about `err`, when there is something useful to say.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     let err = err.downcast_ref::<dupla::Error>()?;
+    let message = err.to_string();
+    // The message already says what to do: a generic hint would only
+    // repeat it, or point elsewhere.
+    if message.contains("`dupla ") || message.contains("run the same command") {
+        return None;
+    }
     Some(match err {
         dupla::Error::Unavailable(_) => {
             "start the node, or point the client elsewhere with --manager/--server \
@@ -155,6 +161,16 @@ pub fn short_hex(hex: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_generic_hint_when_the_message_says_what_to_do() {
+        let own = anyhow::Error::from(dupla::Error::NotFound(
+            "no snapshot deadbeef in your backups (`dupla snapshots` lists them)".into(),
+        ));
+        assert_eq!(hint(&own), None);
+        let bare = anyhow::Error::from(dupla::Error::NotFound("x.bin: not found".into()));
+        assert_eq!(hint(&bare), Some("`dupla ls` lists your backed-up files"));
+    }
 
     #[test]
     fn an_io_error_is_said_once() {

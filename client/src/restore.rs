@@ -110,12 +110,17 @@ impl Client {
                 }
                 e if e.is_retryable() => {
                     let kept = std::fs::metadata(&part_path).map_or(0, |m| m.len());
+                    // "The same command": it may have named a destination.
                     return Err(e.map_message(|m| {
-                        format!(
-                            "{m}. The {} already here are kept in {}: run `dupla restore {name}` again to continue",
-                            format_size(kept),
-                            part_path.display()
-                        )
+                        if kept == 0 {
+                            format!("{m}. Run the same command again once a holder is reachable")
+                        } else {
+                            format!(
+                                "{m}. The {} already here are kept in {}: run the same command again to continue",
+                                format_size(kept),
+                                part_path.display()
+                            )
+                        }
                     }));
                 }
                 e => {

@@ -7,7 +7,7 @@ use crate::Client;
 use dupla::size::format_size;
 use dupla::v1::storage_client::StorageClient;
 use dupla::v1::ScrubRequest;
-use dupla::{Hash, Result};
+use dupla::{Error, Hash, Result};
 use serde::Serialize;
 
 /// One server's pass, as `scrub --json` prints it.
@@ -98,5 +98,15 @@ pub async fn command(client: &Client, out: Output) -> anyhow::Result<()> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    out.emit(text, &results)
+    out.emit(text, &results)?;
+    // Some servers answering is a result (their lines say the rest); none
+    // answering is a failure a script must see.
+    if !results.is_empty() && results.iter().all(|r| r.error.is_some()) {
+        return Err(Error::Aborted(format!(
+            "no server could scrub: all {} refused or failed (above: why); run `dupla scrub` again later",
+            results.len()
+        ))
+        .into());
+    }
+    Ok(())
 }

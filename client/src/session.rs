@@ -178,12 +178,9 @@ impl Client {
             }
             Err(Error::Unavailable(detail)) => {
                 tracing::debug!(%addr, %detail, "connect failed");
-                let hint = match transport.is_tls() {
-                    true => " (is it running? a cluster started with --insecure needs --insecure here too)",
-                    false => " (is it running? with --insecure the cluster must run with --insecure too)",
-                };
+                let hint = Failure::of(&detail).hint(transport.is_tls());
                 Err(Error::Unavailable(format!(
-                    "cannot reach {role} {addr}{hint}"
+                    "cannot reach {role} {addr} ({hint})"
                 )))
             }
             Err(other) => Err(other),
@@ -494,12 +491,80 @@ async fn pinned_transport(pin: &Path, addr: &str) -> Result<Transport> {
 pub(crate) fn rpc_error(role: Role, addr: &str, status: Status) -> Error {
     if std::error::Error::source(&status).is_some() {
         tracing::debug!(%addr, ?status, "transport failure");
+        let hint = match Failure::of(&format!("{status:?}")) {
+            Failure::TlsMismatch => {
+                "does TLS match? (--insecure on the client needs --insecure on the cluster, and the reverse)"
+            }
+            other => other.hint(true),
+        };
         return Error::Unavailable(format!(
-            "lost the connection to {role} {addr} ({}); is it running? (TLS and --insecure do not mix: the client and the cluster must both use it or neither)",
+            "lost the connection to {role} {addr} ({}); {hint}",
             status.message()
         ));
     }
+    if status.code() == tonic::Code::Unimplemented {
+        // A node that is not what this call expects: a storage server
+        // given as --manager, say, or another program on that port.
+        return Error::InvalidInput(format!(
+            "{addr} does not answer {role} calls: is it the {role}'s address? ({})",
+            if status.message().is_empty() {
+                "unimplemented"
+            } else {
+                status.message()
+            }
+        ));
+    }
     Error::from_status(status)
+}
+
+/// What a failed connection suggests, from its details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing answers there (refused, unreachable).
+    Gone,
+    /// Garbage where a TLS record or an HTTP/2 frame was due: one side
+    /// speaks TLS and the other plain text.
+    TlsMismatch,
+    /// Could be either: a node that dies mid-call and a TLS node dropping
+    /// a plain-text connection both look like a reset.
+    Unclear,
+}
+
+impl Failure {
+    fn of(detail: &str) -> Failure {
+        let detail = detail.to_ascii_lowercase();
+        let any = |signs: &[&str]| signs.iter().any(|sign| detail.contains(sign));
+        if any(&[
+            "h2 protocol error",
+            "frame_size_error",
+            "invalidcontenttype",
+            "corrupt message",
+            "handshake",
+            "tls",
+        ]) {
+            Failure::TlsMismatch
+        } else if any(&["connection refused", "no route to host", "timed out"]) {
+            Failure::Gone
+        } else {
+            Failure::Unclear
+        }
+    }
+
+    /// What to ask the user to check.
+    fn hint(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (Failure::Gone, _) => "is it running?",
+            (Failure::TlsMismatch, true) => {
+                "does TLS match? a cluster started with --insecure needs --insecure here too"
+            }
+            (Failure::TlsMismatch, false) => {
+                "does TLS match? with --insecure the cluster must run with --insecure too"
+            }
+            (Failure::Unclear, _) => {
+                "is it running? if it is, does TLS match? (--insecure on both sides, or on neither)"
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +587,44 @@ mod tests {
             active_transfers: active,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_garbled_connections_suggest_a_tls_mismatch() {
+        // What a plain-text client of a TLS node sees.
+        assert_eq!(
+            Failure::of("Status { message: \"h2 protocol error: http2 error\", source: GoAway(FRAME_SIZE_ERROR) }"),
+            Failure::TlsMismatch
+        );
+        assert_eq!(
+            Failure::of("received corrupt message of type InvalidContentType"),
+            Failure::TlsMismatch
+        );
+        // Nothing listening: TLS is not the cause.
+        assert_eq!(
+            Failure::of("tcp connect error: Connection refused (os error 111)"),
+            Failure::Gone
+        );
+        // A reset: a node killed mid-transfer, or a TLS node dropping a
+        // plain-text connection.
+        assert_eq!(
+            Failure::of("Status { message: \"transport error\", source: hyper::Error(Io, Os { code: 104, message: \"Connection reset by peer\" }) }"),
+            Failure::Unclear
+        );
+        assert_eq!(Failure::of("operation was canceled"), Failure::Unclear);
+        assert!(Failure::Unclear.hint(true).contains("--insecure"));
+        assert!(!Failure::Gone.hint(true).contains("insecure"));
+    }
+
+    #[test]
+    fn a_node_that_does_not_know_the_call_is_the_wrong_address() {
+        let err = rpc_error(Role::Manager, "127.0.0.1:5", Status::unimplemented(""));
+        let text = err.to_string();
+        assert!(
+            text.contains("127.0.0.1:5 does not answer manager calls"),
+            "{text}"
+        );
+        assert!(matches!(err, Error::InvalidInput(_)));
     }
 
     #[test]

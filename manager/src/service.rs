@@ -117,6 +117,10 @@ impl ManagerService {
     }
 
     fn lookup_record(&self, owner: &str, name: &str, version: u64) -> Result<FileRecord> {
+        // No name at all is a bad request, not a missing file.
+        if name.is_empty() {
+            return Err(Error::InvalidInput("the file name is empty".into()));
+        }
         self.state
             .catalog
             .get_version(owner, name, version)?

@@ -231,3 +231,14 @@ async fn a_stream_that_goes_silent_is_dropped_after_the_idle_timeout() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_name_is_a_bad_request_not_a_missing_file() {
+    bounded(async {
+        let cluster = TestCluster::start(1).await;
+        let err = cluster.lookup("").await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("empty"), "{err:?}");
+    })
+    .await
+}
