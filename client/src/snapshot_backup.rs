@@ -299,7 +299,8 @@ impl Client {
         let mut files = HashMap::new();
         for (id, prefix) in &parents {
             self.snapshot_entries(id, prefix, |e| {
-                if e.kind == WireKind::File as i32 {
+                // A lost version is no base: the file goes again, whole.
+                if e.kind == WireKind::File as i32 && !e.lost {
                     let seen = Seen {
                         path: e.path,
                         size: e.size,
@@ -580,6 +581,7 @@ fn wire_entry(entry: &WalkEntry, version: u64) -> SnapshotEntry {
         version,
         blake3: Default::default(),
         link_target,
+        lost: false,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct StatusJson {
     pub under_replicated: u64,
     /// Their bytes (one copy).
     pub under_replicated_bytes: u64,
+    /// Files whose latest version was found corrupt on every holder: to be
+    /// backed up again.
+    pub lost: u64,
     /// Files the manager's repair worker re-replicated since it started.
     pub repaired_files: u64,
     /// Bytes those repairs copied.
@@ -140,6 +143,7 @@ impl From<&ClusterStatusReply> for StatusJson {
             bytes: r.bytes,
             under_replicated: r.under_replicated,
             under_replicated_bytes: r.under_replicated_bytes,
+            lost: r.lost,
             repaired_files: r.repaired_files,
             repaired_bytes: r.repaired_bytes,
             sessions: r.sessions,
@@ -224,6 +228,15 @@ fn render(status: &ClusterStatusReply) -> String {
         status.repaired_files,
         format_size(status.repaired_bytes)
     );
+    // Said only when it happens: the usual line stays as scripts know it.
+    let totals = if status.lost > 0 {
+        format!(
+            "{totals}\nLOST: {} files had every copy corrupt; back them up again (`dupla backup` sends them)",
+            status.lost
+        )
+    } else {
+        totals
+    };
     let totals = if status.over_capacity {
         format!(
             "{totals}\nOVER CAPACITY: every up server has {} sessions or more; start another server",

@@ -450,6 +450,7 @@ impl ManagerService {
             holders: entry.holders.into_iter().map(|n| n.id).collect(),
             committed_unix_ms: clock::unix_ms(),
             version: previous.map_or(1, |p| p.version + 1),
+            lost_unix_ms: 0,
         })
     }
 
@@ -554,6 +555,7 @@ impl ManagerService {
             over_capacity,
             retired,
             launcher,
+            lost: self.state.catalog.lost_latest()?.len() as u64,
         })
     }
 

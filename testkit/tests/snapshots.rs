@@ -491,3 +491,38 @@ async fn a_catalog_from_before_snapshots_becomes_a_first_snapshot() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_corrupt_on_every_holder_is_sent_again_by_the_next_backup() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let client = client(&cluster, &cluster.token);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let data = test_bytes(3 << 20, 9);
+        write(root, "data/precious.bin", &data);
+        let run = options(&["data"]);
+        assert_eq!(backup(&client, root, &run).await.sent_bytes, 3 << 20);
+
+        // Both copies of its first chunk go bad on disk, and a read finds
+        // them so (each holder reports its copy).
+        let entry = cluster.lookup("data/precious.bin").await.unwrap();
+        let hash = Hash::from_slice(&entry.chunks[0], "chunk").unwrap();
+        for holder in &entry.holders {
+            let i = cluster.server_index(&holder.id);
+            std::fs::write(cluster.chunk_path(i, &hash), b"garbage").unwrap();
+        }
+        assert!(raw::download(&cluster.at(0), "data/precious.bin")
+            .await
+            .is_err());
+        cluster.wait_for_status(|s| s.lost == 1).await;
+
+        // The file itself did not change, yet the next backup does not call
+        // it unchanged: the cluster has no good copy, so it goes again.
+        let second = backup(&client, root, &run).await;
+        assert_eq!(second.sent_bytes, 3 << 20);
+        raw::assert_restores(&cluster.at(0), "data/precious.bin", &data).await;
+        cluster.wait_for_status(|s| s.lost == 0).await;
+    })
+    .await;
+}

@@ -57,17 +57,20 @@ const CHUNK_REFS_TREE: &str = "chunk_refs";
 const SERVER_FILES_TREE: &str = "server_files";
 const SERVER_CHUNKS_TREE: &str = "server_chunks";
 const DEGRADED_TREE: &str = "degraded_files";
+/// Versions every copy of which was found corrupt: version key → ().
+const LOST_TREE: &str = "lost_files";
 const COUNTERS_TREE: &str = "catalog_counters";
 /// Chunks a user proved they hold by sending them in an upload that did not
 /// finish: `owner \0 chunk` → the time (unix ms, big-endian) until which
 /// they may claim it by hash ([`Catalog::record_possession`]).
 const POSSESSED_TREE: &str = "possessed_chunks";
 /// Index trees, rebuilt together from the records.
-const INDEX_TREES: [&str; 5] = [
+const INDEX_TREES: [&str; 6] = [
     CHUNK_REFS_TREE,
     SERVER_FILES_TREE,
     SERVER_CHUNKS_TREE,
     DEGRADED_TREE,
+    LOST_TREE,
     COUNTERS_TREE,
 ];
 const META_TREE: &str = "catalog_meta";
@@ -115,6 +118,15 @@ pub struct FileRecord {
     pub committed_unix_ms: i64,
     /// 1 for the first backup of this name, +1 for each later one.
     pub version: u64,
+    /// When its last copy was found corrupt (ms since the Unix epoch); 0
+    /// while a good copy may exist. A lost version cannot be restored, and
+    /// the next backup sends the file again instead of calling it unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost_unix_ms: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl FileRecord {
@@ -280,6 +292,9 @@ fn index_ops(record: &FileRecord, remove: bool, batch: &mut Batch, deltas: &mut 
     }
     if record.holders.len() < FULL_COPIES {
         write(DEGRADED_TREE, vk.clone(), Vec::new());
+    }
+    if record.lost_unix_ms != 0 {
+        write(LOST_TREE, vk.clone(), Vec::new());
     }
     let sign = if remove { -1 } else { 1 };
     deltas.add(TOTAL_COUNTER.to_vec(), sign, record.size);
@@ -647,6 +662,32 @@ impl Catalog {
         Ok((self.records_of(&page, prefix.len())?, next))
     }
 
+    /// The latest versions whose every copy was found corrupt: what users
+    /// must back up again.
+    pub fn lost_latest(&self) -> Result<Vec<FileRecord>> {
+        let marked = self.kv.scan_page(LOST_TREE, b"", None, usize::MAX)?;
+        let mut lost = Vec::new();
+        for record in self.records_of(&marked, 0)? {
+            let latest = self.get(&record.owner, &record.name)?;
+            if latest.is_some_and(|l| l.version == record.version) {
+                lost.push(record);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// `owner`'s lost versions, as (name, version).
+    pub fn lost_of(&self, owner: &str) -> Result<std::collections::HashSet<(String, u64)>> {
+        let marked = self
+            .kv
+            .scan_page(LOST_TREE, &owner_prefix(owner), None, usize::MAX)?;
+        Ok(self
+            .records_of(&marked, 0)?
+            .into_iter()
+            .map(|r| (r.name, r.version))
+            .collect())
+    }
+
     /// At most `limit` of the versions with fewer than two holders.
     pub fn degraded(&self, limit: usize) -> Result<Vec<FileRecord>> {
         let page = self.kv.scan_page(DEGRADED_TREE, b"", None, limit)?;
@@ -742,12 +783,21 @@ impl Catalog {
                 )?;
                 let full = page.len() == CATALOG_PAGE_RECORDS;
                 after = page.last().map(|(k, _)| k.clone());
+                // Another holder may still have a good copy: this one stops
+                // counting. The last holder stays listed (a version has
+                // one), and the version is marked lost.
                 let changed: Vec<FileRecord> = self
                     .records_of(&page, prefix.len())?
                     .into_iter()
-                    .filter(|r| r.holders.len() > 1)
+                    .filter(|r| r.holders.len() > 1 || r.lost_unix_ms == 0)
                     .map(|mut r| {
-                        r.holders.retain(|h| h != server);
+                        if r.holders.len() > 1 {
+                            r.holders.retain(|h| h != server);
+                        } else {
+                            r.lost_unix_ms = dupla::clock::unix_ms();
+                            tracing::error!(owner = %r.owner, name = %r.name, version = r.version,
+                                "every copy of this version was found corrupt: it is lost until backed up again");
+                        }
                         r
                     })
                     .collect();
@@ -955,6 +1005,7 @@ mod tests {
             holders: vec!["a".into(), "b".into()],
             committed_unix_ms: 1,
             version: 1,
+            lost_unix_ms: 0,
         }
     }
 

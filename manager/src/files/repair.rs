@@ -152,6 +152,7 @@ mod tests {
             holders: holders.iter().map(|h| h.to_string()).collect(),
             committed_unix_ms: 0,
             version: 3,
+            lost_unix_ms: 0,
         }
     }
 

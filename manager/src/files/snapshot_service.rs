@@ -187,6 +187,7 @@ pub fn wire_entry(entry: TreeEntry) -> pb::SnapshotEntry {
         version: entry.version,
         blake3: entry.blake3.map(|h| h.to_bytes()).unwrap_or_default(),
         link_target: entry.link_target,
+        lost: false,
     }
 }
 
@@ -360,10 +361,15 @@ impl Snapshots for SnapshotService {
         if snapshots.header(&user.login, &req.id)?.is_none() {
             return Err(not_found(&req.id));
         }
+        // Few or none: looked up once, not per entry.
+        let lost = self.state.catalog.lost_of(&user.login)?;
         Ok(Response::new(stream_from(move |tx| {
             let mut batch = Vec::new();
             snapshots.for_each_entry(&user.login, &req.id, &req.prefix, |entry| {
-                batch.push(wire_entry(entry));
+                let gone = !lost.is_empty() && lost.contains(&(entry.path.clone(), entry.version));
+                let mut wire = wire_entry(entry);
+                wire.lost = gone;
+                batch.push(wire);
                 if batch.len() == PAGE_ENTRIES {
                     let entries = std::mem::take(&mut batch);
                     send(tx, pb::SnapshotEntries { entries })?;

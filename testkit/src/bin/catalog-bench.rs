@@ -51,6 +51,7 @@ fn record(i: u64, servers: &[String]) -> FileRecord {
         holders: vec![servers[a].clone(), servers[b].clone()],
         committed_unix_ms: 1,
         version: 1,
+        lost_unix_ms: 0,
     }
 }
 
