@@ -140,7 +140,10 @@ pub enum Command {
         #[arg(default_value = "")]
         pattern: String,
     },
-    /// Remove a file from the catalog
+    /// Remove a file and all its versions from the catalog
+    ///
+    /// Snapshots that held the file can no longer restore it; `dupla forget`
+    /// removes snapshots instead.
     #[command(alias = "remove")]
     Rm {
         /// Catalog name, as `dupla ls` shows it
