@@ -230,9 +230,12 @@ fn render(status: &ClusterStatusReply) -> String {
     );
     // Said only when it happens: the usual line stays as scripts know it.
     let totals = if status.lost > 0 {
+        let (files, them) = match status.lost {
+            1 => ("1 file".to_string(), "it"),
+            n => (format!("{n} files"), "them"),
+        };
         format!(
-            "{totals}\nLOST: {} files had every copy corrupt; back them up again (`dupla backup` sends them)",
-            status.lost
+            "{totals}\nLOST: {files} had every copy corrupt; back {them} up again (`dupla backup` sends {them})"
         )
     } else {
         totals
@@ -290,6 +293,18 @@ fn format_uptime(secs: f64) -> String {
 mod tests {
     use super::*;
     use dupla::v1::Node;
+
+    #[test]
+    fn lost_files_get_a_line_of_their_own_only_when_there_are_some() {
+        let mut status = ClusterStatusReply::default();
+        assert!(!render(&status).contains("LOST"));
+        status.lost = 1;
+        assert!(render(&status).ends_with(
+            "\nLOST: 1 file had every copy corrupt; back it up again (`dupla backup` sends it)"
+        ));
+        status.lost = 3;
+        assert!(render(&status).contains("LOST: 3 files had every copy corrupt; back them up"));
+    }
 
     #[test]
     fn json_has_the_contract_fields() {
