@@ -83,8 +83,12 @@ pub async fn download<K: ChunkSink>(
         offset: start.as_ref().map_or(0, |s| s.offset),
         version,
     };
+    // The server's words when it has some ("…: version 3 is lost: …").
     let not_found = |status: tonic::Status| match status.code() {
-        tonic::Code::NotFound => Error::NotFound(format!("{name}: not found in your backups")),
+        tonic::Code::NotFound if status.message().is_empty() => {
+            Error::NotFound(format!("{name}: not found in your backups"))
+        }
+        tonic::Code::NotFound => Error::NotFound(status.message().to_string()),
         _ => rpc_error(Role::Server, &server, status),
     };
     let mut stream = storage

@@ -105,6 +105,7 @@ impl storage_server::Storage for Fake {
             ],
             committed_unix_ms: 1,
             version: 1,
+            lost: false,
         };
         let mut state = self.state.lock().unwrap();
         state.uploads += 1;

@@ -113,6 +113,7 @@ impl ManagerService {
             holders: holders.into_iter().map(|(_, n)| n).collect(),
             committed_unix_ms: record.committed_unix_ms,
             version: record.version,
+            lost: record.lost_unix_ms != 0,
         }
     }
 

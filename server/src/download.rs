@@ -55,6 +55,13 @@ pub async fn open(
     });
     user.attach(&mut lookup);
     let entry = node.manager().lookup(lookup).await?.into_inner();
+    if entry.lost {
+        return Err(Error::NotFound(format!(
+            "{}: version {} is lost: every stored copy was found corrupt; back it up again \
+             from the original (`dupla backup` sends it whole)",
+            entry.name, entry.version
+        )));
+    }
     if request.offset > entry.size {
         return Err(Error::InvalidInput(format!(
             "offset {} is past the end of {} ({} bytes)",

@@ -164,6 +164,7 @@ async fn store_and_commit(
         holders,
         committed_unix_ms: 0,
         version: 0,
+        lost: false,
     };
     node.faults.hit(Step::BeforeCommit).await?;
     let committed = node

@@ -1101,6 +1101,7 @@ async fn internal_calls_with_made_up_ids_and_malformed_fields_are_refused() {
             committed_unix_ms: 0,
             version: 0,
             chunk_lengths: Vec::new(),
+            lost: false,
         };
         let commit = |upload_id: &str, entry: Option<FileEntry>| CommitRequest {
             upload_id: upload_id.into(),

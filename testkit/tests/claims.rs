@@ -182,6 +182,7 @@ async fn deleting_an_account_aborts_its_open_uploads() {
             committed_unix_ms: 0,
             version: 0,
             chunk_lengths: Vec::new(),
+            lost: false,
         };
         let result = cluster
             .manager_client()

@@ -516,6 +516,12 @@ async fn a_file_corrupt_on_every_holder_is_sent_again_by_the_next_backup() {
             .await
             .is_err());
         cluster.wait_for_status(|s| s.lost == 1).await;
+        // A restore says so, rather than which holder failed how.
+        let err = raw::download(&cluster.at(1), "data/precious.bin")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+        assert!(err.message().contains("is lost"), "{err:?}");
 
         // The file itself did not change, yet the next backup does not call
         // it unchanged: the cluster has no good copy, so it goes again.
