@@ -178,7 +178,7 @@ impl Client {
             }
             Err(Error::Unavailable(detail)) => {
                 tracing::debug!(%addr, %detail, "connect failed");
-                let hint = Failure::of(&detail).hint(transport.is_tls());
+                let hint = Failure::of(&detail).hint();
                 Err(Error::Unavailable(format!(
                     "cannot reach {role} {addr} ({hint})"
                 )))
@@ -491,12 +491,7 @@ async fn pinned_transport(pin: &Path, addr: &str) -> Result<Transport> {
 pub(crate) fn rpc_error(role: Role, addr: &str, status: Status) -> Error {
     if std::error::Error::source(&status).is_some() {
         tracing::debug!(%addr, ?status, "transport failure");
-        let hint = match Failure::of(&format!("{status:?}")) {
-            Failure::TlsMismatch => {
-                "does TLS match? (--insecure on the client needs --insecure on the cluster, and the reverse)"
-            }
-            other => other.hint(true),
-        };
+        let hint = Failure::of(&format!("{status:?}")).hint();
         return Error::Unavailable(format!(
             "lost the connection to {role} {addr} ({}); {hint}",
             status.message()
@@ -551,16 +546,11 @@ impl Failure {
     }
 
     /// What to ask the user to check.
-    fn hint(self, tls: bool) -> &'static str {
-        match (self, tls) {
-            (Failure::Gone, _) => "is it running?",
-            (Failure::TlsMismatch, true) => {
-                "does TLS match? a cluster started with --insecure needs --insecure here too"
-            }
-            (Failure::TlsMismatch, false) => {
-                "does TLS match? with --insecure the cluster must run with --insecure too"
-            }
-            (Failure::Unclear, _) => {
+    fn hint(self) -> &'static str {
+        match self {
+            Failure::Gone => "is it running?",
+            Failure::TlsMismatch => "does TLS match? (--insecure on both sides, or on neither)",
+            Failure::Unclear => {
                 "is it running? if it is, does TLS match? (--insecure on both sides, or on neither)"
             }
         }
@@ -612,8 +602,9 @@ mod tests {
             Failure::Unclear
         );
         assert_eq!(Failure::of("operation was canceled"), Failure::Unclear);
-        assert!(Failure::Unclear.hint(true).contains("--insecure"));
-        assert!(!Failure::Gone.hint(true).contains("insecure"));
+        assert!(Failure::Unclear.hint().contains("--insecure"));
+        assert!(Failure::TlsMismatch.hint().contains("--insecure"));
+        assert!(!Failure::Gone.hint().contains("insecure"));
     }
 
     #[test]
