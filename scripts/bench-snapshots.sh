@@ -452,7 +452,7 @@ run_many() {
         listed=$(( $(wc -l <"$work/m/many$n-ls.out") - 1 ))  # less the header
       fi
       if measure "many$n-lsjson" "$bin/dupla" --manager "$manager_addr" --root "$root" --json ls; then
-        listed_json="$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/m/many$n-lsjson.out")"
+        listed_json="$(python3 -c 'import json,sys; print(sum(1 for l in open(sys.argv[1]) if json.loads(l)))' "$work/m/many$n-lsjson.out")"
       fi
       if measure "many$n-restore" "$bin/dupla" --manager "$manager_addr" --root "$root" --json \
           restore --snapshot "$id" --target "restored-$n"; then

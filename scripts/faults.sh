@@ -71,7 +71,7 @@ echo "backed up $(wc -l <"$work/receipts.json") files; $(status_field 's["under_
 
 echo "== drill 1: kill -9 one server for good"
 victim=127.0.0.1:52052
-held=$(dupla --json ls | python3 -c "import json,sys; print(sum('$victim' in f['holders'] for f in json.load(sys.stdin)))")
+held=$(dupla --json ls | python3 -c "import json,sys; print(sum('$victim' in json.loads(l)['holders'] for l in sys.stdin))")
 echo "victim $victim holds a copy of $held files"
 t0=$(now)
 kill -9 "${server_pid[$victim]}"

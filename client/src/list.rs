@@ -59,12 +59,19 @@ impl Client {
     }
 }
 
-/// `dupla ls`: a table, or a JSON array.
+/// `dupla ls`: a table, or with `--json` one object per file and line
+/// (DESIGN §7), nothing when no file matches.
 pub async fn command(client: &Client, pattern: &str, out: Output) -> anyhow::Result<()> {
     let mut files = client.list(pattern).await?;
     files.sort_by(|a, b| a.name.cmp(&b.name));
-    let json: Vec<EntryJson> = files.iter().map(EntryJson::from).collect();
-    out.emit(render(&files, pattern), &json)
+    if out.json {
+        for file in &files {
+            out.emit("", &EntryJson::from(file))?;
+        }
+        return Ok(());
+    }
+    println!("{}", render(&files, pattern));
+    Ok(())
 }
 
 /// The text table, or a sentence when nothing matches.

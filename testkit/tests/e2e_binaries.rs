@@ -59,10 +59,12 @@ fn backup_with_the_real_client_survives_killing_the_primary() {
     // The listing shows the file with both holders.
     let out = client(&root, &["--manager", &manager, "--json", "ls"]);
     assert!(out.status.success());
-    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // One object per file and line (DESIGN §7).
+    let listing: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     let entry = listing
-        .as_array()
-        .unwrap()
         .iter()
         .find(|e| e["name"] == "samples/random-64KiB.bin")
         .expect("listed");

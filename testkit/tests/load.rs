@@ -450,12 +450,12 @@ fn twelve_users_back_up_and_restore_while_a_server_is_killed_and_restarted() {
     for (user, names) in users.iter().zip(&acked) {
         let out = client(&user.root, &["--manager", &manager, "--json", "ls"]);
         assert!(out.status.success(), "{}: ls failed", user.login);
-        let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut listed: Vec<String> = listing
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap().to_string())
+        let mut listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                let entry: Value = serde_json::from_str(line).unwrap();
+                entry["name"].as_str().unwrap().to_string()
+            })
             .collect();
         listed.sort();
         let mut want = names.clone();

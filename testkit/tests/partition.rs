@@ -137,11 +137,12 @@ impl Cluster {
         })
     }
 
-    /// `ls --json`.
+    /// `ls --json`: one object per file and line.
     fn list(&self) -> Vec<Value> {
         let out = self.dupla_ok(&["ls"], None);
-        let listing: Value = serde_json::from_str(&out).expect("ls --json is JSON");
-        listing.as_array().expect("ls --json is an array").clone()
+        out.lines()
+            .map(|line| serde_json::from_str(line).expect("each ls --json line is JSON"))
+            .collect()
     }
 
     /// Back `files` up; the receipts, one per file (the run's summary
