@@ -270,18 +270,28 @@ fn debug_of_configs_never_shows_the_secret() {
     assert!(!format!("{args:?}").contains(secret));
 }
 
+/// A real `dupla-manager` from a copy of `nodes/manager` under `tmp`, on a
+/// free port, with `extra` flags; and its address.
+fn manager_process(tmp: &Path, extra: &[&str]) -> (dupla_testkit::procs::NodeProcess, String) {
+    use dupla_testkit::procs::{copy_node_dir, free_port, NodeProcess};
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--listen", addr.as_str()];
+    args.extend_from_slice(extra);
+    let manager = NodeProcess::start(
+        "manager",
+        "dupla-manager",
+        &copy_node_dir("manager", tmp),
+        &addr,
+        &args,
+    );
+    (manager, addr)
+}
+
 #[test]
 fn insecure_runs_in_plain_text_and_says_so() {
     use dupla_testkit::procs::{client, copy_node_dir, free_port, NodeProcess};
     let tmp = tempfile::tempdir().unwrap();
-    let manager_addr = format!("127.0.0.1:{}", free_port());
-    let manager = NodeProcess::start(
-        "manager",
-        "dupla-manager",
-        &copy_node_dir("manager", tmp.path()),
-        &manager_addr,
-        &["--listen", &manager_addr, "--insecure"],
-    );
+    let (manager, manager_addr) = manager_process(tmp.path(), &["--insecure"]);
     let server_addr = format!("127.0.0.1:{}", free_port());
     let _server = NodeProcess::start(
         "server-1",
@@ -331,16 +341,9 @@ fn insecure_runs_in_plain_text_and_says_so() {
 
 #[test]
 fn a_plaintext_client_of_a_tls_cluster_always_says_why() {
-    use dupla_testkit::procs::{client, copy_node_dir, free_port, NodeProcess};
+    use dupla_testkit::procs::{client, copy_node_dir};
     let tmp = tempfile::tempdir().unwrap();
-    let manager_addr = format!("127.0.0.1:{}", free_port());
-    let manager = NodeProcess::start(
-        "manager",
-        "dupla-manager",
-        &copy_node_dir("manager", tmp.path()),
-        &manager_addr,
-        &["--listen", &manager_addr],
-    );
+    let (manager, manager_addr) = manager_process(tmp.path(), &[]);
     let root = copy_node_dir("client", tmp.path());
     // The TLS node drops the plain-text connection while the client writes
     // to it. That once killed the client with SIGPIPE, silently, about one
