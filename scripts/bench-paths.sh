@@ -14,6 +14,9 @@
 #    blake3, write, fsync), alternating, the page cache dropped before each
 #    (needs root; said when not permitted). Times are wall clock of the
 #    whole command, as a user sees it.
+# 3. Beside each, the disk ceiling (scripts/disk_ceiling.py): one file read
+#    cold while as many bytes are written and fsynced, nothing else. That is
+#    the disk work of a restore, so no restore can be faster than it.
 # Manager and servers on 127.0.0.1:29050-29053 (below the kernel's ephemeral
 # port range, so other programs' outgoing connections cannot hold them),
 # in a temporary directory.
@@ -97,6 +100,7 @@ cp "$root/big.bin" "$work/copy-src.bin"
 rm -f "$root/big.bin"
 restores=""
 copies=""
+ceilings=""
 for i in $(seq "$runs"); do
   rm -f "$root/big.bin" "$work/copy-dst.bin"
   drop_caches
@@ -109,7 +113,11 @@ for i in $(seq "$runs"); do
   drop_caches
   c="$(python3 "$top/scripts/diskstat.py" --dir "$work" --label "local copy $i" -- python3 "$top/scripts/local_copy.py" "$work/copy-src.bin" "$work/copy-dst.bin" | sed -n 's/.*= \([0-9.]*\) MB\/s.*/\1/p')"
   copies="$copies $c"
-  echo "restore run $i: $r MB/s; local copy: $c MB/s; ratio $(python3 -c "print(f'{$r / $c:.2f}x')")"
+  rm -f "$work/copy-dst.bin"
+  drop_caches
+  d="$(python3 "$top/scripts/diskstat.py" --dir "$work" --label "disk ceiling $i" -- python3 "$top/scripts/disk_ceiling.py" "$work/copy-src.bin" "$work/copy-dst.bin" | sed -n 's/.*= \([0-9.]*\) MB\/s.*/\1/p')"
+  ceilings="$ceilings $d"
+  echo "restore run $i: $r MB/s; local copy: $c MB/s; ratio $(python3 -c "print(f'{$r / $c:.2f}x')"); disk ceiling: $d MB/s ($(python3 -c "print(f'{$d / $c:.2f}x')") the local copy)"
 done
 # shellcheck disable=SC2086
 echo "SUMMARY restore: $(median $restores)"
@@ -117,3 +125,5 @@ echo "SUMMARY restore: $(median $restores)"
 echo "SUMMARY local copy: $(median $copies)"
 # shellcheck disable=SC2086
 echo "SUMMARY restore / local copy (medians): $(python3 -c "print(f'{$(med $restores) / $(med $copies):.2f}x')") (goal >= 1.5x)"
+# shellcheck disable=SC2086
+echo "SUMMARY disk ceiling (read one file while writing another, nothing else): $(median $ceilings); / local copy: $(python3 -c "print(f'{$(med $ceilings) / $(med $copies):.2f}x')"); restore / ceiling: $(python3 -c "print(f'{$(med $restores) / $(med $ceilings):.2f}x')")"
