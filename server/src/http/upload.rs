@@ -227,6 +227,25 @@ pub async fn put_range(
     ApiPath(id): ApiPath<String>,
     ApiQuery(at): ApiQuery<Offset>,
     body: Body,
+) -> Result<Json<UploadState>, ([(axum::http::HeaderName, &'static str); 1], ApiError)> {
+    // An error answer closes the connection, and says so. It may come
+    // before the body was read (a `stale` offset is refused before a byte
+    // of it); hyper then closes the connection once the answer is out, but
+    // does not always say `Connection: close` in it, and a keep-alive client
+    // sends its next request (the GET for the right offset) into a
+    // connection that is closing: "connection closed before message
+    // completed".
+    stage_range(api, headers, id, at, body)
+        .await
+        .map_err(|e| ([(axum::http::header::CONNECTION, "close")], e))
+}
+
+async fn stage_range(
+    api: Api,
+    headers: HeaderMap,
+    id: String,
+    at: Offset,
+    body: Body,
 ) -> ApiResult<Json<UploadState>> {
     // Token, ownership and offset are checked before a byte of the body is read.
     let (login, _, credentials) = caller(&api.node, bearer(&headers)).await?;
