@@ -31,6 +31,26 @@ pub fn validate(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Most bytes of a caller's text that an error message quotes. A status
+/// message travels in the `grpc-message` trailer and ends up on terminals
+/// and in logs, so a 5 MB string sent in must not come back whole.
+pub const MAX_QUOTED_BYTES: usize = 128;
+
+/// `text` as an error message may show it: whole when it has at most
+/// [`MAX_QUOTED_BYTES`] bytes, else its start (cut at a character
+/// boundary) followed by `…`. For caller-supplied text that was not
+/// validated to a bounded length first (ids, logins, roles).
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_QUOTED_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+}
+
 /// Whether `name` matches `pattern`: a glob with `*` and `?` when it has
 /// either, otherwise a substring. An empty pattern matches everything.
 pub fn matches(pattern: &str, name: &str) -> bool {
@@ -92,6 +112,20 @@ mod tests {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
         assert!(validate(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_cut_between_characters() {
+        assert_eq!(excerpt("short"), "short");
+        let exact = "a".repeat(MAX_QUOTED_BYTES);
+        assert_eq!(excerpt(&exact), exact);
+        let long = excerpt(&"b".repeat(5 << 20)).into_owned();
+        assert_eq!(long, format!("{}…", "b".repeat(MAX_QUOTED_BYTES)));
+        // 'é' is two bytes: the cut never splits one.
+        let accents = format!("x{}", "é".repeat(MAX_QUOTED_BYTES));
+        let cut = excerpt(&accents);
+        assert!(cut.len() <= MAX_QUOTED_BYTES + '…'.len_utf8(), "{cut}");
+        assert!(cut.ends_with("é…"), "{cut}");
     }
 
     #[test]

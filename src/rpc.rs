@@ -65,6 +65,14 @@ pub const MAX_CATALOG_MESSAGE_BYTES: usize = 64 << 20;
 /// How long to wait for a TCP connection before calling a node unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long setting up a connection may take as a whole: TCP, the TLS
+/// handshake and the node's first HTTP/2 answer. The kernel accepts TCP for
+/// a node that is stopped (SIGSTOP), hung or not a Dupla node at all, so
+/// without this bound its callers would wait forever; with it they fail
+/// with `Unavailable` (see [`no_answer`]). Calls themselves get no
+/// deadline: a restore of many GB streams for minutes.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// HTTP/2 pings keep idle connections honest and detect dead peers.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -93,19 +101,76 @@ pub fn endpoint(addr: &str) -> Result<Endpoint> {
 }
 
 /// Connect to `addr` now in plain text, failing with `Unavailable` if it
-/// does not answer. Nodes and the client dial through their
-/// [`Transport`] instead; this is for `--insecure` clusters and tests.
+/// does not answer within [`SETUP_TIMEOUT`]. Nodes and the client dial
+/// through their [`Transport`] instead (the same path); this is for
+/// `--insecure` clusters and tests.
 pub async fn connect(addr: &str) -> Result<Channel> {
-    endpoint(addr)?
-        .connect()
-        .await
-        .map_err(|e| Error::Unavailable(format!("cannot reach {addr}: {e}")))
+    Transport::Insecure.connect(addr).await
 }
 
 /// A plain-text channel to `addr` that connects on first use and reconnects
 /// by itself (see [`connect`]: nodes use [`Transport::connect_lazy`]).
 pub fn connect_lazy(addr: &str) -> Result<Channel> {
-    Ok(endpoint(addr)?.connect_lazy())
+    Transport::Insecure.connect_lazy(addr)
+}
+
+/// Set up a connection through `endpoint` to `addr`, all of it within
+/// [`SETUP_TIMEOUT`]. With `probe`, also wait for the node's first answer
+/// (a health check): over plain text the HTTP/2 handshake does not wait
+/// for the peer, so a node that accepted TCP and then froze would
+/// otherwise only show at the first call, and a call has no deadline.
+/// Over TLS a completed handshake already proves the node is running.
+pub(crate) async fn connect_within(endpoint: Endpoint, addr: &str, probe: bool) -> Result<Channel> {
+    let setup = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(addr, &e))?;
+        if probe {
+            answers(channel.clone(), addr).await?;
+        }
+        Ok(channel)
+    };
+    tokio::time::timeout(SETUP_TIMEOUT, setup)
+        .await
+        .map_err(|_| no_answer(addr))?
+}
+
+/// Wait for any answer from the node behind `channel`: a health check,
+/// which every node serves. An error status the node sent is an answer
+/// too; only a broken connection (a status tonic made locally, which
+/// carries its cause) is not.
+async fn answers(channel: Channel, addr: &str) -> Result<()> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    match health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if std::error::Error::source(&status).is_none() => Ok(()),
+        Err(status) => Err(unreachable(addr, &status)),
+    }
+}
+
+/// The error for a connection to `addr` that failed with `e`, its causes
+/// spelled out (tonic's own text says only "transport error").
+fn unreachable(addr: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    let detail = crate::tls::error_chain(e);
+    if detail.contains("handshake timeout") {
+        // A lazy channel's bound on the TLS handshake, met first.
+        return no_answer(addr);
+    }
+    Error::Unavailable(format!("cannot reach {addr}: {detail}"))
+}
+
+/// The error for a node that accepted the connection but did not set it
+/// up within [`SETUP_TIMEOUT`]. It says "timed out" and names no TLS cause,
+/// so the client's hint asks whether the node runs, not whether TLS matches.
+pub fn no_answer(addr: &str) -> Error {
+    Error::Unavailable(format!(
+        "cannot reach {addr}: it did not answer within {} s (timed out); is it running? is it stopped (SIGSTOP, a debugger) or hung?",
+        SETUP_TIMEOUT.as_secs()
+    ))
 }
 
 /// HTTP/2 streams one connection may have open at once: beyond it the peer

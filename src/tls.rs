@@ -130,8 +130,13 @@ impl Transport {
             Transport::Insecure => crate::rpc::endpoint(addr),
             Transport::Tls(tls) => {
                 install_crypto_provider();
+                // The handshake is bounded here too, not only in
+                // `connect`: a lazy channel (re)connects on its own, and a
+                // node that accepts TCP but never answers must not stall
+                // its calls forever.
                 let mut config = ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+                    .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+                    .timeout(crate::rpc::SETUP_TIMEOUT);
                 if let Some(identity) = &tls.identity {
                     config = config.identity(tonic::transport::Identity::from_pem(
                         &identity.chain_pem,
@@ -146,15 +151,18 @@ impl Transport {
     }
 
     /// Connect to `addr` now, failing with `Unavailable` (the message names
-    /// a TLS failure, such as an unknown CA) if it does not answer.
+    /// a TLS failure, such as an unknown CA) if it does not answer, and
+    /// with [`crate::rpc::no_answer`] if it has not answered within
+    /// [`crate::rpc::SETUP_TIMEOUT`]: TCP, the TLS handshake and, in plain
+    /// text, a first answer over HTTP/2 (a health check).
     pub async fn connect(&self, addr: &str) -> Result<Channel> {
-        self.endpoint(addr)?
-            .connect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot reach {addr}: {}", error_chain(&e))))
+        crate::rpc::connect_within(self.endpoint(addr)?, addr, !self.is_tls()).await
     }
 
-    /// A channel to `addr` that connects on first use.
+    /// A channel to `addr` that connects on first use. Its TCP connection
+    /// and TLS handshake are bounded ([`crate::rpc::CONNECT_TIMEOUT`],
+    /// [`crate::rpc::SETUP_TIMEOUT`]); in plain text a node that accepts
+    /// TCP and then never answers is noticed by HTTP/2 keepalive instead.
     pub fn connect_lazy(&self, addr: &str) -> Result<Channel> {
         Ok(self.endpoint(addr)?.connect_lazy())
     }
@@ -411,6 +419,14 @@ pub fn same_certificate(a: &str, b: &str) -> bool {
 /// authenticate that CA some other way (a server: the enrolment proof) or
 /// pin it and refuse any other later (a client).
 pub async fn fetch_ca(addr: &str) -> Result<String> {
+    // One bound on the whole set-up, as for any connection.
+    tokio::time::timeout(crate::rpc::SETUP_TIMEOUT, fetch_ca_unbounded(addr))
+        .await
+        .map_err(|_| crate::rpc::no_answer(addr))?
+}
+
+/// [`fetch_ca`] without its bound on the time it may take.
+async fn fetch_ca_unbounded(addr: &str) -> Result<String> {
     let target = host_port(addr);
     let tcp = tokio::time::timeout(
         crate::rpc::CONNECT_TIMEOUT,
@@ -429,13 +445,10 @@ pub async fn fetch_ca(addr: &str) -> Result<String> {
     config.alpn_protocols = vec![b"h2".to_vec()];
     let name = ServerName::try_from(host_of(addr).to_string())
         .unwrap_or_else(|_| ServerName::try_from("dupla").expect("invariant: a valid DNS name"));
-    let stream = tokio::time::timeout(
-        crate::rpc::CONNECT_TIMEOUT,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| Error::Unavailable(format!("{addr} did not complete a TLS handshake")))?
-    .map_err(|e| {
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
         Error::Unavailable(format!(
             "{addr} does not speak TLS ({e}); if the cluster runs with --insecure, pass --insecure too"
         ))

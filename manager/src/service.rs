@@ -118,10 +118,10 @@ impl ManagerService {
     }
 
     fn lookup_record(&self, owner: &str, name: &str, version: u64) -> Result<FileRecord> {
-        // No name at all is a bad request, not a missing file.
-        if name.is_empty() {
-            return Err(Error::InvalidInput("the file name is empty".into()));
-        }
+        // A name no upload could have stored (empty, `..`, 5 MB long) is a
+        // bad request, not a missing file; and the NOT_FOUND below then
+        // quotes at most a valid name's length.
+        name::validate(name)?;
         self.state
             .catalog
             .get_version(owner, name, version)?
@@ -343,15 +343,18 @@ impl ManagerService {
             .get(&req.upload_id)
             .cloned()
             .ok_or_else(|| {
+                // The id came from the client, through the entry server.
                 Error::Aborted(format!(
                     "upload {} is not open (expired, aborted or from before a manager restart); back the file up again",
-                    req.upload_id
+                    name::excerpt(&req.upload_id)
                 ))
             })?;
         if open.name != entry.name {
             return Err(Error::InvalidInput(format!(
                 "upload {} is for {:?}, not {:?}",
-                req.upload_id, open.name, entry.name
+                req.upload_id,
+                open.name,
+                name::excerpt(&entry.name)
             )));
         }
         let record = {
@@ -858,6 +861,8 @@ impl Manager for ManagerService {
         let user = self.user(&request)?;
         self.may_write(&user, "delete files")?;
         let name = request.into_inner().name;
+        // As Lookup: a name that cannot be stored is a bad request.
+        name::validate(&name)?;
         let (login, path) = (user.login.clone(), name.clone());
         let removed = self
             .blocking(move |s| {
@@ -893,7 +898,10 @@ impl Manager for ManagerService {
                     )));
                 }
                 if !s.accounts.exists(&req.login)? {
-                    return Err(Error::NotFound(format!("no user named {:?}", req.login)));
+                    return Err(Error::NotFound(format!(
+                        "no user named {:?}",
+                        name::excerpt(&req.login)
+                    )));
                 }
                 let quota = (!req.reset).then_some(Quota {
                     bytes: req.bytes,

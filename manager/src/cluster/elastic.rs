@@ -419,7 +419,8 @@ impl Elastic {
     fn own(&self, id: &str) -> Result<Launched> {
         self.record(id)?.ok_or_else(|| {
             Error::InvalidInput(format!(
-                "server {id} was not launched by the manager: only those are drained and retired"
+                "server {} was not launched by the manager: only those are drained and retired",
+                dupla::name::excerpt(id)
             ))
         })
     }

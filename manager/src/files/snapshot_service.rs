@@ -456,7 +456,7 @@ fn matched(header: &SnapshotHeader, entry: TreeEntry) -> pb::SnapshotMatch {
 }
 
 fn not_found(id: &str) -> Status {
-    Error::NotFound(format!("no snapshot {id} in your backups")).into()
+    Error::NotFound(format!("no snapshot {} in your backups", name::excerpt(id))).into()
 }
 
 /// Give each owner's files from a catalog before versions a first snapshot

@@ -59,7 +59,9 @@ pub async fn list_files(
 }
 
 #[utoipa::path(get, path = "/api/file", tag = "catalog", params(FileRef),
-    responses((status = 200, body = File), (status = 404, description = "Not one of the caller's files", body = ErrorBody)),
+    responses((status = 200, body = File),
+        (status = 400, description = "A name no upload could have stored (empty, `..`, over 1024 bytes)", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's files", body = ErrorBody)),
     security(("bearer" = [])))]
 /// One file's details.
 pub async fn file_details(
@@ -76,6 +78,7 @@ pub async fn file_details(
 
 #[utoipa::path(delete, path = "/api/file", tag = "catalog", params(FileRef),
     responses((status = 200, description = "Removed from the catalog", body = File),
+        (status = 400, description = "A name no upload could have stored", body = ErrorBody),
         (status = 403, description = "Viewers may not delete", body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]

@@ -138,7 +138,12 @@ impl ChatSessions {
             .get(id)
             .filter(|s| s.login == login)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("no chat session {id} of yours; open one")))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no chat session {} of yours; open one",
+                    dupla::name::excerpt(id)
+                ))
+            })
     }
 
     /// Close sessions not polled for [`CHAT_IDLE`].

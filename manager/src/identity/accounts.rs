@@ -96,7 +96,8 @@ impl std::str::FromStr for Role {
             "user" => Ok(Role::User),
             "viewer" => Ok(Role::Viewer),
             other => Err(Error::InvalidInput(format!(
-                "unknown role {other:?}: use admin, user or viewer"
+                "unknown role {:?}: use admin, user or viewer",
+                dupla::name::excerpt(other)
             ))),
         }
     }
@@ -353,9 +354,9 @@ impl Accounts {
     /// is no such account.
     pub fn set_admin(&self, login: &str, admin: bool) -> Result<Account> {
         let _guard = self.write.lock().expect("accounts lock poisoned");
-        let mut account = self
-            .get(login)?
-            .ok_or_else(|| Error::NotFound(format!("no account {login:?}")))?;
+        let mut account = self.get(login)?.ok_or_else(|| {
+            Error::NotFound(format!("no account {:?}", dupla::name::excerpt(login)))
+        })?;
         account.admin = admin;
         self.kv
             .put(ACCOUNTS_TREE, login.as_bytes(), &encode(&account)?)?;
@@ -366,9 +367,9 @@ impl Accounts {
     /// Give `login` `role` durably; `NOT_FOUND` if there is no such account.
     pub fn set_role(&self, login: &str, role: Role) -> Result<Account> {
         let _guard = self.write.lock().expect("accounts lock poisoned");
-        let mut account = self
-            .get(login)?
-            .ok_or_else(|| Error::NotFound(format!("no account {login:?}")))?;
+        let mut account = self.get(login)?.ok_or_else(|| {
+            Error::NotFound(format!("no account {:?}", dupla::name::excerpt(login)))
+        })?;
         account.admin = role == Role::Admin;
         account.viewer = role == Role::Viewer;
         self.kv

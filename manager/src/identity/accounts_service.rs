@@ -318,10 +318,9 @@ impl Inner {
     /// Delete an account and its backups, revoke its tokens and end its
     /// chat sessions.
     fn delete(&self, login: &str, reason: &str) -> Result<Account> {
-        let account = self
-            .accounts
-            .delete(login)?
-            .ok_or_else(|| Error::NotFound(format!("no user named {login:?}")))?;
+        let account = self.accounts.delete(login)?.ok_or_else(|| {
+            Error::NotFound(format!("no user named {:?}", dupla::name::excerpt(login)))
+        })?;
         self.tokens
             .lock()
             .expect("tokens lock poisoned")
@@ -463,11 +462,9 @@ impl AccountsRpc for AccountsService {
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Reply<pb::User> {
         self.inner.admin(request.metadata())?;
         let login = request.into_inner().login;
-        let account = self
-            .inner
-            .accounts
-            .get(&login)?
-            .ok_or_else(|| Error::NotFound(format!("no user named {login:?}")))?;
+        let account = self.inner.accounts.get(&login)?.ok_or_else(|| {
+            Error::NotFound(format!("no user named {:?}", dupla::name::excerpt(&login)))
+        })?;
         Ok(Response::new(self.inner.user(&account)))
     }
 

@@ -129,8 +129,9 @@ impl Tokens {
         match self.by_key.get(&key) {
             Some(record) if record.is_live(now_ms) => Ok((key, record.clone())),
             Some(record) => Err(Error::Unauthenticated(format!(
-                "the token expired at {} (unix ms); log in again with `dupla login {}`",
-                record.expires_unix_ms, record.login
+                "the token expired at {}; log in again with `dupla login {}`",
+                dupla::clock::format_utc(record.expires_unix_ms),
+                record.login
             ))),
             None => Err(Error::Unauthenticated(
                 "the token is unknown or was revoked (logged out); log in again with `dupla login USER`"
@@ -301,6 +302,11 @@ mod tests {
         let err = tokens.check(&token, T0 + 3_600_000).unwrap_err();
         assert!(matches!(err, Error::Unauthenticated(_)));
         assert!(err.to_string().contains("expired"), "{err}");
+        // A readable UTC time, as `dupla login` prints it, not unix ms.
+        assert_eq!(
+            err.to_string(),
+            "the token expired at 2023-11-14 23:13:20 UTC; log in again with `dupla login ada`"
+        );
         assert!(tokens.revoke(&key).unwrap().is_some());
         let err = tokens.check(&token, T0 + 1).unwrap_err();
         assert!(err.to_string().contains("revoked"), "{err}");
