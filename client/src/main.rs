@@ -1,6 +1,6 @@
 //! The `dupla` binary: parse the arguments, set up logging, run the client,
 //! and turn a failure into one line on stderr and exit status 1 (3 for a
-//! backup that skipped some files, 2 for a usage error).
+//! backup or snapshot restore that left some files out, 2 for a usage error).
 
 use clap::{CommandFactory, Parser};
 use dupla_client::cli::Cli;

@@ -10,7 +10,7 @@ use dupla::v1::{CollectGarbageRequest, LookupRequest};
 use dupla::Hash;
 use dupla_client::cli::ForgetArgs;
 use dupla_client::output::Output;
-use dupla_client::snapshot_backup::{self, RunOptions, RunSummary};
+use dupla_client::snapshot_backup::{self, Partial, RunOptions, RunSummary};
 use dupla_client::snapshot_restore;
 use dupla_client::Client;
 use dupla_server::faults::{Action, FaultPlan, Step};
@@ -529,6 +529,121 @@ async fn a_file_corrupt_on_every_holder_is_sent_again_by_the_next_backup() {
         assert_eq!(second.sent_bytes, 3 << 20);
         raw::assert_restores(&cluster.at(0), "data/precious.bin", &data).await;
         cluster.wait_for_status(|s| s.lost == 0).await;
+    })
+    .await;
+}
+
+/// Make every stored copy of `name`'s first chunk garbage on disk, as the
+/// test above does.
+fn corrupt_every_copy(cluster: &TestCluster, entry: &dupla::v1::FileEntry) {
+    let hash = Hash::from_slice(&entry.chunks[0], "chunk").unwrap();
+    for holder in &entry.holders {
+        let i = cluster.server_index(&holder.id);
+        std::fs::write(cluster.chunk_path(i, &hash), b"garbage").unwrap();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_with_lost_files_restores_the_rest_and_is_partial() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let client = client(&cluster, &cluster.token);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let bad = ["tree/-dash.txt", "tree/private/lost.bin"];
+        write(root, bad[0], b"a small file that will be lost");
+        write(root, bad[1], &test_bytes(200 << 10, 31));
+        write(root, "tree/good.txt", b"good");
+        write(root, "tree/big.bin", &test_bytes(3 << 20, 32));
+        write(root, "tree/private/ok.txt", b"ok beside a lost one");
+        write(root, "tree/locked/inner.bin", &test_bytes(100 << 10, 33));
+        std::os::unix::fs::symlink("good.txt", root.join("tree/link")).unwrap();
+        // Directories with modes other than the default, and old mtimes,
+        // set last (a read-only directory takes no more files).
+        let old = SystemTime::UNIX_EPOCH + Duration::new(1_500_000_000, 42);
+        for (path, mode) in [
+            ("tree/locked", 0o555),
+            ("tree/private", 0o710),
+            ("tree", 0o750),
+        ] {
+            std::fs::File::open(root.join(path))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            set_mode(&root.join(path), mode);
+        }
+        let tree = manifest(&root.join("tree"));
+        let id = backup(&client, root, &options(&["tree"])).await.snapshot;
+
+        // A target that is a link leading nowhere is refused, and says so
+        // (it was "I/O error: File exists").
+        let nowhere = dir.path().join("elsewhere/evil");
+        std::os::unix::fs::symlink(&nowhere, root.join("evillink")).unwrap();
+        let err =
+            snapshot_restore::restore_tree(&client, root, &id, Path::new("evillink"), &[], JSON)
+                .await
+                .unwrap_err();
+        assert!(err.downcast_ref::<Partial>().is_none());
+        assert!(err.to_string().contains("leads nowhere"), "{err:#}");
+        assert!(!nowhere.exists());
+
+        // Every copy of the two files goes bad, and reads find them so.
+        for name in bad {
+            corrupt_every_copy(&cluster, &cluster.lookup(name).await.unwrap());
+            assert!(raw::download(&cluster.at(0), name).await.is_err());
+        }
+        cluster.wait_for_status(|s| s.lost == 2).await;
+
+        let err = snapshot_restore::restore_tree(&client, root, &id, Path::new("out"), &[], JSON)
+            .await
+            .unwrap_err();
+        // Partial, which `dupla` maps to exit status 3, naming both.
+        assert!(err.downcast_ref::<Partial>().is_some(), "{err:#}");
+        let message = err.to_string();
+        assert!(message.contains("without 2 file(s)"), "{message}");
+        for name in bad {
+            assert!(message.contains(name), "{message}");
+        }
+        // Everything else is restored exactly, modes and mtimes of the
+        // directories included; of the lost files nothing is left, not
+        // even a part file.
+        let mut expected = tree;
+        expected.remove("-dash.txt");
+        expected.remove("private/lost.bin");
+        assert_eq!(manifest(&root.join("out/tree")), expected);
+        let meta = std::fs::metadata(root.join("out/tree")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o750);
+        assert_eq!(
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            1_500_000_000_000_000_042
+        );
+
+        // A subtree without a lost file restores in full.
+        let whole = snapshot_restore::restore_tree(
+            &client,
+            root,
+            &id,
+            Path::new("again"),
+            &["tree/locked".to_string()],
+            JSON,
+        )
+        .await
+        .expect("restore of a subtree with nothing lost");
+        assert_eq!((whole.files, whole.files_failed), (1, 0));
+
+        // Writable again, so the temporary directory can go.
+        for base in ["tree", "out/tree", "again/tree"] {
+            for path in ["locked", "private", ""] {
+                let path = root.join(base).join(path);
+                if path.exists() {
+                    set_mode(&path, 0o755);
+                }
+            }
+        }
     })
     .await;
 }
