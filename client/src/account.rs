@@ -335,7 +335,7 @@ pub async fn users(client: &Client, args: &UsersArgs, out: Output) -> anyhow::Re
         (None, false) => {
             let users = client.list_users().await?;
             let json: Vec<UserJson> = users.iter().map(UserJson::from).collect();
-            out.emit(users_table(&users), &json)
+            out.emit_each(users_table(&users), &json)
         }
     }
 }

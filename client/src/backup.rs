@@ -21,7 +21,7 @@ use crate::output::mb_per_s;
 use crate::progress::Progress;
 use crate::resume::{hash_file, placement_addrs, Unfinished};
 use crate::session::{holders_first, Client};
-use crate::upload::{upload, ChunkSource, Resume, Uploaded};
+use crate::upload::{is_file_change, upload, ChunkSource, Resume, Uploaded};
 use dupla::chunk::MAX_HELD_CHUNKS;
 use dupla::size::format_size;
 use dupla::{Error, Hash, Result};
@@ -38,6 +38,12 @@ use std::time::{Duration, Instant};
 /// may pass. With the pauses of [`retry_pause`] they span about 11.5 s, past
 /// the 3 s after which the manager stops placing on a silent server.
 pub const MAX_ATTEMPTS: u32 = 6;
+
+/// Times a file may be found changing under the reader (shrunk, or its
+/// bytes no longer what was hashed) before a backup leaves it out: once
+/// more may find it settled; more would re-read a file something is busy
+/// writing, for nothing.
+pub const MAX_FILE_CHANGES: u32 = 1;
 
 /// Files above this many chunks (about 29 GiB) are not resumed: their chunk
 /// list would not fit in one request. They are sent again whole.
@@ -136,7 +142,7 @@ impl Client {
         file: &Resolved,
         options: BackupOptions,
     ) -> Result<BackupReport> {
-        let size = regular_file_size(file)?;
+        let mut size = regular_file_size(file)?;
         let note = Unfinished::for_name(root, &file.name);
         let mut resume = options.resume || note.exists();
         let mut reuse = options.reuse.clone();
@@ -144,6 +150,7 @@ impl Client {
         let sent = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut attempts = 0;
+        let mut changes = 0;
         loop {
             attempts += 1;
             let error = match self
@@ -165,6 +172,22 @@ impl Client {
                 Err(e) => e,
             };
             match error {
+                // Something is writing the file: read it once more as it is
+                // now (a file written once may have settled), then leave it
+                // to the next backup rather than fail the whole run.
+                Error::Io(changed) if is_file_change(&changed) => {
+                    changes += 1;
+                    if changes > MAX_FILE_CHANGES || attempts >= MAX_ATTEMPTS {
+                        note.finish();
+                        return Err(Error::InvalidInput(format!(
+                            "{changed}; skipped: something is writing it (the next backup tries again)"
+                        )));
+                    }
+                    eprintln!("note: {}: {changed}; reading it again", file.name);
+                    size = regular_file_size(file)?;
+                    note.start(&file.name, size)?;
+                    resume = true;
+                }
                 Error::Stale(reason) if resume || reuse.is_some() => {
                     eprintln!("note: {reason}; sending the whole file");
                     resume = false;
@@ -256,7 +279,11 @@ impl Client {
         }
         let held_bytes = plan.as_ref().map_or(0, Resume::held_bytes);
         let handle = File::open(&file.path).map_err(|e| open_error(&file.name, e))?;
-        let source = FileSource(handle);
+        let source = FileSource {
+            file: handle,
+            name: file.name.clone(),
+            size,
+        };
         let bar = match shared_bar {
             Some(shared) => shared.clone(),
             None => Progress::new(progress, size, &file.name),
@@ -410,27 +437,45 @@ fn open_error(name: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// A file as an upload source.
-struct FileSource(File);
+/// A file as an upload source: its first `size` bytes.
+struct FileSource {
+    file: File,
+    /// Catalog name, for the note below.
+    name: String,
+    /// The bytes the upload promised.
+    size: u64,
+}
+
+impl FileSource {
+    /// Whether the file holds bytes past the promised ones.
+    fn grew(&mut self) -> std::io::Result<bool> {
+        let mut probe = [0u8; 1];
+        Ok(self.file.read(&mut probe)? > 0)
+    }
+}
 
 impl ChunkSource for FileSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+        self.file.read(buf)
     }
 
     fn seek_to(&mut self, offset: u64) -> std::io::Result<()> {
-        self.0.seek(SeekFrom::Start(offset)).map(|_| ())
+        self.file.seek(SeekFrom::Start(offset)).map(|_| ())
     }
 
+    /// A file that grew while it was read (a log being appended to) is
+    /// backed up as it was when the backup looked at it: its first `size`
+    /// bytes, every one verified; the next backup sees the new size and
+    /// sends the rest. Failing instead would leave a live log never backed up.
     fn finish(&mut self) -> std::io::Result<()> {
-        let mut probe = [0u8; 1];
-        match self.0.read(&mut probe)? {
-            0 => Ok(()),
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the file grew while it was read; back it up again",
-            )),
+        if self.grew()? {
+            eprintln!(
+                "note: {} grew while it was read; its first {} were backed up (the next backup sends the rest)",
+                self.name,
+                format_size(self.size)
+            );
         }
+        Ok(())
     }
 }
 
@@ -521,13 +566,18 @@ mod tests {
     }
 
     #[test]
-    fn file_source_notices_a_file_that_grew() {
+    fn file_source_notices_a_file_that_grew_and_takes_it_as_it_was() {
         let (_dir, root) = setup();
-        let mut src = FileSource(File::open(root.join("notes.txt")).unwrap());
+        let mut src = FileSource {
+            file: File::open(root.join("notes.txt")).unwrap(),
+            name: "notes.txt".into(),
+            size: 1,
+        };
         let mut one = [0u8; 1];
         assert_eq!(src.read(&mut one).unwrap(), 1);
-        assert!(src.finish().is_err());
+        assert!(src.grew().unwrap());
+        assert!(src.finish().is_ok(), "a grown file is backed up as it was");
         src.seek_to(2).unwrap();
-        assert!(src.finish().is_ok());
+        assert!(!src.grew().unwrap());
     }
 }

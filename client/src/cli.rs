@@ -93,8 +93,8 @@ pub enum Command {
             conflicts_with = "target"
         )]
         output: Option<PathBuf>,
-        /// The snapshot to restore from (an id from `dupla snapshots`, or
-        /// `latest`); without it, the latest version of NAME
+        /// The snapshot to restore from (an id from `dupla snapshots`, its
+        /// first digits, or `latest`); without it, the latest version of NAME
         #[arg(long, value_name = "ID")]
         snapshot: Option<String>,
         /// Restore the snapshot's tree (or the given paths of it) into DIR,
@@ -217,7 +217,7 @@ pub enum Command {
 /// Options of `dupla forget`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ForgetArgs {
-    /// Snapshots to remove (ids from `dupla snapshots`)
+    /// Snapshots to remove (ids from `dupla snapshots`, or their first digits)
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
     /// Keep the N newest snapshots

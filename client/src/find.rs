@@ -72,20 +72,36 @@ pub async fn find_command(
     filters: &FindFilters,
     out: Output,
 ) -> anyhow::Result<()> {
-    let matches = client
-        .find(FindRequest {
-            pattern: pattern.to_string(),
-            larger: filters.larger.unwrap_or(0),
-            smaller: filters.smaller.unwrap_or(0),
-            newer_ns: filters.newer_ns.unwrap_or(0),
-            older_ns: filters.older_ns.unwrap_or(0),
-        })
-        .await?;
+    // On the wire 0 means "no limit", so the two filters a 0 makes
+    // meaningful are applied here: `--larger 0` keeps what has bytes, and
+    // nothing is smaller than 0 bytes.
+    let matches = if filters.smaller == Some(0) {
+        Vec::new()
+    } else {
+        let mut matches: Vec<SnapshotMatch> = client
+            .find(FindRequest {
+                pattern: pattern.to_string(),
+                larger: filters.larger.unwrap_or(0),
+                smaller: filters.smaller.unwrap_or(0),
+                newer_ns: filters.newer_ns.unwrap_or(0),
+                older_ns: filters.older_ns.unwrap_or(0),
+            })
+            .await?;
+        if filters.larger == Some(0) {
+            matches.retain(has_bytes);
+        }
+        matches
+    };
     print_matches(
         &matches,
         out,
         &format!("nothing in your snapshots matches {pattern:?}"),
     )
+}
+
+/// Whether a match has any bytes (`--larger 0`).
+fn has_bytes(m: &SnapshotMatch) -> bool {
+    m.entry.as_ref().is_some_and(|e| e.size > 0)
 }
 
 /// `dupla versions`.
@@ -202,6 +218,20 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn larger_than_zero_keeps_what_has_bytes() {
+        let of = |size| SnapshotMatch {
+            entry: Some(dupla::v1::SnapshotEntry {
+                size,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(has_bytes(&of(1)));
+        assert!(!has_bytes(&of(0)));
+        assert!(!has_bytes(&SnapshotMatch::default()));
+    }
 
     #[test]
     fn dates_and_ages_parse() {

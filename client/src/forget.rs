@@ -8,9 +8,9 @@
 use crate::cli::ForgetArgs;
 use crate::output::{format_unix_ms, Output};
 use crate::session::Client;
+use crate::snapshots;
 use dupla::retention::{self, Policy, SnapshotTime};
 use dupla::v1::SnapshotInfo;
-use dupla::Error;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -34,10 +34,10 @@ pub async fn command(client: &Client, args: &ForgetArgs, out: Output) -> anyhow:
     let has_policy = !policy.is_empty();
     let has_ids = !args.ids.is_empty();
     if has_policy == has_ids {
-        return Err(Error::InvalidInput(
+        // A usage error (exit status 2), as clap's own are.
+        return Err(crate::Usage(
             "name snapshot ids, or a policy (--keep-last, --keep-daily, --keep-weekly, \
-             --keep-monthly), not both and not neither"
-                .into(),
+             --keep-monthly), not both and not neither",
         )
         .into());
     }
@@ -79,11 +79,10 @@ pub async fn command(client: &Client, args: &ForgetArgs, out: Output) -> anyhow:
         }
     } else {
         for id in &args.ids {
-            let snapshot = all.iter().find(|s| &s.id == id).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no snapshot {id} in your backups (`dupla snapshots` lists them)"
-                ))
-            })?;
+            let snapshot = snapshots::resolve(&all, id)?;
+            if result.remove.contains(&snapshot.id) {
+                continue;
+            }
             text.push(format!(
                 "  remove {} {}  (named)",
                 snapshot.id,

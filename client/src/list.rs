@@ -1,5 +1,5 @@
 //! `dupla ls [PATTERN]`: the catalog's files whose name contains PATTERN (or
-//! matches it as a glob with `*` and `?`), as a table or a JSON array.
+//! matches it as a glob with `*` and `?`), as a table or one JSON object per file and line.
 
 use crate::output::{format_unix_ms, short_hex, table, Output};
 use crate::session::Client;
@@ -23,6 +23,10 @@ pub struct EntryJson {
     pub version: u64,
     /// Commit time, milliseconds since the Unix epoch.
     pub committed_unix_ms: i64,
+    /// Every stored copy was found corrupt: back the file up again. Only
+    /// printed when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 impl From<&FileEntry> for EntryJson {
@@ -34,6 +38,7 @@ impl From<&FileEntry> for EntryJson {
             holders: holders(e),
             version: e.version,
             committed_unix_ms: e.committed_unix_ms,
+            lost: e.lost,
         }
     }
 }
@@ -91,7 +96,13 @@ fn render(files: &[FileEntry], pattern: &str) -> String {
                 e.name.clone(),
                 format_size(e.size),
                 short_hex(&hex).to_string(),
-                holders(e).join(","),
+                if e.lost {
+                    // The listed holders' copies are corrupt: naming them
+                    // would suggest the file can be restored.
+                    "LOST (every copy corrupt; back it up again)".to_string()
+                } else {
+                    holders(e).join(",")
+                },
                 format_unix_ms(e.committed_unix_ms),
             ]
         })
@@ -131,5 +142,17 @@ mod tests {
         assert_eq!(json["holders"], serde_json::json!(["h:1", "h:2"]));
         assert_eq!(json["blake3"].as_str().unwrap().len(), 64);
         assert!(render(&[], "x").contains("none of your backups"));
+        assert!(json.get("lost").is_none(), "said only when lost");
+
+        let lost = FileEntry {
+            lost: true,
+            ..entry
+        };
+        let text = render(std::slice::from_ref(&lost), "");
+        assert!(text.contains("LOST") && !text.contains("h:1"), "{text}");
+        assert_eq!(
+            serde_json::to_value(EntryJson::from(&lost)).unwrap()["lost"],
+            true
+        );
     }
 }

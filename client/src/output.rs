@@ -26,6 +26,19 @@ impl Output {
         }
         Ok(())
     }
+
+    /// Print `human`, or with `--json` one object per item and line (as
+    /// DESIGN §7 asks of every list), never one JSON array.
+    pub fn emit_each<T: Serialize>(&self, human: impl Display, items: &[T]) -> anyhow::Result<()> {
+        if self.json {
+            for item in items {
+                println!("{}", serde_json::to_string(item)?);
+            }
+        } else {
+            println!("{human}");
+        }
+        Ok(())
+    }
 }
 
 /// Throughput in MB/s (10^6 bytes per second); 0 for an instant transfer.

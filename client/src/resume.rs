@@ -80,7 +80,9 @@ pub async fn hash_file(path: &Path, size: u64) -> Result<FileChunks> {
         let mut whole = blake3::Hasher::new();
         let mut out = FileChunks::default();
         let mut total = 0u64;
-        for piece in Chunker::new(file.take(size.saturating_add(1))) {
+        // The first `size` bytes: what the upload will send. Bytes added
+        // since are the next backup's (the upload says so).
+        for piece in Chunker::new(file.take(size)) {
             let data = piece?;
             total += data.len() as u64;
             whole.update(&data);
@@ -88,8 +90,8 @@ pub async fn hash_file(path: &Path, size: u64) -> Result<FileChunks> {
             out.lengths.push(data.len() as u32);
         }
         if total != size {
-            return Err(Error::Aborted(format!(
-                "the file changed while it was hashed ({total} bytes, not {size})"
+            return Err(crate::upload::file_changed(format!(
+                "the file shrank while it was hashed ({total} of {size} bytes)"
             )));
         }
         out.whole = Hash::from(whole.finalize());

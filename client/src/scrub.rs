@@ -98,7 +98,7 @@ pub async fn command(client: &Client, out: Output) -> anyhow::Result<()> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    out.emit(text, &results)?;
+    out.emit_each(text, &results)?;
     // Some servers answering is a result (their lines say the rest); none
     // answering is a failure a script must see.
     if !results.is_empty() && results.iter().all(|r| r.error.is_some()) {

@@ -529,6 +529,11 @@ impl Failure {
     fn of(detail: &str) -> Failure {
         let detail = detail.to_ascii_lowercase();
         let any = |signs: &[&str]| signs.iter().any(|sign| detail.contains(sign));
+        // A body was flowing, so both sides spoke the same protocol: the
+        // node stopped mid-transfer (hyper words it as an h2 error).
+        if any(&["error reading a body from connection"]) {
+            return Failure::Gone;
+        }
         if any(&[
             "h2 protocol error",
             "frame_size_error",
@@ -589,6 +594,11 @@ mod tests {
         assert_eq!(
             Failure::of("received corrupt message of type InvalidContentType"),
             Failure::TlsMismatch
+        );
+        // A node killed mid-download: the stream had been working.
+        assert_eq!(
+            Failure::of("Status { code: Internal, message: \"h2 protocol error: error reading a body from connection\" }"),
+            Failure::Gone
         );
         // Nothing listening: TLS is not the cause.
         assert_eq!(

@@ -212,9 +212,19 @@ fn snapshot_paths(root: &Path, given: &[PathBuf]) -> Result<Vec<String>> {
         }
         // The parent resolved, the last component kept: a given link is
         // backed up as a link.
+        // A missing directory on the way is named, as the walk names a
+        // missing path ("nodir/file: no such file or directory").
+        let unusable = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::InvalidInput(format!("{}: no such file or directory", path.display()))
+            }
+            _ => Error::InvalidInput(format!("{}: {e}", path.display())),
+        };
         let canonical = match (joined.parent(), joined.file_name()) {
-            (Some(parent), Some(name)) => std::fs::canonicalize(parent)?.join(name),
-            _ => std::fs::canonicalize(&joined)?,
+            (Some(parent), Some(name)) => {
+                std::fs::canonicalize(parent).map_err(unusable)?.join(name)
+            }
+            _ => std::fs::canonicalize(&joined).map_err(unusable)?,
         };
         let relative = canonical.strip_prefix(&root).map_err(|_| {
             Error::InvalidInput(format!(
@@ -749,6 +759,12 @@ mod tests {
         let paths = snapshot_paths(&root, &[PathBuf::from("docs"), PathBuf::from(".")]).unwrap();
         assert_eq!(paths, vec![".".to_string(), "docs".to_string()]);
         assert!(snapshot_paths(&root, &[PathBuf::from("..")]).is_err());
+        let missing = snapshot_paths(&root, &[PathBuf::from("nodir/file")]).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "nodir/file: no such file or directory",
+            "the path is named"
+        );
         assert!(snapshot_paths(&root, &[dir.path().to_path_buf()]).is_err());
     }
 }

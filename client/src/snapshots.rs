@@ -72,20 +72,11 @@ impl Client {
         Ok(all)
     }
 
-    /// Resolve `id` (or `latest`) to one of the user's snapshots.
+    /// Resolve `id` (a whole id, a prefix of one, or `latest`) to one of
+    /// the user's snapshots.
     pub async fn snapshot(&self, id: &str) -> Result<SnapshotInfo> {
         let all = self.snapshots(&[]).await?;
-        let found = if id == "latest" {
-            all.into_iter().next_back()
-        } else {
-            all.into_iter().find(|s| s.id == id)
-        };
-        found.ok_or_else(|| match id {
-            "latest" => Error::NotFound("you have no snapshots yet".into()),
-            _ => Error::NotFound(format!(
-                "no snapshot {id} in your backups (`dupla snapshots` lists them)"
-            )),
-        })
+        resolve(&all, id).cloned()
     }
 
     /// Call `each` on every entry of snapshot `id` at or below `prefix`, in
@@ -204,6 +195,40 @@ impl Client {
     }
 }
 
+/// The snapshot of `all` (oldest first) that `id` names: `latest`, a whole
+/// id, or the start of exactly one id (as restic takes them), so a user can
+/// type the first few digits.
+pub fn resolve<'a>(all: &'a [SnapshotInfo], id: &str) -> Result<&'a SnapshotInfo> {
+    if id == "latest" {
+        return all
+            .last()
+            .ok_or_else(|| Error::NotFound("you have no snapshots yet".into()));
+    }
+    if let Some(exact) = all.iter().find(|s| s.id == id) {
+        return Ok(exact);
+    }
+    let starting: Vec<&SnapshotInfo> = if id.is_empty() {
+        Vec::new()
+    } else {
+        all.iter().filter(|s| s.id.starts_with(id)).collect()
+    };
+    match starting.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::NotFound(format!(
+            "no snapshot {id} in your backups (`dupla snapshots` lists them)"
+        ))),
+        several => Err(Error::InvalidInput(format!(
+            "{id} is the start of {} snapshot ids ({}); give more of the id",
+            several.len(),
+            several
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// `dupla snapshots`: a table, or one JSON line per snapshot.
 pub async fn command(client: &Client, paths: &[String], out: Output) -> anyhow::Result<()> {
     let all = client.snapshots(paths).await?;
@@ -238,6 +263,46 @@ pub async fn command(client: &Client, paths: &[String], out: Output) -> anyhow::
             &rows
         )
     );
-    println!("{} snapshots", all.len());
+    match all.len() {
+        1 => println!("1 snapshot"),
+        n => println!("{n} snapshots"),
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(id: &str) -> SnapshotInfo {
+        SnapshotInfo {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_id_resolves_whole_by_a_unique_prefix_or_as_latest() {
+        let all = [
+            snapshot("1a2b3c4d"),
+            snapshot("1a9f0000"),
+            snapshot("5e6f7a8b"),
+        ];
+        assert_eq!(resolve(&all, "1a2b3c4d").unwrap().id, "1a2b3c4d");
+        assert_eq!(resolve(&all, "5e").unwrap().id, "5e6f7a8b");
+        assert_eq!(resolve(&all, "1a2").unwrap().id, "1a2b3c4d");
+        assert_eq!(resolve(&all, "latest").unwrap().id, "5e6f7a8b");
+        let ambiguous = resolve(&all, "1a").unwrap_err().to_string();
+        assert!(
+            ambiguous.contains("1a2b3c4d, 1a9f0000") && ambiguous.contains("more of the id"),
+            "{ambiguous}"
+        );
+        for unknown in ["ff", "", "1a2b3c4d0"] {
+            assert!(
+                matches!(resolve(&all, unknown), Err(Error::NotFound(_))),
+                "{unknown:?}"
+            );
+        }
+        assert!(matches!(resolve(&[], "latest"), Err(Error::NotFound(_))));
+    }
 }

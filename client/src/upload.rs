@@ -47,8 +47,9 @@ pub trait ChunkSource: Send + 'static {
         ))
     }
 
-    /// Called after the last chunk: fail if the source holds more bytes
-    /// than were promised (a file that grew while it was read).
+    /// Called after the last chunk, when all promised bytes were read: a
+    /// source may check, or say, that it holds more (a file that grew while
+    /// it was read). An error fails the upload.
     fn finish(&mut self) -> std::io::Result<()> {
         Ok(())
     }
@@ -263,8 +264,8 @@ fn read_chunks<S: ChunkSource>(
                 progress.add(len);
             }
             if total != size {
-                return Err(Error::Aborted(format!(
-                    "the file shrank while it was read ({total} of {size} bytes); back it up again"
+                return Err(file_changed(format!(
+                    "the file shrank while it was read ({total} of {size} bytes)"
                 )));
             }
             Hash::from(hasher.finalize())
@@ -288,8 +289,8 @@ fn read_chunks<S: ChunkSource>(
                     at = offset + len as u64;
                     let chunk = chunk::make(index, data);
                     if chunk.hash != hash.to_bytes() {
-                        return Err(Error::Aborted(format!(
-                            "the file changed since it was hashed (chunk {index}); back it up again"
+                        return Err(file_changed(format!(
+                            "the file changed since it was hashed (chunk {index})"
                         )));
                     }
                     sent += len as u64;
@@ -352,12 +353,26 @@ fn read_exact<S: ChunkSource>(source: &mut S, len: usize) -> std::io::Result<Byt
 /// A source read failure, in words: a short read means the file shrank.
 fn read_error(at: u64, err: std::io::Error) -> Error {
     match err.kind() {
-        std::io::ErrorKind::UnexpectedEof => Error::Aborted(format!(
-            "the file shrank while it was read (at chunk {at}); back it up again"
-        )),
-        std::io::ErrorKind::InvalidData => Error::Aborted(err.to_string()),
+        std::io::ErrorKind::UnexpectedEof => {
+            file_changed(format!("the file shrank while it was read (at chunk {at})"))
+        }
         _ => Error::Io(err),
     }
+}
+
+/// The file being backed up changed under the reader (it shrank, or its
+/// bytes no longer hash as they did a moment ago). An I/O error of kind
+/// `InvalidData` ([`is_file_change`]): the backup reads the file again
+/// once, then leaves it out of the run as the file's own trouble, not the
+/// cluster's.
+pub fn file_changed(what: String) -> Error {
+    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+/// Whether the I/O error of an [`Error::Io`] says the file changed while
+/// it was read ([`file_changed`]).
+pub fn is_file_change(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::InvalidData
 }
 
 /// The receipt must describe what was sent: same name, size and blake3.
@@ -480,11 +495,16 @@ mod tests {
     #[tokio::test]
     async fn a_file_that_changes_size_sends_no_end() {
         let (res, msgs) = collect(vec![1; 10], 20).await;
-        assert!(matches!(res, Err(Error::Aborted(_))));
+        assert!(
+            matches!(res, Err(Error::Io(ref e)) if is_file_change(e)),
+            "a shrunk file is a file change: {res:?}"
+        );
         assert!(!msgs.iter().any(|m| matches!(m.msg, Some(Msg::End(_)))));
 
+        // A source that refuses extra bytes (FileSource instead takes the
+        // promised ones and says so).
         let (res, msgs) = collect(vec![1; 30], 20).await;
-        assert!(matches!(res, Err(Error::Aborted(_))));
+        assert!(matches!(res, Err(Error::Io(ref e)) if is_file_change(e)));
         assert!(!msgs.iter().any(|m| matches!(m.msg, Some(Msg::End(_)))));
     }
 }

@@ -77,8 +77,12 @@ fn backup_with_the_real_client_survives_killing_the_primary() {
         "scrub failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let reports = reports.as_array().expect("one report per server");
+    // One object per server and line (DESIGN §7), not one array.
+    let reports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert!(reports.iter().all(Value::is_object), "{reports:?}");
     assert_eq!(reports.len(), 3);
     assert!(reports
         .iter()
@@ -157,6 +161,13 @@ fn usage_errors_exit_with_status_two_and_partial_stays_three() {
     // A flag clap does not know is a usage error too.
     let out = client(&root, &["--manager", "127.0.0.1:1", "restore", "--nope"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // So is `forget` with neither ids nor a policy, or with both.
+    for args in [&["forget"][..], &["forget", "--keep-last", "1", "1a2b3c4d"]] {
+        let out = client(&root, &[&["--manager", "127.0.0.1:1"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not both and not neither"), "{stderr}");
+    }
     // A cluster that cannot be reached is a failure, not a usage error.
     let out = client(&root, &["--manager", "127.0.0.1:1", "ls"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
