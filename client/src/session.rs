@@ -523,12 +523,17 @@ enum Failure {
     /// Could be either: a node that dies mid-call and a TLS node dropping
     /// a plain-text connection both look like a reset.
     Unclear,
+    /// It took the connection but never answered ([`dupla::rpc::SETUP_TIMEOUT`]).
+    Silent,
 }
 
 impl Failure {
     fn of(detail: &str) -> Failure {
         let detail = detail.to_ascii_lowercase();
         let any = |signs: &[&str]| signs.iter().any(|sign| detail.contains(sign));
+        if any(&["did not answer within"]) {
+            return Failure::Silent;
+        }
         // A body was flowing, so both sides spoke the same protocol: the
         // node stopped mid-transfer (hyper words it as an h2 error).
         if any(&["error reading a body from connection"]) {
@@ -554,6 +559,7 @@ impl Failure {
     fn hint(self) -> &'static str {
         match self {
             Failure::Gone => "is it running?",
+            Failure::Silent => "it took the connection but did not answer: is it stopped or hung?",
             Failure::TlsMismatch => "does TLS match? (--insecure on both sides, or on neither)",
             Failure::Unclear => {
                 "is it running? if it is, does TLS match? (--insecure on both sides, or on neither)"
@@ -595,6 +601,12 @@ mod tests {
             Failure::of("received corrupt message of type InvalidContentType"),
             Failure::TlsMismatch
         );
+        // A node that accepts and never answers (stopped, hung).
+        assert_eq!(
+            Failure::of("cannot reach 127.0.0.1:1: it did not answer within 5 s (timed out)"),
+            Failure::Silent
+        );
+        assert!(Failure::Silent.hint().contains("stopped or hung"));
         // A node killed mid-download: the stream had been working.
         assert_eq!(
             Failure::of("Status { code: Internal, message: \"h2 protocol error: error reading a body from connection\" }"),
