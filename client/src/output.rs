@@ -63,11 +63,13 @@ pub fn format_rate(mb_per_s: f64) -> String {
 
 /// A plain text table: a header row and left-aligned columns two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    // Columns on a terminal, not chars: `日本語.txt` takes 10.
+    let columns = |cell: &str| unicode_width::UnicodeWidthStr::width(cell);
+    let mut widths: Vec<usize> = header.iter().map(|h| columns(h)).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(columns(cell));
             }
         }
     }
@@ -77,7 +79,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
-                let pad = widths[i].saturating_sub(cell.chars().count());
+                let pad = widths[i].saturating_sub(columns(cell));
                 out.push_str(cell);
                 out.push_str(&" ".repeat(pad + 2));
             }
@@ -89,6 +91,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         lines.push(line(row.iter().map(String::as_str).collect()));
     }
     lines.join("\n")
+}
+
+/// A path as a message line shows it: as it is, or quoted with escapes
+/// when it holds control characters (a newline in a name must not start a
+/// line of its own, nor an escape sequence drive the terminal).
+pub fn shown_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.chars().any(char::is_control) {
+        format!("{path:?}").into()
+    } else {
+        path.into()
+    }
 }
 
 /// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS` UTC, or `-` for 0.
@@ -216,6 +229,24 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME       SIZE\na          1 B\nlong-name  2 B");
+    }
+
+    #[test]
+    fn paths_with_control_characters_stay_on_one_line() {
+        assert_eq!(shown_path("a/b c.txt"), "a/b c.txt");
+        assert_eq!(shown_path("new\nline\u{1b}[2J"), "\"new\\nline\\u{1b}[2J\"");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        let t = table(
+            &["NAME", "SIZE"],
+            &[
+                vec!["日本語.txt".into(), "1 B".into()],
+                vec!["a".into(), "2 B".into()],
+            ],
+        );
+        assert_eq!(t, "NAME        SIZE\n日本語.txt  1 B\na           2 B");
     }
 
     #[test]

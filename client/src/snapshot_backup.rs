@@ -23,7 +23,7 @@
 //! and recorded nothing.
 
 use crate::backup::{BackupOptions, BackupReport, Resolved};
-use crate::output::{format_rate, mb_per_s, Output};
+use crate::output::{format_rate, mb_per_s, shown_path, Output};
 use crate::progress::Progress;
 use crate::session::Client;
 use crate::walk::{self, EntryKind, WalkEntry, WalkOptions};
@@ -367,7 +367,7 @@ pub async fn run(
             .map_err(|e| Error::Internal(format!("the directory walk panicked: {e}")))??;
     let mut summary = RunSummary::default();
     for skipped in &walked.skipped {
-        eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+        eprintln!("skipped {}: {}", shown_path(&skipped.path), skipped.reason);
     }
     summary.files_failed = walked.skipped.len() as u64;
 
@@ -483,11 +483,11 @@ pub async fn run(
             }
             // The file went away or cannot be read: the run goes on without it.
             Err(e) if is_local(&e) => {
-                eprintln!("skipped {}: {e}", outcome.file.path);
+                eprintln!("skipped {}: {e}", shown_path(&outcome.file.path));
                 summary.files_failed += 1;
             }
             Err(e) => {
-                eprintln!("failed {}: {e}", outcome.file.path);
+                eprintln!("failed {}: {e}", shown_path(&outcome.file.path));
                 fatal.get_or_insert(e);
             }
         }

@@ -22,7 +22,7 @@
 //! run pointless fails it with status 1: no cluster, no session, no such
 //! snapshot, a target refused, a directory that cannot be made.
 
-use crate::output::{format_rate, mb_per_s, Output};
+use crate::output::{format_rate, mb_per_s, shown_path, Output};
 use crate::session::Client;
 use crate::snapshot_backup::{Partial, RUN_CONCURRENCY};
 use crate::tree_restore;
@@ -185,7 +185,7 @@ pub async fn restore_tree(
     // Named in path order, whatever order the restores finished in.
     failed.sort_by(|a, b| a.0.cmp(&b.0));
     for (path, error) in &failed {
-        eprintln!("failed {path}: {}", reason(path, error));
+        eprintln!("failed {}: {}", shown_path(path), reason(path, error));
     }
     report.files_failed = failed.len() as u64;
     // Even after failures: what was restored gets its directories' modes.
