@@ -72,6 +72,33 @@ impl Client {
     ) -> Result<RestoreReport> {
         dupla::name::validate(name)?;
         let dest = destination(name, dest)?;
+        self.restore_at(name, version, dest, progress).await
+    }
+
+    /// [`Client::restore_version`] to exactly `dest` (a file's own place in
+    /// the client root or a restored tree): never into a directory that is
+    /// there, and never through a link there, which the restored file
+    /// replaces instead (a rename replaces the link itself).
+    pub async fn restore_exact(
+        &self,
+        name: &str,
+        version: u64,
+        dest: &Path,
+        progress: bool,
+    ) -> Result<RestoreReport> {
+        dupla::name::validate(name)?;
+        let dest = exact_destination(dest)?;
+        self.restore_at(name, version, dest, progress).await
+    }
+
+    /// Restore into the final path `dest`, retrying what may pass.
+    async fn restore_at(
+        &self,
+        name: &str,
+        version: u64,
+        dest: PathBuf,
+        progress: bool,
+    ) -> Result<RestoreReport> {
         let started = std::time::Instant::now();
         let mut attempts = 0;
         loop {
@@ -262,7 +289,8 @@ async fn verified_prefix(path: &Path, entry: &FileEntry) -> Result<StartAt> {
     .map_err(|e| Error::Internal(format!("hashing thread failed: {e}")))?
 }
 
-/// `dupla restore`: to `-o PATH`, or to ROOT/NAME by default.
+/// `dupla restore`: to `-o PATH` (into it if it is a directory), or to
+/// exactly ROOT/NAME by default.
 pub async fn command(
     client: &Client,
     root: &Path,
@@ -271,11 +299,14 @@ pub async fn command(
     out: Output,
 ) -> anyhow::Result<()> {
     dupla::name::validate(name)?;
-    let dest = match output {
-        Some(path) => path.to_path_buf(),
-        None => root.join(name),
+    let report = match output {
+        Some(path) => client.restore(name, path, !out.json).await?,
+        None => {
+            client
+                .restore_exact(name, 0, &root.join(name), !out.json)
+                .await?
+        }
     };
-    let report = client.restore(name, &dest, !out.json).await?;
     let human = format!(
         "restored {} ({}) to {} at {}",
         report.name,
@@ -303,6 +334,24 @@ fn destination(name: &str, dest: &Path) -> Result<PathBuf> {
         )));
     }
     Ok(dest)
+}
+
+/// `dest` itself, unless a directory (a real one, not a link) is in the
+/// way. A link there is not followed: the restored file replaces it.
+fn exact_destination(dest: &Path) -> Result<PathBuf> {
+    if dest.file_name().is_none() {
+        return Err(Error::InvalidInput(format!(
+            "{} does not name a file",
+            dest.display()
+        )));
+    }
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_dir() => Err(Error::InvalidInput(format!(
+            "{}: a directory is in the way; move it, or restore elsewhere with -o",
+            dest.display()
+        ))),
+        _ => Ok(dest.to_path_buf()),
+    }
 }
 
 /// The temporary file of a restore in progress, created (with its parent
@@ -616,5 +665,16 @@ mod tests {
         assert_eq!(nested, dir.path().join("x/y/z.txt"));
         let into_dir = destination("x/y/z.txt", dir.path()).unwrap();
         assert_eq!(into_dir, dir.path().join("z.txt"));
+
+        // A file's own place: a directory there is in the way, a link there
+        // is the path itself (replaced, never followed).
+        let place = dir.path().join("a.c");
+        assert_eq!(exact_destination(&place).unwrap(), place);
+        std::os::unix::fs::symlink(dir.path(), &place).unwrap();
+        assert_eq!(exact_destination(&place).unwrap(), place);
+        std::fs::remove_file(&place).unwrap();
+        std::fs::create_dir(&place).unwrap();
+        let err = exact_destination(&place).unwrap_err().to_string();
+        assert!(err.contains("a directory is in the way"), "{err}");
     }
 }

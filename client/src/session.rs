@@ -536,7 +536,11 @@ impl Failure {
         }
         // A body was flowing, so both sides spoke the same protocol: the
         // node stopped mid-transfer (hyper words it as an h2 error).
-        if any(&["error reading a body from connection"]) {
+        if any(&[
+            "error reading a body from connection",
+            // rustls: the peer's process ended mid-connection.
+            "close_notify",
+        ]) {
             return Failure::Gone;
         }
         if any(&[
@@ -610,6 +614,11 @@ mod tests {
         // A node killed mid-download: the stream had been working.
         assert_eq!(
             Failure::of("Status { code: Internal, message: \"h2 protocol error: error reading a body from connection\" }"),
+            Failure::Gone
+        );
+        // A TLS node killed mid-upload: TLS was working.
+        assert_eq!(
+            Failure::of("transport error: peer closed connection without sending TLS close_notify"),
             Failure::Gone
         );
         // Nothing listening: TLS is not the cause.

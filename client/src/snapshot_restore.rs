@@ -270,7 +270,7 @@ async fn restore_files(
             let result = async {
                 let dest = tree_restore::target_path(target, &entry.path)?;
                 let done = client
-                    .restore_version(&entry.path, entry.version, &dest, false)
+                    .restore_exact(&entry.path, entry.version, &dest, false)
                     .await?;
                 tree_restore::set_metadata(&dest, entry.mode, entry.mtime_ns, false)?;
                 Ok(done.size)
@@ -376,13 +376,18 @@ pub async fn restore_file(
         ))
         .into());
     }
-    let dest = match output {
-        Some(path) => path.to_path_buf(),
-        None => root.join(name),
+    let report = match output {
+        Some(path) => {
+            client
+                .restore_version(name, entry.version, path, !out.json)
+                .await?
+        }
+        None => {
+            client
+                .restore_exact(name, entry.version, &root.join(name), !out.json)
+                .await?
+        }
     };
-    let report = client
-        .restore_version(name, entry.version, &dest, !out.json)
-        .await?;
     if output.is_none() {
         tree_restore::set_metadata(Path::new(&report.path), entry.mode, entry.mtime_ns, false)?;
     }

@@ -647,3 +647,74 @@ async fn a_restore_with_lost_files_restores_the_rest_and_is_partial() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_replaces_a_link_at_a_files_place_and_never_writes_through_it() {
+    bounded(async {
+        let cluster = TestCluster::start(2).await;
+        let client = client(&cluster, &cluster.token);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        write(&root, "proj/a.c", b"int main;");
+        let summary = backup(&client, &root, &options(&["proj"])).await;
+
+        // A link planted where the file goes, to a directory outside the
+        // root: the file replaces the link; nothing lands outside.
+        std::fs::create_dir_all(root.join("t1/proj")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("t1/proj/a.c")).unwrap();
+        snapshot_restore::restore_tree(
+            &client,
+            &root,
+            &summary.snapshot,
+            Path::new("t1"),
+            &[],
+            JSON,
+        )
+        .await
+        .expect("restore over a link");
+        let placed = std::fs::symlink_metadata(root.join("t1/proj/a.c")).unwrap();
+        assert!(placed.is_file(), "the link was replaced by the file");
+        assert_eq!(
+            std::fs::read(root.join("t1/proj/a.c")).unwrap(),
+            b"int main;"
+        );
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "written outside the root"
+        );
+
+        // A real directory in the way is left alone, and the file is named
+        // as failed (it used to land inside it, the directory's mode changed).
+        std::fs::create_dir_all(root.join("t2/proj/a.c/inner")).unwrap();
+        let mode_before = std::fs::metadata(root.join("t2/proj/a.c")).unwrap().mode();
+        let err = snapshot_restore::restore_tree(
+            &client,
+            &root,
+            &summary.snapshot,
+            Path::new("t2"),
+            &[],
+            JSON,
+        )
+        .await
+        .unwrap_err();
+        let partial = err
+            .downcast_ref::<snapshot_backup::Partial>()
+            .unwrap_or_else(|| panic!("not partial: {err:#}"));
+        assert!(partial.0.contains("proj/a.c"), "{partial}");
+        let kept = std::fs::symlink_metadata(root.join("t2/proj/a.c")).unwrap();
+        assert!(kept.is_dir());
+        assert_eq!(
+            kept.mode(),
+            mode_before,
+            "the directory's mode is untouched"
+        );
+        assert_eq!(
+            std::fs::read_dir(root.join("t2/proj/a.c")).unwrap().count(),
+            1
+        );
+    })
+    .await;
+}
