@@ -683,6 +683,35 @@ async fn every_route_checks_tokens_ownership_and_roles() {
         ] {
             assert!(history[0][key].is_number(), "{key} in {}", history[0]);
         }
+        // A storage server's staging counts against the quota too, staged
+        // bytes included (it used to take anything up to its capacity).
+        ok_json(
+            http.put(format!("{base}/api/users/tester/quota"))
+                .bearer_auth(&alice)
+                .json(&json!({"bytes": 1000, "files": 100}))
+                .send()
+                .await
+                .unwrap(),
+            "own quota",
+        )
+        .await;
+        let stage = |size: u64| {
+            http.post(format!("{server}/api/uploads"))
+                .bearer_auth(&alice)
+                .json(&json!({"name": "q.bin", "size": size}))
+                .send()
+        };
+        let over = stage(2000).await.unwrap();
+        assert_eq!(
+            error_code(over, StatusCode::TOO_MANY_REQUESTS, "over quota").await,
+            "exhausted"
+        );
+        ok_json(stage(600).await.unwrap(), "within quota").await;
+        let second = stage(600).await.unwrap();
+        assert_eq!(
+            error_code(second, StatusCode::TOO_MANY_REQUESTS, "staged counted").await,
+            "exhausted"
+        );
     })
     .await;
 }

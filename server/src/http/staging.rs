@@ -68,10 +68,38 @@ impl Staging {
         self.len() == 0
     }
 
+    /// How many uploads `owner` has staged here, and the bytes they
+    /// declared: what a new one must fit beside (quota, per-user limit).
+    pub fn declared_by(&self, owner: &str) -> Result<(usize, u64)> {
+        let (mut count, mut bytes) = (0, 0u64);
+        for entry in std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let Ok(json) = std::fs::read(&path) else {
+                continue; // removed meanwhile
+            };
+            if let Ok(meta) = serde_json::from_slice::<Meta>(&json) {
+                if meta.owner == owner {
+                    count += 1;
+                    bytes = bytes.saturating_add(meta.size);
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+
     /// Stage a new upload; its id.
     pub fn create(&self, meta: &Meta) -> Result<String> {
+        use std::os::unix::fs::OpenOptionsExt;
         let id = hex::encode(rand::random::<[u8; ID_HEX_LEN / 2]>());
-        std::fs::File::create(self.part(&id))?;
+        // Private, as chunk files are: a backup may hold anything.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.part(&id))?;
         let json = serde_json::to_vec(meta)
             .map_err(|e| Error::Internal(format!("staging metadata: {e}")))?;
         write_durably(&self.dir.join(format!("{id}.json")), &json)?;
@@ -178,8 +206,14 @@ impl Staging {
 /// Write `data` to `path` through a temporary file, fsynced, renamed.
 fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(data)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -189,6 +223,28 @@ fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_each_owner_staged_is_counted_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path()).unwrap();
+        let meta = |owner: &str, size| Meta {
+            owner: owner.into(),
+            name: "a.bin".into(),
+            size,
+            blake3: None,
+        };
+        let id = staging.create(&meta("ada", 5)).unwrap();
+        staging.create(&meta("ada", 7)).unwrap();
+        staging.create(&meta("bob", 100)).unwrap();
+        assert_eq!(staging.declared_by("ada").unwrap(), (2, 12));
+        assert_eq!(staging.declared_by("eve").unwrap(), (0, 0));
+        for path in [staging.part(&id), dir.path().join(format!("{id}.json"))] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is readable by others", path.display());
+        }
+    }
 
     #[test]
     fn uploads_belong_to_their_owner_and_ids_are_checked() {

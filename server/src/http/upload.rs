@@ -118,7 +118,7 @@ pub(crate) async fn caller(
         (status = 200, description = "Staged; PUT the bytes", body = UploadState),
         (status = 400, body = dupla::web::ErrorBody), (status = 401, body = dupla::web::ErrorBody),
         (status = 403, description = "Viewers may not back up", body = dupla::web::ErrorBody),
-        (status = 429, description = "Larger than this server offers", body = dupla::web::ErrorBody)),
+        (status = 429, description = "Larger than this server offers, over the caller's quota, or too many uploads staged", body = dupla::web::ErrorBody)),
     security(("bearer" = [])))]
 /// Stage a new upload.
 pub async fn create(
@@ -145,6 +145,30 @@ pub async fn create(
         ))
         .into());
     }
+    // Staged bytes take this server's disk before the write path's quota
+    // check at Place: they count against the quota from the start.
+    let staging = api.staging.clone();
+    let owner = login.clone();
+    let (staged, staged_bytes) = tokio::task::spawn_blocking(move || staging.declared_by(&owner))
+        .await
+        .map_err(|e| Error::Internal(format!("staging: {e}")))??;
+    if staged >= MAX_STAGED_PER_USER {
+        return Err(Error::Exhausted(format!(
+            "{login} has {staged} uploads staged on this server; finish or cancel (DELETE) one first"
+        ))
+        .into());
+    }
+    let token = bearer(&headers).unwrap_or_default();
+    let quota = dupla::v1::manager_client::ManagerClient::new(api.node.manager_channel.clone())
+        .get_quota(grpc_request(
+            Some(token),
+            None,
+            dupla::v1::GetQuotaRequest::default(),
+        ))
+        .await
+        .map_err(Error::from_status)?
+        .into_inner();
+    check_quota(&quota, staged as u64, staged_bytes, new.size)?;
     let meta = super::staging::Meta {
         owner: login,
         name: new.name.clone(),
@@ -163,6 +187,38 @@ pub async fn create(
         done: false,
         file: None,
     }))
+}
+
+/// Uploads one user may have staged on one server at once.
+pub const MAX_STAGED_PER_USER: usize = 16;
+
+/// Refuse a new staged upload of `size` bytes that, with what the user
+/// keeps and has staged, would go past their quota (0: unlimited).
+fn check_quota(
+    quota: &dupla::v1::QuotaReply,
+    staged: u64,
+    staged_bytes: u64,
+    size: u64,
+) -> Result<()> {
+    let bytes = quota
+        .used_bytes
+        .saturating_add(staged_bytes)
+        .saturating_add(size);
+    let files = quota.used_files.saturating_add(staged).saturating_add(1);
+    if quota.quota_bytes != 0 && bytes > quota.quota_bytes {
+        return Err(Error::Exhausted(format!(
+            "over your quota: {} kept, {} staged and {} more would pass {} bytes; \
+             remove files (`dupla rm`, `dupla forget`) or ask an admin",
+            quota.used_bytes, staged_bytes, size, quota.quota_bytes
+        )));
+    }
+    if quota.quota_files != 0 && files > quota.quota_files {
+        return Err(Error::Exhausted(format!(
+            "over your quota: {} file versions kept and {staged} staged; the quota is {}",
+            quota.used_files, quota.quota_files
+        )));
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/uploads/{id}", tag = "transfers",
@@ -523,4 +579,31 @@ fn feed(
     };
     let _ = tx.blocking_send(end);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_uploads_count_against_the_quota() {
+        let quota = dupla::v1::QuotaReply {
+            quota_bytes: 100,
+            quota_files: 3,
+            used_bytes: 40,
+            used_files: 1,
+            ..Default::default()
+        };
+        assert!(check_quota(&quota, 0, 0, 60).is_ok());
+        assert!(matches!(
+            check_quota(&quota, 1, 30, 31),
+            Err(Error::Exhausted(m)) if m.contains("over your quota")
+        ));
+        assert!(
+            check_quota(&quota, 2, 0, 1).is_err(),
+            "a fourth file version"
+        );
+        let unlimited = dupla::v1::QuotaReply::default();
+        assert!(check_quota(&unlimited, 1000, u64::MAX, u64::MAX).is_ok());
+    }
 }
