@@ -20,6 +20,7 @@ use anyhow::bail;
 use dupla::v1::{chat_event, ChatEvent, ChatInput};
 use dupla::Result;
 use std::io::{IsTerminal, Write};
+use std::string::FromUtf8Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, Lines};
 
 /// Clock samples taken when the chat starts: a few round trips are enough
@@ -93,6 +94,57 @@ impl Screen {
     }
 }
 
+/// One line of input, without its line ending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputLine {
+    /// The line, decoded as UTF-8.
+    pub text: String,
+    /// Whether the line was not valid UTF-8, so each invalid byte sequence
+    /// in `text` stands as U+FFFD.
+    pub lossy: bool,
+}
+
+/// The next line of `input` (`None` at the end), decoded lossily: a line
+/// that is not valid UTF-8 (a Latin-1 `café`, stray binary) comes back with
+/// U+FFFD for its bad bytes instead of ending the input. [`Lines`] hands
+/// such a line's bytes back inside its `InvalidData` error and goes on with
+/// the next line, so nothing else is lost. Cancel safe, like
+/// [`Lines::next_line`].
+pub async fn next_line_lossy<R>(input: &mut Lines<R>) -> std::io::Result<Option<InputLine>>
+where
+    R: AsyncBufRead + Unpin,
+{
+    match input.next_line().await {
+        Ok(line) => Ok(line.map(|text| InputLine { text, lossy: false })),
+        Err(err) => {
+            let bytes = not_utf8(err)?;
+            Ok(Some(InputLine {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                lossy: true,
+            }))
+        }
+    }
+}
+
+/// The bytes of a line [`Lines`] refused as not UTF-8; any other error as
+/// it was.
+fn not_utf8(err: std::io::Error) -> std::io::Result<Vec<u8>> {
+    let is_utf8_error = err.kind() == std::io::ErrorKind::InvalidData
+        && err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<FromUtf8Error>());
+    if !is_utf8_error {
+        return Err(err);
+    }
+    let inner = err
+        .into_inner()
+        .expect("invariant: checked to hold an error");
+    Ok(inner
+        .downcast::<FromUtf8Error>()
+        .expect("invariant: checked to be a FromUtf8Error")
+        .into_bytes())
+}
+
 /// `dupla chat`, reading lines from standard input.
 pub async fn command(client: &Client) -> anyhow::Result<()> {
     let terminal = std::io::stdin().is_terminal();
@@ -124,16 +176,25 @@ where
     let mut tx = Some(tx);
     loop {
         tokio::select! {
-            line = input.next_line(), if tx.is_some() => match line? {
-                Some(line) if line.len() > MAX_LINE_BYTES => screen.local(&format!(
-                    "message too long ({} bytes; the limit is {MAX_LINE_BYTES}); nothing was sent",
-                    line.len()
-                ))?,
-                Some(line) => {
-                    let sender = tx.as_ref().expect("invariant: polled only while open");
-                    if sender.send(ChatInput { line }).await.is_err() {
-                        // The stream is over; its last events tell why.
-                        tx = None;
+            line = next_line_lossy(input), if tx.is_some() => match line? {
+                Some(InputLine { text: line, lossy }) => {
+                    if lossy {
+                        // On stderr: stdout is the event contract.
+                        eprintln!(
+                            "warning: a line was not valid UTF-8; its invalid bytes became U+FFFD"
+                        );
+                    }
+                    if line.len() > MAX_LINE_BYTES {
+                        screen.local(&format!(
+                            "message too long ({} bytes; the limit is {MAX_LINE_BYTES}); nothing was sent",
+                            line.len()
+                        ))?;
+                    } else {
+                        let sender = tx.as_ref().expect("invariant: polled only while open");
+                        if sender.send(ChatInput { line }).await.is_err() {
+                            // The stream is over; its last events tell why.
+                            tx = None;
+                        }
                     }
                 }
                 // End of input: close our side; the manager ends the session
@@ -174,5 +235,52 @@ mod tests {
         assert_eq!(line(&event(Answer, "", "bye")), "* bye");
         assert_eq!(line(&event(Unspecified, "", "?")), "* ?");
         assert_eq!(clock_time(1_700_000_000_123), "22:13:20");
+    }
+
+    /// Every line of `input` through [`next_line_lossy`].
+    async fn read_all(input: &[u8]) -> Vec<InputLine> {
+        let mut lines = BufReader::new(input).lines();
+        let mut out = Vec::new();
+        while let Some(line) = next_line_lossy(&mut lines).await.unwrap() {
+            out.push(line);
+        }
+        out
+    }
+
+    fn text(text: &str, lossy: bool) -> InputLine {
+        InputLine {
+            text: text.into(),
+            lossy,
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_that_are_not_utf8_are_read_lossily_and_reading_goes_on() {
+        let input = b"hello\nx\xff\xfey\r\ncaf\xe9\ncaf\xc3\xa9\n\xc3\nlast";
+        assert_eq!(
+            read_all(input).await,
+            [
+                text("hello", false),
+                text("x\u{FFFD}\u{FFFD}y", true),
+                text("caf\u{FFFD}", true),
+                text("café", false),
+                text("\u{FFFD}", true),
+                text("last", false),
+            ]
+        );
+        // A bad last line without a newline, and an empty input.
+        assert_eq!(
+            read_all(b"a\n\xff").await,
+            [text("a", false), text("\u{FFFD}", true)]
+        );
+        assert!(read_all(b"").await.is_empty());
+    }
+
+    #[test]
+    fn other_read_errors_stay_errors() {
+        let err = std::io::Error::new(std::io::ErrorKind::InvalidData, "something else");
+        assert_eq!(not_utf8(err).unwrap_err().to_string(), "something else");
+        let err = std::io::Error::other("disk on fire");
+        assert_eq!(not_utf8(err).unwrap_err().kind(), std::io::ErrorKind::Other);
     }
 }

@@ -553,6 +553,7 @@ pub async fn run(anonymous: Client) -> anyhow::Result<()> {
     };
     let mut changes = shell.inbox.changed.subscribe();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut number = 0u64;
     let prompt = || {
         if interactive {
             print!("> ");
@@ -562,7 +563,9 @@ pub async fn run(anonymous: Client) -> anyhow::Result<()> {
     prompt();
     loop {
         let line = tokio::select! {
-            line = lines.next_line() => line?,
+            // Not UTF-8 (a Latin-1 `café`): read lossily, so the line still
+            // gets its one reply and the rest of the script runs.
+            line = crate::chat::next_line_lossy(&mut lines) => line?,
             // Messages from users elsewhere, while this shell waits for input.
             _ = changes.changed() => {
                 let received = shell.inbox.take_lines();
@@ -579,6 +582,14 @@ pub async fn run(anonymous: Client) -> anyhow::Result<()> {
             }
         };
         let Some(line) = line else { break };
+        number += 1;
+        if line.lossy {
+            // On stderr: stdout carries one reply per command line.
+            eprintln!(
+                "warning: input line {number} is not valid UTF-8; its invalid bytes were read as U+FFFD"
+            );
+        }
+        let line = line.text;
         let mut output = shell.execute(&line).await;
         output.extend(shell.inbox.take_lines());
         changes.borrow_and_update();

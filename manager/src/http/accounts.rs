@@ -184,7 +184,8 @@ pub async fn get_user(
 #[utoipa::path(delete, path = "/api/users/{login}", tag = "users",
     params(("login" = String, Path, description = "Whose")),
     responses((status = 200, description = "Deleted with their files", body = User),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The last admin account", body = ErrorBody)),
     security(("bearer" = [])))]
 /// Delete an account and its backups (admin).
 pub async fn delete_user(
@@ -206,7 +207,8 @@ pub async fn delete_user(
 #[utoipa::path(put, path = "/api/users/{login}/role", tag = "users", request_body = SetRole,
     params(("login" = String, Path, description = "Whose")),
     responses((status = 200, body = User), (status = 400, description = "Unknown role", body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Would leave no admin account", body = ErrorBody)),
     security(("bearer" = [])))]
 /// Change an account's role: `admin`, `user` or `viewer` (admin).
 pub async fn set_role(

@@ -364,12 +364,17 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Give `login` `role` durably; `NOT_FOUND` if there is no such account.
+    /// Give `login` `role` durably; `NOT_FOUND` if there is no such account,
+    /// `FAILED_PRECONDITION` if it is the last admin and `role` is not admin
+    /// (no one could administer accounts any more).
     pub fn set_role(&self, login: &str, role: Role) -> Result<Account> {
         let _guard = self.write.lock().expect("accounts lock poisoned");
         let mut account = self.get(login)?.ok_or_else(|| {
             Error::NotFound(format!("no account {:?}", dupla::name::excerpt(login)))
         })?;
+        if account.admin && role != Role::Admin {
+            self.keep_an_admin(login, "take the admin role from")?;
+        }
         account.admin = role == Role::Admin;
         account.viewer = role == Role::Viewer;
         self.kv
@@ -378,12 +383,35 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Delete `login`'s account durably, returning it.
+    /// Delete `login`'s account durably, returning it (`None` if there was
+    /// none). `FAILED_PRECONDITION` if it is the last admin.
     pub fn delete(&self, login: &str) -> Result<Option<Account>> {
         let _guard = self.write.lock().expect("accounts lock poisoned");
+        if self.get(login)?.is_some_and(|account| account.admin) {
+            self.keep_an_admin(login, "delete")?;
+        }
         let old = self.kv.delete(ACCOUNTS_TREE, login.as_bytes())?;
         self.kv.flush()?;
         old.map(|b| decode(&b)).transpose()
+    }
+
+    /// Refuse to `what` the admin `login` unless another account is an admin
+    /// too, so some account can always administer the others. Called with
+    /// `write` held, so two admins cannot demote each other at once.
+    /// (`dupla-manager admin grant|revoke`, [`Accounts::set_admin`], is the
+    /// operator's way round it and stays unchecked.)
+    fn keep_an_admin(&self, login: &str, what: &str) -> Result<()> {
+        let another = self
+            .all()?
+            .iter()
+            .any(|account| account.admin && account.login != login);
+        if another {
+            return Ok(());
+        }
+        Err(Error::Stale(format!(
+            "cannot {what} {:?}: it is the last admin account; give another account the admin role first",
+            dupla::name::excerpt(login)
+        )))
     }
 }
 
@@ -478,6 +506,51 @@ mod tests {
             accounts.set_admin("bob", true),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn the_last_admin_can_be_neither_demoted_nor_deleted() {
+        let accounts = Accounts::new(Arc::new(MemoryKv::new()));
+        let admin = |login: &str| Account {
+            admin: true,
+            ..stored(login)
+        };
+        accounts.create(admin("root")).unwrap();
+        accounts.create(stored("bob")).unwrap();
+        for role in [Role::User, Role::Viewer] {
+            let err = accounts.set_role("root", role).unwrap_err();
+            assert!(matches!(err, Error::Stale(_)), "{err:?}");
+            assert!(err.to_string().contains("last admin"), "{err}");
+        }
+        let err = accounts.delete("root").unwrap_err();
+        assert!(matches!(err, Error::Stale(_)), "{err:?}");
+        assert!(accounts.get("root").unwrap().unwrap().admin, "unchanged");
+        // Others come and go; an admin may stay an admin.
+        assert_eq!(
+            accounts.set_role("root", Role::Admin).unwrap().role(),
+            Role::Admin
+        );
+        assert_eq!(
+            accounts.set_role("bob", Role::Viewer).unwrap().role(),
+            Role::Viewer
+        );
+        assert!(accounts.delete("nobody").unwrap().is_none());
+        // With a second admin either may go, but not both.
+        accounts.set_role("bob", Role::Admin).unwrap();
+        assert_eq!(
+            accounts.set_role("root", Role::User).unwrap().role(),
+            Role::User
+        );
+        assert!(matches!(
+            accounts.set_role("bob", Role::User),
+            Err(Error::Stale(_))
+        ));
+        assert!(matches!(accounts.delete("bob"), Err(Error::Stale(_))));
+        accounts.set_role("root", Role::Admin).unwrap();
+        assert!(accounts.delete("bob").unwrap().unwrap().admin);
+        assert!(matches!(accounts.delete("root"), Err(Error::Stale(_))));
+        // The operator's tool is the way round it.
+        assert!(!accounts.set_admin("root", false).unwrap().admin);
     }
 
     #[test]
