@@ -76,6 +76,10 @@ pub struct BackupOptions {
     /// A bar shared by the files of a whole run, which this upload adds its
     /// bytes to instead of showing a bar of its own.
     pub bar: Option<Progress>,
+    /// Part of a directory run ([`crate::snapshot_backup`]): an interrupted
+    /// upload's error does not suggest `dupla backup NAME --resume`, since
+    /// the run says to run the same backup again, which resumes it.
+    pub in_run: bool,
 }
 
 /// A file that passed every check and is ready to upload.
@@ -210,7 +214,8 @@ impl Client {
                     if !e.is_retryable() {
                         note.finish();
                     }
-                    return Err(interrupted(e, &file.name, sent.load(Ordering::Relaxed)));
+                    let sent = sent.load(Ordering::Relaxed);
+                    return Err(interrupted(e, &file.name, sent, options.in_run));
                 }
             }
         }
@@ -354,17 +359,27 @@ fn report(
     }
 }
 
-/// The error that ends a backup, saying what is kept and how to go on.
-fn interrupted(error: Error, name: &str, sent: u64) -> Error {
+/// The error that ends a backup, saying what is kept and how to go on
+/// (inside a directory run, the run says how: see [`BackupOptions::in_run`]).
+fn interrupted(error: Error, name: &str, sent: u64, in_run: bool) -> Error {
     if !error.is_retryable() {
         return error;
     }
     error.map_message(|m| {
-        format!(
-            "{name} was interrupted after {} sent: {m}. The cluster keeps what it stored; \
-             run `dupla backup {name} --resume` to send only the rest",
+        let stop = if m.ends_with(['.', '?', '!']) {
+            ""
+        } else {
+            "."
+        };
+        let kept = format!(
+            "{name} was interrupted after {} sent: {m}{stop} The cluster keeps what it stored",
             format_size(sent)
-        )
+        );
+        if in_run {
+            kept
+        } else {
+            format!("{kept}; run `dupla backup {name} --resume` to send only the rest")
+        }
     })
 }
 
@@ -556,6 +571,25 @@ mod tests {
         let err = resolve(&root, Path::new("sock")).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         assert!(resolve(Path::new("/nonexistent-root"), Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn only_a_file_backed_up_alone_is_told_to_resume_with_its_own_command() {
+        let alone = interrupted(Error::Unavailable("gone".into()), "a.bin", 0, false);
+        assert!(
+            alone
+                .to_string()
+                .contains("run `dupla backup a.bin --resume`"),
+            "{alone}"
+        );
+        let in_run = interrupted(Error::Unavailable("is it up?".into()), "a.bin", 0, true);
+        assert!(in_run.is_retryable(), "the status is kept");
+        assert_eq!(
+            in_run.to_string(),
+            "a.bin was interrupted after 0 B sent: is it up? The cluster keeps what it stored"
+        );
+        let refused = interrupted(Error::InvalidInput("bad".into()), "a.bin", 0, true);
+        assert_eq!(refused.to_string(), "bad", "a refusal gets no advice");
     }
 
     #[test]

@@ -58,8 +58,9 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         tokio::select! {
-            // The command first: a backup answers Ctrl-C itself, with the
-            // exact command to continue.
+            // The command first, so an outcome that is ready wins over a
+            // Ctrl-C that arrives with it; otherwise Ctrl-C drops the run
+            // (a backup's journal keeps what it committed).
             biased;
             outcome = dupla_client::run(cli) => match outcome {
                 Ok(()) => ExitCode::SUCCESS,

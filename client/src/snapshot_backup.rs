@@ -16,7 +16,13 @@
 //! has not recorded its snapshot yet is noted in `ROOT/.dupla/run.jsonl`;
 //! the next run treats those as unchanged when they still match, so running
 //! the same backup again finishes the job without sending them again (and a
-//! file cut off midway resumes as a single backup does).
+//! file cut off midway resumes as a single backup does). A file is noted as
+//! soon as it is committed, so a run stopped by Ctrl-C keeps that too.
+//!
+//! Once a file fails for a reason that is not the file's own (the cluster
+//! is unreachable after every retry, a refusal), the run records nothing,
+//! so it starts no further file: the uploads in flight finish, and the files
+//! not started are listed once as not attempted.
 //!
 //! Exit status: 0 when every file is in the snapshot, 3 ("partial") when
 //! some were skipped (unreadable, special, vanished), 1 when the run failed
@@ -35,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -338,10 +344,11 @@ fn covers(theirs: &str, path: &str) -> bool {
         || (path.starts_with(theirs) && path.as_bytes().get(theirs.len()) == Some(&b'/'))
 }
 
-/// One file uploaded (or failed) by the run.
+/// One file uploaded (or failed, or not attempted) by the run.
 struct Outcome {
     file: WalkEntry,
-    result: Result<BackupReport>,
+    /// `None`: not attempted, the run having stopped after a failure.
+    result: Option<Result<BackupReport>>,
     changed: bool,
 }
 
@@ -414,10 +421,22 @@ pub async fn run(
         .collect();
     let total_files = uploads.len();
     let files_done = AtomicUsize::new(0);
-    let outcomes: Vec<Outcome> = futures::stream::iter(uploads)
+    // Set once a file failed for a reason that is not the file's own: the
+    // run records no snapshot then, so files not started yet are not
+    // started (each would only fail the same way, retries and all).
+    let stopped = AtomicBool::new(false);
+    let mut stream = futures::stream::iter(uploads)
         .map(|(file, previous)| {
-            let (bar, files_done) = (bar.clone(), &files_done);
+            let (bar, files_done, stopped) = (bar.clone(), &files_done, &stopped);
             async move {
+                let changed = previous.is_some();
+                if stopped.load(Ordering::Relaxed) {
+                    return Outcome {
+                        file,
+                        result: None,
+                        changed,
+                    };
+                }
                 bar.set_message(format!(
                     "{}/{total_files} files, {}",
                     files_done.load(Ordering::Relaxed),
@@ -436,6 +455,7 @@ pub async fn run(
                     resume: options.resume,
                     reuse,
                     bar: Some(bar),
+                    in_run: true,
                 };
                 let result = client
                     .backup_resolved(root, &resolved, backup_options)
@@ -443,31 +463,22 @@ pub async fn run(
                 files_done.fetch_add(1, Ordering::Relaxed);
                 Outcome {
                     file,
-                    result,
-                    changed: previous.is_some(),
+                    result: Some(result),
+                    changed,
                 }
             }
         })
-        .buffer_unordered(RUN_CONCURRENCY)
-        .collect()
-        .await;
-    bar.finish();
+        .buffer_unordered(RUN_CONCURRENCY);
 
-    // Report in path order, whatever order the uploads finished in.
-    let mut outcomes = outcomes;
-    outcomes.sort_by(|a, b| a.file.path.cmp(&b.file.path));
-    let mut versions: HashMap<String, (u64, u64)> = HashMap::new();
+    // Each file is noted in the journal as soon as it is committed, not
+    // when the run ends: a run cut off (Ctrl-C drops it, a failure stops
+    // it) leaves the journal of everything committed so far, and the next
+    // run does not send those files again.
+    let mut outcomes = Vec::with_capacity(total_files);
     let mut fatal: Option<Error> = None;
-    for outcome in outcomes {
-        match outcome.result {
-            Ok(report) => {
-                summary.sent_bytes += report.sent_bytes;
-                summary.reused_bytes += report.reused_bytes;
-                if outcome.changed {
-                    summary.files_changed += 1;
-                } else {
-                    summary.files_new += 1;
-                }
+    while let Some(outcome) = stream.next().await {
+        match &outcome.result {
+            Some(Ok(report)) => {
                 let file = &outcome.file;
                 journal.note(&Seen {
                     path: file.path.clone(),
@@ -476,7 +487,34 @@ pub async fn run(
                     inode: file.inode,
                     version: report.version,
                 })?;
-                versions.insert(file.path.clone(), (report.version, report.size));
+            }
+            Some(Err(e)) if !is_local(e) => stopped.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+        outcomes.push(outcome);
+    }
+    drop(stream);
+    bar.finish();
+
+    // Report in path order, whatever order the uploads finished in.
+    outcomes.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    let mut versions: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut not_attempted: Vec<String> = Vec::new();
+    for outcome in outcomes {
+        let Some(result) = outcome.result else {
+            not_attempted.push(outcome.file.path);
+            continue;
+        };
+        match result {
+            Ok(report) => {
+                summary.sent_bytes += report.sent_bytes;
+                summary.reused_bytes += report.reused_bytes;
+                if outcome.changed {
+                    summary.files_changed += 1;
+                } else {
+                    summary.files_new += 1;
+                }
+                versions.insert(outcome.file.path.clone(), (report.version, report.size));
                 let status = if outcome.changed { "changed" } else { "new" };
                 let line = FileLine { report, status };
                 out.emit(human(&line), &line)?;
@@ -492,11 +530,19 @@ pub async fn run(
             }
         }
     }
+    if !not_attempted.is_empty() {
+        eprintln!("{}", not_attempted_line(&not_attempted));
+    }
     if let Some(e) = fatal {
+        let skipped = match not_attempted.len() {
+            0 => String::new(),
+            1 => ", 1 file was not attempted".to_string(),
+            n => format!(", {n} files were not attempted"),
+        };
         return Err(e
             .map_message(|m| {
                 format!(
-                    "{m}; no snapshot was recorded. Run the same backup again: \
+                    "{m}; no snapshot was recorded{skipped}. Run the same backup again: \
                      the files already stored are not sent again"
                 )
             })
@@ -560,6 +606,26 @@ pub async fn run(
         .into());
     }
     Ok(summary)
+}
+
+/// The one line for the files a failed run did not start: how many, the
+/// first few by name.
+fn not_attempted_line(paths: &[String]) -> String {
+    const NAMED: usize = 3;
+    let mut named: Vec<String> = paths
+        .iter()
+        .take(NAMED)
+        .map(|p| shown_path(p).into_owned())
+        .collect();
+    if paths.len() > NAMED {
+        named.push(format!("and {} more", paths.len() - NAMED));
+    }
+    let files = if paths.len() == 1 { "file" } else { "files" };
+    format!(
+        "{} {files} not attempted after the failure above: {}",
+        paths.len(),
+        named.join(", ")
+    )
 }
 
 /// Whether a file's failure is about the file here (gone, unreadable, not
@@ -709,6 +775,19 @@ mod tests {
         assert!(covers("docs", "docs/a/b"));
         assert!(!covers("docs", "docs2"));
         assert!(!covers("docs/a", "docs"));
+    }
+
+    #[test]
+    fn files_not_attempted_are_one_line() {
+        let paths: Vec<String> = (0..5).map(|i| format!("d/f{i}")).collect();
+        assert_eq!(
+            not_attempted_line(&paths),
+            "5 files not attempted after the failure above: d/f0, d/f1, d/f2, and 2 more"
+        );
+        assert_eq!(
+            not_attempted_line(&paths[..1]),
+            "1 file not attempted after the failure above: d/f0"
+        );
     }
 
     #[test]
