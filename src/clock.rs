@@ -17,19 +17,25 @@ pub fn unix_nanos() -> i128 {
         .unwrap_or(0)
 }
 
-/// `unix_ms` as a UTC date and time to the second,
-/// `YYYY-MM-DD HH:MM:SS UTC`: how a message shows an instant (the client's
-/// `login` and `whoami` print the same), never raw milliseconds.
-pub fn format_utc(unix_ms: i64) -> String {
+/// `unix_ms` as a UTC date and time to the second, `YYYY-MM-DD HH:MM:SS`:
+/// the client's table columns and JSON times.
+pub fn format_utc_time(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = crate::retention::civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// [`format_utc_time`] saying its zone, `YYYY-MM-DD HH:MM:SS UTC`: how a
+/// message shows an instant (the client's `login` and `whoami` print the
+/// same), never raw milliseconds.
+pub fn format_utc(unix_ms: i64) -> String {
+    format!("{} UTC", format_utc_time(unix_ms))
 }
 
 /// The Clock service; stateless.

@@ -184,7 +184,7 @@ impl Client {
                     if changes > MAX_FILE_CHANGES || attempts >= MAX_ATTEMPTS {
                         note.finish();
                         return Err(Error::InvalidInput(format!(
-                            "{changed}; skipped: something is writing it (the next backup tries again)"
+                            "{changed}, the second time: something is writing it (the next backup tries again)"
                         )));
                     }
                     eprintln!("note: {}: {changed}; reading it again", file.name);

@@ -199,20 +199,8 @@ fn parse_date(text: &str) -> Option<i64> {
     if hms.next().is_some() || h > 23 || min > 59 || s > 60 {
         return None;
     }
-    let seconds = days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + s;
+    let seconds = dupla::retention::days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + s;
     seconds.checked_mul(1_000_000_000)
-}
-
-/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

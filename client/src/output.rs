@@ -104,35 +104,27 @@ pub fn shown_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The first `n` of `paths` (as [`shown_path`] shows them), comma
+/// separated, then "and K more": how a closing line names what a run left
+/// out, every one of which was listed above it with its reason.
+pub fn first_few<S: AsRef<str>>(paths: &[S], n: usize) -> String {
+    let mut named: Vec<String> = paths
+        .iter()
+        .take(n)
+        .map(|p| shown_path(p.as_ref()).into_owned())
+        .collect();
+    if paths.len() > n {
+        named.push(format!("and {} more", paths.len() - n));
+    }
+    named.join(", ")
+}
+
 /// A Unix time in milliseconds as `YYYY-MM-DD HH:MM:SS` UTC, or `-` for 0.
 pub fn format_unix_ms(unix_ms: i64) -> String {
     if unix_ms == 0 {
         return "-".into();
     }
-    let secs = unix_ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`), so no date crate is needed for one column.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    dupla::clock::format_utc_time(unix_ms)
 }
 
 /// The one-line message for a failed command: the error and its causes,
@@ -235,6 +227,13 @@ mod tests {
     fn paths_with_control_characters_stay_on_one_line() {
         assert_eq!(shown_path("a/b c.txt"), "a/b c.txt");
         assert_eq!(shown_path("new\nline\u{1b}[2J"), "\"new\\nline\\u{1b}[2J\"");
+    }
+
+    #[test]
+    fn the_first_few_are_named_and_the_rest_counted() {
+        let paths = ["a", "b", "c\nd", "e"];
+        assert_eq!(first_few(&paths, 3), "a, b, \"c\\nd\", and 1 more");
+        assert_eq!(first_few(&paths[..2], 3), "a, b");
     }
 
     #[test]

@@ -596,42 +596,46 @@ mod tests {
 
     #[test]
     fn only_garbled_connections_suggest_a_tls_mismatch() {
-        // What a plain-text client of a TLS node sees.
-        assert_eq!(
-            Failure::of("Status { message: \"h2 protocol error: http2 error\", source: GoAway(FRAME_SIZE_ERROR) }"),
-            Failure::TlsMismatch
-        );
-        assert_eq!(
-            Failure::of("received corrupt message of type InvalidContentType"),
-            Failure::TlsMismatch
-        );
-        // A node that accepts and never answers (stopped, hung).
-        assert_eq!(
-            Failure::of("cannot reach 127.0.0.1:1: it did not answer within 5 s (timed out)"),
-            Failure::Silent
-        );
+        for (detail, failure) in [
+            // What a plain-text client of a TLS node sees.
+            (
+                "Status { message: \"h2 protocol error: http2 error\", source: GoAway(FRAME_SIZE_ERROR) }",
+                Failure::TlsMismatch,
+            ),
+            (
+                "received corrupt message of type InvalidContentType",
+                Failure::TlsMismatch,
+            ),
+            // A node that accepts and never answers (stopped, hung).
+            (
+                "cannot reach 127.0.0.1:1: it did not answer within 5 s (timed out)",
+                Failure::Silent,
+            ),
+            // A node killed mid-download: the stream had been working.
+            (
+                "Status { code: Internal, message: \"h2 protocol error: error reading a body from connection\" }",
+                Failure::Gone,
+            ),
+            // A TLS node killed mid-upload: TLS was working.
+            (
+                "transport error: peer closed connection without sending TLS close_notify",
+                Failure::Gone,
+            ),
+            // Nothing listening: TLS is not the cause.
+            (
+                "tcp connect error: Connection refused (os error 111)",
+                Failure::Gone,
+            ),
+            // A reset: a node killed mid-transfer, or a TLS node dropping a
+            // plain-text connection.
+            (
+                "Status { message: \"transport error\", source: hyper::Error(Io, Os { code: 104, message: \"Connection reset by peer\" }) }",
+                Failure::Unclear,
+            ),
+        ] {
+            assert_eq!(Failure::of(detail), failure, "{detail}");
+        }
         assert!(Failure::Silent.hint().contains("stopped or hung"));
-        // A node killed mid-download: the stream had been working.
-        assert_eq!(
-            Failure::of("Status { code: Internal, message: \"h2 protocol error: error reading a body from connection\" }"),
-            Failure::Gone
-        );
-        // A TLS node killed mid-upload: TLS was working.
-        assert_eq!(
-            Failure::of("transport error: peer closed connection without sending TLS close_notify"),
-            Failure::Gone
-        );
-        // Nothing listening: TLS is not the cause.
-        assert_eq!(
-            Failure::of("tcp connect error: Connection refused (os error 111)"),
-            Failure::Gone
-        );
-        // A reset: a node killed mid-transfer, or a TLS node dropping a
-        // plain-text connection.
-        assert_eq!(
-            Failure::of("Status { message: \"transport error\", source: hyper::Error(Io, Os { code: 104, message: \"Connection reset by peer\" }) }"),
-            Failure::Unclear
-        );
         assert_eq!(Failure::of("operation was canceled"), Failure::Unclear);
         assert!(Failure::Unclear.hint().contains("--insecure"));
         assert!(Failure::TlsMismatch.hint().contains("--insecure"));

@@ -29,7 +29,7 @@
 //! and recorded nothing.
 
 use crate::backup::{BackupOptions, BackupReport, Resolved};
-use crate::output::{format_rate, mb_per_s, shown_path, Output};
+use crate::output::{first_few, format_rate, mb_per_s, shown_path, Output};
 use crate::progress::Progress;
 use crate::session::Client;
 use crate::walk::{self, EntryKind, WalkEntry, WalkOptions};
@@ -216,8 +216,6 @@ fn snapshot_paths(root: &Path, given: &[PathBuf]) -> Result<Vec<String>> {
             paths.push(".".to_string());
             continue;
         }
-        // The parent resolved, the last component kept: a given link is
-        // backed up as a link.
         // A missing directory on the way is named, as the walk names a
         // missing path ("nodir/file: no such file or directory").
         let unusable = |e: std::io::Error| match e.kind() {
@@ -226,6 +224,8 @@ fn snapshot_paths(root: &Path, given: &[PathBuf]) -> Result<Vec<String>> {
             }
             _ => Error::InvalidInput(format!("{}: {e}", path.display())),
         };
+        // The parent resolved, the last component kept: a given link is
+        // backed up as a link.
         let canonical = match (joined.parent(), joined.file_name()) {
             (Some(parent), Some(name)) => {
                 std::fs::canonicalize(parent).map_err(unusable)?.join(name)
@@ -475,7 +475,6 @@ pub async fn run(
     // it) leaves the journal of everything committed so far, and the next
     // run does not send those files again.
     let mut outcomes = Vec::with_capacity(total_files);
-    let mut fatal: Option<Error> = None;
     while let Some(outcome) = stream.next().await {
         match &outcome.result {
             Some(Ok(report)) => {
@@ -500,6 +499,7 @@ pub async fn run(
     outcomes.sort_by(|a, b| a.file.path.cmp(&b.file.path));
     let mut versions: HashMap<String, (u64, u64)> = HashMap::new();
     let mut not_attempted: Vec<String> = Vec::new();
+    let mut fatal: Option<Error> = None;
     for outcome in outcomes {
         let Some(result) = outcome.result else {
             not_attempted.push(outcome.file.path);
@@ -611,20 +611,11 @@ pub async fn run(
 /// The one line for the files a failed run did not start: how many, the
 /// first few by name.
 fn not_attempted_line(paths: &[String]) -> String {
-    const NAMED: usize = 3;
-    let mut named: Vec<String> = paths
-        .iter()
-        .take(NAMED)
-        .map(|p| shown_path(p).into_owned())
-        .collect();
-    if paths.len() > NAMED {
-        named.push(format!("and {} more", paths.len() - NAMED));
-    }
     let files = if paths.len() == 1 { "file" } else { "files" };
     format!(
         "{} {files} not attempted after the failure above: {}",
         paths.len(),
-        named.join(", ")
+        first_few(paths, 3)
     )
 }
 

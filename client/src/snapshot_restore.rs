@@ -22,7 +22,7 @@
 //! run pointless fails it with status 1: no cluster, no session, no such
 //! snapshot, a target refused, a directory that cannot be made.
 
-use crate::output::{format_rate, mb_per_s, shown_path, Output};
+use crate::output::{first_few, format_rate, mb_per_s, shown_path, Output};
 use crate::session::Client;
 use crate::snapshot_backup::{Partial, RUN_CONCURRENCY};
 use crate::tree_restore;
@@ -324,24 +324,13 @@ fn summary_line(r: &TreeRestoreReport) -> String {
 /// The closing warning of a restore that left `failed` out (exit status 3):
 /// how many, and the first few of them by name.
 fn partial_message(r: &TreeRestoreReport, failed: &[&str]) -> String {
-    let mut named = failed
-        .iter()
-        .take(FAILED_NAMED_IN_WARNING)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if failed.len() > FAILED_NAMED_IN_WARNING {
-        named.push_str(&format!(
-            " and {} more",
-            failed.len() - FAILED_NAMED_IN_WARNING
-        ));
-    }
     format!(
         "snapshot {} restored into {} without {} file(s) that could not be restored \
-         (listed above with the reasons): {named}",
+         (listed above with the reasons): {}",
         r.snapshot,
         r.target,
-        failed.len()
+        failed.len(),
+        first_few(failed, FAILED_NAMED_IN_WARNING)
     )
 }
 
@@ -487,6 +476,6 @@ mod tests {
         let many: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let text = partial_message(&report, &many);
-        assert!(text.ends_with(": f0, f1, f2, f3, f4 and 3 more"), "{text}");
+        assert!(text.ends_with(": f0, f1, f2, f3, f4, and 3 more"), "{text}");
     }
 }

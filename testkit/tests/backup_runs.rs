@@ -152,6 +152,20 @@ async fn run_to_held_point(
     (holds, task)
 }
 
+/// The same backup of `n` files run again: the files committed before the
+/// cut count as unchanged and are not sent again.
+async fn rerun_sends_only_the_rest(cluster: &TestCluster, root: &Path, n: usize) {
+    let again = snapshot_backup::run(&client(cluster), root, &options(&["many"]), JSON)
+        .await
+        .expect("the rerun finishes");
+    assert_eq!(again.files_unchanged, COMMITTED as u64, "{again:?}");
+    assert_eq!(again.files_new, (n - COMMITTED) as u64, "{again:?}");
+    assert!(
+        again.sent_bytes <= ((n - COMMITTED) * FILE_SIZE) as u64,
+        "the files committed before the cut were sent again: {again:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_cut_off_midway_keeps_the_journal_of_what_it_committed() {
     bounded(async {
@@ -178,15 +192,7 @@ async fn a_run_cut_off_midway_keeps_the_journal_of_what_it_committed() {
         );
 
         // Running it again sends only the rest.
-        let again = snapshot_backup::run(&client(&cluster), root, &options(&["many"]), JSON)
-            .await
-            .expect("the rerun finishes");
-        assert_eq!(again.files_unchanged, COMMITTED as u64, "{again:?}");
-        assert_eq!(again.files_new, (n - COMMITTED) as u64, "{again:?}");
-        assert!(
-            again.sent_bytes <= ((n - COMMITTED) * FILE_SIZE) as u64,
-            "the files committed before the cut were sent again: {again:?}"
-        );
+        rerun_sends_only_the_rest(&cluster, root, n).await;
         assert_eq!(journal_lines(root), 0, "the journal goes with the snapshot");
         for i in [0, n - 1] {
             raw::assert_restores(
@@ -242,15 +248,7 @@ async fn a_run_whose_manager_is_gone_stops_starting_files() {
         // those again.
         cluster.start_manager_again().await;
         cluster.wait_for_up(2).await;
-        let again = snapshot_backup::run(&client(&cluster), root, &options(&["many"]), JSON)
-            .await
-            .expect("the rerun finishes");
-        assert_eq!(again.files_unchanged, COMMITTED as u64, "{again:?}");
-        assert_eq!(again.files_new, (n - COMMITTED) as u64, "{again:?}");
-        assert!(
-            again.sent_bytes <= ((n - COMMITTED) * FILE_SIZE) as u64,
-            "{again:?}"
-        );
+        rerun_sends_only_the_rest(&cluster, root, n).await;
     })
     .await;
 }
